@@ -196,6 +196,16 @@ def check_functional_contract(core: FunctionalEnv, params: Any = None, n_steps: 
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def _is_number_tuple(x: Any) -> bool:
+    return isinstance(x, tuple) and not hasattr(x, "_fields") and all(isinstance(v, int | float) for v in x)
+
+
+def _array_leaves(tree: Any) -> list:
+    """Leaves of a NumPy-backend state, a tuple of Python numbers (how a single env may hold a
+    short axis, see :mod:`recgym.core.pyscalar`) counting as one array leaf, as on JAX."""
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree, is_leaf=_is_number_tuple)]
+
+
 def assert_backends_agree(core: FunctionalEnv, params: Any, seed: int, actions: list[Any],
                           atol: float = 1e-5, options: dict | None = None) -> int:
     """Step the NumPy backend and the JAX backend on the same noise and compare every output.
@@ -225,7 +235,7 @@ def assert_backends_agree(core: FunctionalEnv, params: Any, seed: int, actions: 
         np.testing.assert_allclose(obs_np, np.asarray(obs_jx), atol=atol, err_msg=msg)
         np.testing.assert_allclose(r_np, float(r_jx), atol=atol, err_msg=msg)
         assert (te_np, tr_np) == (bool(te_jx), bool(tr_jx)), msg
-        for leaf_np, leaf_jx in zip(jax.tree_util.tree_leaves(env.state), jax.tree_util.tree_leaves(state_jx)):
+        for leaf_np, leaf_jx in zip(_array_leaves(env.state), jax.tree_util.tree_leaves(state_jx)):
             leaf_jx = np.asarray(leaf_jx)
             if np.issubdtype(leaf_jx.dtype, np.floating):
                 np.testing.assert_allclose(leaf_np, leaf_jx, atol=atol, err_msg=msg)

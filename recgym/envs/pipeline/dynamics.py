@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from recgym.core import pyscalar
 from recgym.envs.pipeline import model
 from recgym.envs.pipeline.params import NUM_STAGES, STAGES, PipelineParams
 
@@ -190,10 +191,14 @@ def _compact_leaf(xp, x):
 
 
 def _compact(xp, tree):
-    """:func:`_compact_leaf` on every field of a dataclass."""
+    """A NumPy world in its fastest form: one environment's as Python numbers (floats, and a
+    tuple per per-stage field, for :mod:`recgym.core.pyscalar`), a batch's as plain arrays."""
     if xp is not np:
         return tree
-    return type(tree)(**{f.name: _compact_leaf(xp, getattr(tree, f.name)) for f in dataclasses.fields(tree)})
+    values = {f.name: np.asarray(getattr(tree, f.name)) for f in dataclasses.fields(tree)}
+    if np.ndim(tree.core_budget) == 0:
+        return type(tree)(**{k: v.item() if v.ndim == 0 else tuple(v.tolist()) for k, v in values.items()})
+    return type(tree)(**{k: np.array(v) for k, v in values.items()})
 
 
 def _f32(xp, value):
@@ -238,10 +243,12 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
     prof = params.profile
 
     def full(value):
-        return xp.broadcast_to(_f32(xp, value), batch_shape)
+        value = _f32(xp, value)
+        return value if not batch_shape else xp.broadcast_to(value, batch_shape)
 
     def per_stage(values):
-        return xp.broadcast_to(_f32(xp, values), (*batch_shape, NUM_STAGES))
+        values = _f32(xp, values)
+        return values if not batch_shape else xp.broadcast_to(values, (*batch_shape, NUM_STAGES))
 
     cpu = per_stage(prof.cpu_seconds_per_sample)
     if not params.randomize:
@@ -297,12 +304,13 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
     )
 
 
-def _select(xp, condition, if_true, if_false):
-    """``xp.where(condition, if_true, if_false)``; a plain branch for a concrete NumPy scalar
-    condition (same result, without ``where``'s cost on the single env's tiny arrays)."""
-    if xp is np and getattr(condition, "ndim", 0) == 0:
-        return if_true if condition else if_false
-    return xp.where(condition, if_true, if_false)
+def math_namespace(xp, per_env_value):
+    """The namespace the dynamics compute with: :mod:`recgym.core.pyscalar` for one environment on
+    NumPy (``per_env_value`` is a scalar: Python arithmetic is several times cheaper than NumPy
+    calls on six-element arrays), else ``xp`` itself (batched NumPy, JAX)."""
+    if xp is np and getattr(per_env_value, "ndim", 0) == 0:
+        return pyscalar
+    return xp
 
 
 def conditions(xp, world: PipelineWorld, after_change, neighbour_on) -> Conditions:
@@ -315,29 +323,31 @@ def conditions(xp, world: PipelineWorld, after_change, neighbour_on) -> Conditio
         neighbour_on: ``(...)`` bool, the noisy neighbour is running.
 
     Returns:
-        The interval's :class:`Conditions`.
+        The interval's :class:`Conditions` (for one environment on NumPy, ``cpu_seconds`` is a list
+        of Python floats and the other fields are floats; see :func:`math_namespace`).
     """
-    if xp is np and getattr(after_change, "ndim", 0) == 0:
-        cost = world.cpu_seconds * world.event_cost_factor if after_change else world.cpu_seconds
-    else:
-        cost = xp.where(xp.asarray(after_change)[..., None], world.cpu_seconds * world.event_cost_factor, world.cpu_seconds)
-    budget = _select(xp, after_change, world.core_budget * world.event_core_factor, world.core_budget)
-    available = budget - _select(xp, neighbour_on, world.neighbour_cores, np.float32(0.0))
-    available = xp.maximum(available, np.float32(1.0))  # at least one core
-    memory_cap = _select(xp, after_change, world.memory_gib * world.event_memory_factor, world.memory_gib)
+    m = math_namespace(xp, world.core_budget)
+    cost = [m.where(after_change, c * f, c) for c, f in zip(model.stages(world.cpu_seconds), model.stages(world.event_cost_factor))]
+    if m is not pyscalar:
+        cost = xp.stack(xp.broadcast_arrays(*cost), axis=-1)
+    budget = world.core_budget
+    budget = m.where(after_change, budget * world.event_core_factor, budget)
+    available = m.maximum(budget - m.where(neighbour_on, world.neighbour_cores, 0.0), 1.0)  # >= 1 core
+    memory_cap = world.memory_gib
+    memory_cap = m.where(after_change, memory_cap * world.event_memory_factor, memory_cap)
     return Conditions(cost, available, memory_cap)
 
 
 class Performance(NamedTuple):
-    """What an allocation achieves in given conditions (true values, arrays).
+    """What an allocation achieves in given conditions (true values).
 
-    Fields: ``capacities`` ``(..., 6)`` samples/s each stage can process; ``trainer_rate`` ``(...)``
-    samples/s the trainer can consume; ``throughput`` ``(...)`` delivered samples/s (0 when out of
-    memory); ``memory_gib`` ``(...)`` memory in use; ``oom`` ``(...)`` bool, memory exceeds the
-    cap; ``slowdown`` ``(...)`` oversubscription factor; ``batch_size`` ``(...)`` float.
+    Fields: ``capacities``, a tuple of the 6 stages' samples/s (each ``(...)``); ``trainer_rate``
+    ``(...)`` samples/s the trainer can consume; ``throughput`` ``(...)`` delivered samples/s (0 when
+    out of memory); ``memory_gib`` ``(...)`` memory in use; ``oom`` ``(...)`` bool, memory exceeds
+    the cap; ``slowdown`` ``(...)`` oversubscription factor; ``batch_size`` ``(...)`` float.
     """
 
-    capacities: Any
+    capacities: tuple
     trainer_rate: Any
     throughput: Any
     memory_gib: Any
@@ -353,30 +363,32 @@ def performance(xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, p
         xp: Array namespace.
         world: The world.
         cond: The interval's conditions.
-        cores: ``(..., 6)`` workers per stage (int or float).
-        batch_log2: ``(...)`` log2 batch size.
+        cores: ``(..., 6)`` workers per stage (int or float), or a sequence of 6 per-stage values.
+        batch_log2: ``(...)`` log2 batch size (int).
         prefetch: ``(...)`` prefetch depth.
         overhead: Oversubscription overhead ``kappa`` (static float).
 
     Returns:
         :class:`Performance` of the allocation.
     """
-    c = cores.astype(xp.float32)
-    batch = xp.left_shift(1, batch_log2.astype(xp.int32)).astype(xp.float32)  # exact 2**k
-    depth = prefetch.astype(xp.float32)
-    slowdown = model.oversubscription_factor(xp, c.sum(axis=-1), cond.available_cores, overhead)
-    seconds = model.stage_seconds_per_sample(xp, cond.cpu_seconds, batch, world.batch_overhead_seconds)
-    caps = model.stage_capacities(xp, c, seconds, world.serial_fraction, slowdown, world.io_samples_per_second)
-    mu = model.trainer_rate(xp, batch, world.trainer_batch_seconds, world.trainer_sample_seconds)
-    x = model.buffered_throughput(xp, caps.min(axis=-1), mu, depth + 1.0)
+    m = math_namespace(xp, batch_log2)
+    c = [m.float32(v) for v in model.stages(cores)]
+    batch = m.float32(2**batch_log2)  # exact: an integer power of two
+    depth = m.float32(prefetch)
+    slowdown = model.oversubscription_factor(m, sum(c), cond.available_cores, overhead)
+    seconds = model.stage_seconds_per_sample(m, cond.cpu_seconds, batch, world.batch_overhead_seconds)
+    caps = model.stage_capacities(m, c, seconds, world.serial_fraction, slowdown, world.io_samples_per_second)
+    mu = model.trainer_rate(m, batch, world.trainer_batch_seconds, world.trainer_sample_seconds)
+    x = model.buffered_throughput(m, model.bottleneck_rate(m, caps), mu, depth + 1.0)
     mem = model.memory_gib(
-        xp, c, batch, depth, world.worker_memory_gib, world.element_gib, world.shuffle_buffer, world.trainer_memory_gib
+        m, c, batch, depth, world.worker_memory_gib, world.element_gib, world.shuffle_buffer,
+        world.trainer_memory_gib,
     )
     oom = mem > cond.memory_cap_gib
     return Performance(
-        capacities=caps,
+        capacities=tuple(caps),
         trainer_rate=mu,
-        throughput=_select(xp, oom, np.float32(0.0), x),
+        throughput=m.where(oom, 0.0, x),
         memory_gib=mem,
         oom=oom,
         slowdown=slowdown,
@@ -404,78 +416,78 @@ def observe(xp, allocation, world, cond, perf: Performance, normals, noise: floa
     Returns:
         ``(observation (..., OBS_DIM) float32, measured_throughput (...))``.
     """
-    factor = xp.exp(noise * normals.astype(xp.float32))
-    # Measured = true x noise, for (6 stage capacities, trainer rate, throughput) at once.
-    measured = xp.concatenate(
-        [perf.capacities, perf.trainer_rate[..., None], perf.throughput[..., None]], axis=-1
-    ) * factor
-    caps = measured[..., :NUM_STAGES]
-    mu = model.entry(measured, NUM_STAGES)
-    measured_x = model.entry(measured, NUM_STAGES + 1)
-    lowest, second = _two_smallest(xp, measured[..., : NUM_STAGES + 1])
-    utilisation = (lowest + (second - lowest) * (caps <= lowest)) / caps
+    m = math_namespace(xp, perf.trainer_rate)
+    # Measured = true x noise, for (6 stage capacities, trainer rate, throughput).
+    factor = [m.exp(noise * z) for z in model.stages(normals)]
+    caps = [cap * f for cap, f in zip(perf.capacities, factor)]
+    mu = perf.trainer_rate * factor[NUM_STAGES]
+    measured_x = perf.throughput * factor[NUM_STAGES + 1]
+    lowest, second = _two_smallest(m, [*caps, mu])
     # A crashed trainer reports nothing: rates and utilisation read 0.
-    alive = _select(xp, perf.oom, np.float32(0.0), np.float32(1.0))
-    scalars = _pack(
-        xp,
-        [
-            perf.batch_size,
-            prefetch_of(allocation).astype(xp.float32),
-            measured_x * np.float32(RATE_UNIT),
-            1.0 - xp.minimum(measured_x / mu, np.float32(1.0)),
-            perf.memory_gib,
-            cond.memory_cap_gib,
-            cond.available_cores,
-            world.core_budget,
-        ],
-    )
-    obs = xp.concatenate(
-        [
-            allocation[..., :NUM_STAGES].astype(xp.float32),
-            caps * (alive * np.float32(RATE_UNIT))[..., None],
-            utilisation * alive[..., None],
-            scalars,
-        ],
-        axis=-1,
-    )
-    return xp.minimum(obs.astype(xp.float32), np.float32(OBS_CEILING)), measured_x
+    alive = m.where(perf.oom, 0.0, 1.0)
+    rate_scale = alive * RATE_UNIT
+    values = [
+        *(m.float32(v) for v in model.stages(allocation[..., :NUM_STAGES])),
+        *(cap * rate_scale for cap in caps),
+        # What the rest of the pipeline sustains: the bottleneck's own rate, except at the bottleneck.
+        *(m.where(cap <= lowest, second, lowest) / cap * alive for cap in caps),
+        perf.batch_size,
+        m.float32(prefetch_of(allocation)),
+        measured_x * RATE_UNIT,
+        1.0 - m.minimum(measured_x / mu, 1.0),
+        perf.memory_gib,
+        cond.memory_cap_gib,
+        cond.available_cores,
+        world.core_budget,
+    ]
+    if m is pyscalar:
+        obs = np.array(values, dtype=np.float32)
+        return np.minimum(obs, np.float32(OBS_CEILING), out=obs), measured_x
+    obs = xp.stack(xp.broadcast_arrays(*values), axis=-1).astype(xp.float32)
+    return xp.minimum(obs, np.float32(OBS_CEILING)), measured_x
 
 
-def _two_smallest(xp, x):
-    """The smallest and second-smallest entries of ``x`` along its last axis, each ``(..., 1)``
-    (with ties the two are equal, as in a sort).
+def _two_smallest(m, values):
+    """The smallest and second-smallest of ``values`` (a list of per-env values; with ties the two
+    are equal, as in a sort).
 
-    NumPy sorts (one call on a 7-element row); under XLA a sort runs a scalar comparator per
-    comparison and dominates a vmapped step, so JAX masks out one minimum and takes the min again.
+    On Python floats a sort of seven numbers is the cheapest; on arrays (under XLA a sort runs a
+    scalar comparator per comparison and dominates a vmapped step) one minimum is masked out and
+    the min is taken again.
     """
-    if xp is np:
-        lowest_two = np.sort(x, axis=-1)
-        return lowest_two[..., :1], lowest_two[..., 1:2]
-    first = xp.argmin(x, axis=-1)[..., None]
-    lowest = xp.take_along_axis(x, first, axis=-1)
-    second = xp.where(xp.arange(x.shape[-1]) == first, xp.inf, x).min(axis=-1, keepdims=True)
+    if m is pyscalar:
+        lowest, second = sorted(values)[:2]
+        return lowest, second
+    x = m.stack(m.broadcast_arrays(*values), axis=-1)
+    first = m.argmin(x, axis=-1)[..., None]
+    lowest = m.take_along_axis(x, first, axis=-1)[..., 0]
+    second = m.where(m.arange(x.shape[-1]) == first, m.inf, x).min(axis=-1)
     return lowest, second
 
 
+def _argmin(m, values):
+    """Index of the smallest of ``values`` (a list of per-env values; the first on ties), int32."""
+    if m is pyscalar:
+        return min(range(len(values)), key=values.__getitem__)
+    return m.argmin(m.stack(m.broadcast_arrays(*values), axis=-1), axis=-1).astype(m.int32)
+
+
 @functools.lru_cache(maxsize=64)
-def _allocation_bounds(params: PipelineParams):
-    low = np.asarray([1] * NUM_STAGES + [params.min_batch_log2, 0], dtype=np.int32)
-    high = np.asarray(
-        [params.max_cores_per_stage] * NUM_STAGES + [params.max_batch_log2, params.max_prefetch], dtype=np.int32
-    )
+def _bounds(max_cores_per_stage: int, min_batch_log2: int, max_batch_log2: int, max_prefetch: int):
+    low = np.asarray([1] * NUM_STAGES + [min_batch_log2, 0], dtype=np.int32)
+    high = np.asarray([max_cores_per_stage] * NUM_STAGES + [max_batch_log2, max_prefetch], dtype=np.int32)
     return low, high
+
+
+def _allocation_bounds(params: PipelineParams):
+    """``(low, high)`` int32 bounds of an allocation (cached on four ints, not on the params, whose
+    hash walks every field)."""
+    return _bounds(params.max_cores_per_stage, params.min_batch_log2, params.max_batch_log2, params.max_prefetch)
 
 
 def prefetch_of(allocation):
     """The prefetch depth entry of an allocation."""
     return model.entry(allocation, NUM_STAGES + 1)
-
-
-def _pack(xp, scalars):
-    """Stack per-env scalars on a last axis (``np.array`` for NumPy scalars: far cheaper)."""
-    if xp is np and all(getattr(v, "ndim", 0) == 0 for v in scalars):
-        return np.array(scalars, dtype=np.float32)
-    return xp.stack([xp.asarray(v, dtype=xp.float32) for v in scalars], axis=-1)
 
 
 def apply_action(xp, params: PipelineParams, allocation, action):
@@ -496,7 +508,13 @@ def apply_action(xp, params: PipelineParams, allocation, action):
         moved = allocation + xp.asarray(INCREMENT_TABLE)[action]
     else:
         moved = action.astype(xp.int32) + low
-    return xp.minimum(xp.maximum(moved, low), high).astype(xp.int32)
+    return xp.minimum(xp.maximum(moved, low), high)  # int32 throughout
+
+
+def _split(allocation):
+    """``(cores, batch_log2, prefetch)`` of an allocation (one env's as Python ints)."""
+    entries = model.stages(allocation)
+    return entries[:NUM_STAGES], entries[NUM_STAGES], entries[NUM_STAGES + 1]
 
 
 def initial_state(xp, params: PipelineParams, uniforms, normals):
@@ -513,21 +531,18 @@ def initial_state(xp, params: PipelineParams, uniforms, normals):
         allocation over one interval before the change and without the neighbour.
     """
     world = sample_world(xp, params, uniforms)
-    shape = world.core_budget.shape
+    shape = xp.shape(world.core_budget)
     start = np.asarray([1] * NUM_STAGES + [params.initial_batch_log2, params.initial_prefetch], dtype=np.int32)
-    allocation = xp.broadcast_to(xp.asarray(start), (*shape, NUM_STAGES + 2))
-    off = xp.zeros(shape, dtype=bool)
+    allocation = _compact_leaf(xp, xp.broadcast_to(xp.asarray(start), (*shape, NUM_STAGES + 2)))
+    off = _compact_leaf(xp, xp.zeros(shape, dtype=bool))
     cond = conditions(xp, world, off, off)
-    perf = performance(
-        xp, world, cond, allocation[..., :NUM_STAGES], model.entry(allocation, NUM_STAGES), model.entry(allocation, NUM_STAGES + 1),
-        params.oversubscription_overhead,
-    )
+    perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead)
     obs, measured = observe(xp, allocation, world, cond, perf, normals, params.measurement_noise)
     state = PipelineState(
         world=world,
-        allocation=_compact_leaf(xp, allocation),
+        allocation=allocation,
         time=_compact_leaf(xp, xp.zeros(shape, dtype=xp.int32)),
-        neighbour_on=_compact_leaf(xp, off),
+        neighbour_on=off,
         observation=obs,
     )
     return state, _info(xp, state, cond, perf, measured, off)
@@ -557,13 +572,10 @@ def transition(xp, params: PipelineParams, state: PipelineState, action, uniform
     neighbour_on = (state.neighbour_on & (u >= world.neighbour_p_off)) | (~state.neighbour_on & (u < world.neighbour_p_on))
     after_change = time > params.change_step
     cond = conditions(xp, world, after_change, neighbour_on)
-    perf = performance(
-        xp, world, cond, allocation[..., :NUM_STAGES], model.entry(allocation, NUM_STAGES), model.entry(allocation, NUM_STAGES + 1),
-        params.oversubscription_overhead,
-    )
+    perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead)
     obs, measured = observe(xp, allocation, world, cond, perf, normals, params.measurement_noise)
-    oom = perf.oom
-    reward = _select(xp, oom, np.float32(-params.oom_penalty), measured * np.float32(params.reward_scale))
+    m = math_namespace(xp, time)
+    reward = m.where(perf.oom, -params.oom_penalty, measured * params.reward_scale)
     new_state = PipelineState(
         world=world,
         allocation=allocation,
@@ -571,10 +583,11 @@ def transition(xp, params: PipelineParams, state: PipelineState, action, uniform
         neighbour_on=neighbour_on,
         observation=obs,
     )
-    return new_state, reward, oom, _info(xp, new_state, cond, perf, measured, after_change)
+    return new_state, reward, perf.oom, _info(xp, new_state, cond, perf, measured, after_change)
 
 
 def _info(xp, state, cond, perf, measured, after_change) -> dict:
+    m = math_namespace(xp, perf.trainer_rate)
     return {
         "throughput": perf.throughput,
         "measured_throughput": measured,
@@ -584,6 +597,6 @@ def _info(xp, state, cond, perf, measured, after_change) -> dict:
         "oom": perf.oom,
         "after_change": after_change,
         "neighbour_on": state.neighbour_on,
-        "bottleneck_stage": perf.capacities.argmin(axis=-1).astype(xp.int32),
+        "bottleneck_stage": _argmin(m, list(perf.capacities)),
         "trainer_rate": perf.trainer_rate,
     }

@@ -23,6 +23,7 @@ from gymnasium import spaces
 
 from recgym.core import FunctionalEnv, FunctionalGymEnv, FunctionalVectorEnv, Transition
 from recgym.envs.pipeline import dynamics as D
+from recgym.envs.pipeline.dynamics import PipelineWorld
 from recgym.envs.pipeline.optimum import optimal_config
 from recgym.envs.pipeline.params import NUM_STAGES, PipelineParams, make_params
 
@@ -169,32 +170,46 @@ def _resolve_params(scenario: str, action_mode: str, params: PipelineParams | No
 
 
 class _OptimumCache:
-    """The optimum of each of an episode's four conditions, computed on first use (NumPy)."""
+    """The optimum of each of an episode's (at most four) conditions, computed on first use (NumPy).
+
+    Conditions with equal values share one computation: e.g. in ``steady`` the change event
+    changes nothing, so an episode needs one optimum, not two.
+    """
 
     def __init__(self, params: PipelineParams):
         self.params = params
         self.world = None
         self.table: dict[tuple[bool, bool], tuple[float, np.ndarray]] = {}
+        self.by_value: dict[tuple, tuple[float, np.ndarray]] = {}
 
     def new_episode(self, world) -> None:
-        self.world = jax.tree_util.tree_map(np.asarray, world)
+        self.world = world
         self.table = {}
+        self.by_value = {}
 
     def get(self, after_change: bool, neighbour_on: bool) -> tuple[float, np.ndarray]:
         """``(optimal throughput, optimal absolute action)`` in these conditions."""
         key = (bool(after_change), bool(neighbour_on))
-        if key not in self.table:
-            cond = D.conditions(np, self.world, np.asarray(key[0]), np.asarray(key[1]))
-            best = optimal_config(np, self.params, self.world, cond)
-            self.table[key] = (float(best.throughput), best.absolute_action(self.params))
-        return self.table[key]
+        found = self.table.get(key)
+        if found is None:
+            cond = D.conditions(np, self.world, key[0], key[1])
+            value = (tuple(np.asarray(cond.cpu_seconds, dtype=np.float32).tolist()),
+                     float(cond.available_cores), float(cond.memory_cap_gib))
+            found = self.by_value.get(value)
+            if found is None:
+                world = PipelineWorld(**{name: np.asarray(getattr(self.world, name), dtype=np.float32)
+                                         for name in PipelineWorld.__dataclass_fields__})
+                best = optimal_config(np, self.params, world, cond)
+                found = self.by_value[value] = (float(best.throughput), best.absolute_action(self.params))
+            self.table[key] = found
+        return found
 
 
 def _profile_facts(world) -> dict[str, Any]:
     """What a profiler measures on a live pipeline and tuners may use (tf.data's RAM model does)."""
     return {
         "element_gib": np.array(world.element_gib, dtype=np.float32),
-        "shuffle_buffer": np.array(world.shuffle_buffer, dtype=np.float32),
+        "shuffle_buffer": np.float32(world.shuffle_buffer),
     }
 
 
@@ -238,9 +253,10 @@ class PipelineEnv(FunctionalGymEnv):
         return obs, reward, terminated, truncated, self._augment(info)
 
     def _augment(self, info: dict[str, Any]) -> dict[str, Any]:
-        # 0-d arrays may alias the state (e.g. the memory cap): hand out immutable scalars.
-        info = {k: v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v for k, v in info.items()}
-        info.update({name: value.copy() for name, value in self._facts.items()})
+        # The single env's info values are immutable scalars (the dynamics run on Python numbers);
+        # the arrays handed out are copies (check_env: no sharing with the env).
+        info["element_gib"] = self._facts["element_gib"].copy()
+        info["shuffle_buffer"] = self._facts["shuffle_buffer"]
         if self.track_optimum:
             opt, action = self._optimum.get(info["after_change"], info["neighbour_on"])
             info["optimum"] = opt

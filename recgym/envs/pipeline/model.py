@@ -1,8 +1,11 @@
-"""The throughput and memory model of a DLRM ingestion pipeline, as pure array functions.
+"""The throughput and memory model of a DLRM ingestion pipeline, as pure functions.
 
-Every function takes the array namespace ``xp`` first (``numpy`` for the fast single environment
-and the optimum, ``jax.numpy`` under ``jit``/``vmap``) and broadcasts over leading batch axes; the
-stage axis, where there is one, is last (length :data:`~recgym.envs.pipeline.params.NUM_STAGES`).
+Every function takes the array namespace ``xp`` first: ``numpy`` (the optimum and batched
+evaluations), ``jax.numpy`` (under ``jit``/``vmap``) or :mod:`recgym.core.pyscalar` (the single
+environment, on Python floats). Per-env values broadcast over leading batch axes. The stage axis is
+a Python sequence of :data:`~recgym.envs.pipeline.params.NUM_STAGES` per-stage values (see
+:func:`stages`): each formula is written once, element-wise, and runs on floats, on NumPy arrays and
+on JAX tracers alike.
 
 The model (formulas and sources in ``docs/environments/pipeline.md``):
 
@@ -20,20 +23,39 @@ The model (formulas and sources in ``docs/environments/pipeline.md``):
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+
+from recgym.core import pyscalar
 
 #: Samples a worker of each stage holds in flight: one sample (read .. shuffle) or, for the batch
 #: and prefetch stages, a whole batch (``INFLIGHT_PER_SAMPLE + INFLIGHT_PER_BATCH * B``).
-INFLIGHT_PER_SAMPLE = np.asarray([1.0, 1.0, 1.0, 1.0, 0.0, 0.0], dtype=np.float32)
-INFLIGHT_PER_BATCH = np.asarray([0.0, 0.0, 0.0, 0.0, 1.0, 1.0], dtype=np.float32)
-#: Stage index of the read stage (I/O capped), the shuffle stage and the batch stage.
+INFLIGHT_PER_SAMPLE: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+INFLIGHT_PER_BATCH: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
+#: Stage index of the read stage (I/O capped), the shuffle stage, the batch stage (which pays the
+#: per-batch overhead) and the prefetch stage (whose elements are the prefetch buffer's).
 READ_STAGE = 0
 SHUFFLE_STAGE = 3
 BATCH_STAGE = 4
-# 1 at the batch stage (which pays the per-batch overhead), else 0.
-_BATCH_MASK = np.asarray([0.0, 0.0, 0.0, 0.0, 1.0, 0.0], dtype=np.float32)
-# Added to the I/O ceiling: 0 for read, +inf for the stages that do no I/O.
-_IO_OFFSET = np.asarray([0.0, np.inf, np.inf, np.inf, np.inf, np.inf], dtype=np.float32)
+PREFETCH_STAGE = 5
+
+
+def stages(x) -> Sequence[Any]:
+    """The stage axis of ``x`` as a sequence of per-stage values.
+
+    A list or tuple is returned as is; a 1-D NumPy array (one environment) becomes Python numbers
+    (for :mod:`recgym.core.pyscalar`); any other array (batched NumPy, JAX) becomes the slices
+    ``x[..., i]`` of its last axis.
+    """
+    kind = type(x)
+    if kind is tuple or kind is list:
+        return x
+    if kind is np.ndarray and x.ndim == 1:
+        return x.tolist()
+    return [x[..., i] for i in range(x.shape[-1])]
 
 
 def entry(x, k: int):
@@ -53,7 +75,8 @@ def amdahl_speedup(xp, cores, serial_fraction):
     Returns:
         Speedups, ``1`` at one core, approaching ``1 / f`` as ``c`` grows.
     """
-    return 1.0 / (serial_fraction + (1.0 - serial_fraction) / cores)
+    # = 1 / (f + (1 - f) / c), in the form with the fewest operations.
+    return cores / (serial_fraction * (cores - 1.0) + 1.0)
 
 
 def oversubscription_factor(xp, total_cores, available_cores, overhead=0.0):
@@ -64,50 +87,62 @@ def oversubscription_factor(xp, total_cores, available_cores, overhead=0.0):
 
     Args:
         xp: Array namespace.
-        total_cores: ``C``, total workers allocated (float array).
-        available_cores: ``A``, cores actually available (float array, > 0).
+        total_cores: ``C``, total workers allocated.
+        available_cores: ``A``, cores actually available (> 0).
         overhead: ``kappa >= 0``.
 
     Returns:
         Factor in ``(0, 1]``.
     """
-    # Arithmetic rather than ufunc calls: on the single env's NumPy scalars it is several times
-    # cheaper, and it is exact (the mask is 0 or 1).
-    excess = (total_cores - available_cores) * (total_cores > available_cores)
+    excess = xp.maximum(total_cores - available_cores, 0.0)
     return available_cores / (available_cores + (1.0 + overhead) * excess)
 
 
-def stage_seconds_per_sample(xp, cpu_seconds, batch_size, batch_overhead_seconds):
+def stage_seconds_per_sample(xp, cpu_seconds, batch_size, batch_overhead_seconds) -> list:
     """Per-sample CPU seconds of each stage including the batch stage's per-batch overhead.
 
     Args:
         xp: Array namespace.
-        cpu_seconds: ``(..., 6)`` CPU seconds per sample of one worker.
+        cpu_seconds: Per-stage CPU seconds per sample of one worker (see :func:`stages`).
         batch_size: ``(...)`` batch size ``B``.
         batch_overhead_seconds: ``(...)`` per-batch seconds of the batch stage.
 
     Returns:
-        ``(..., 6)`` seconds per sample; the batch stage adds ``overhead / B``.
+        Per-stage seconds per sample (a list); the batch stage adds ``overhead / B``.
     """
-    return cpu_seconds + _BATCH_MASK * (batch_overhead_seconds / batch_size)[..., None]
+    out = list(stages(cpu_seconds))
+    out[BATCH_STAGE] = out[BATCH_STAGE] + batch_overhead_seconds / batch_size
+    return out
 
 
-def stage_capacities(xp, cores, seconds_per_sample, serial_fraction, slowdown, io_samples_per_second):
+def stage_capacities(xp, cores, seconds_per_sample, serial_fraction, slowdown, io_samples_per_second) -> list:
     """Samples/s each stage can process with its workers (what it would deliver if unblocked).
 
     Args:
         xp: Array namespace.
-        cores: ``(..., 6)`` workers per stage (float).
-        seconds_per_sample: ``(..., 6)`` CPU seconds per sample of one worker.
-        serial_fraction: ``(..., 6)`` Amdahl serial fractions.
+        cores: Per-stage workers (float; see :func:`stages`).
+        seconds_per_sample: Per-stage CPU seconds per sample of one worker.
+        serial_fraction: Per-stage Amdahl serial fractions.
         slowdown: ``(...)`` oversubscription factor (see :func:`oversubscription_factor`).
         io_samples_per_second: ``(...)`` storage ceiling of the read stage.
 
     Returns:
-        ``(..., 6)`` capacities in samples/s.
+        Per-stage capacities in samples/s (a list).
     """
-    cpu_rate = amdahl_speedup(xp, cores, serial_fraction) / seconds_per_sample * slowdown[..., None]
-    return xp.minimum(cpu_rate, io_samples_per_second[..., None] + _IO_OFFSET)
+    caps = [
+        amdahl_speedup(xp, c, f) * slowdown / s
+        for c, s, f in zip(stages(cores), stages(seconds_per_sample), stages(serial_fraction))
+    ]
+    caps[READ_STAGE] = xp.minimum(caps[READ_STAGE], io_samples_per_second)
+    return caps
+
+
+def bottleneck_rate(xp, capacities):
+    """``min_i capacity_i``, the rate the pipeline produces at (``lambda``)."""
+    caps = stages(capacities)
+    if xp is pyscalar:
+        return min(caps)
+    return functools.reduce(xp.minimum, caps)
 
 
 def trainer_rate(xp, batch_size, trainer_batch_seconds, trainer_sample_seconds):
@@ -139,6 +174,12 @@ def buffered_throughput(xp, producer_rate, consumer_rate, capacity):
     return slow * (xp.expm1(capacity * log_ratio) / xp.expm1((capacity + 1.0) * log_ratio))
 
 
+def inflight_elements(xp, batch_size) -> list:
+    """Per-stage samples one worker holds in flight at batch size ``B`` (1, or ``B`` for the batch
+    and prefetch stages)."""
+    return [a + b * batch_size if b else a for a, b in zip(INFLIGHT_PER_SAMPLE, INFLIGHT_PER_BATCH)]
+
+
 def memory_gib(
     xp,
     cores,
@@ -156,22 +197,23 @@ def memory_gib(
 
     Args:
         xp: Array namespace.
-        cores: ``(..., 6)`` workers per stage (float).
+        cores: Per-stage workers (float; see :func:`stages`).
         batch_size: ``(...)`` batch size.
         prefetch: ``(...)`` prefetch depth in batches.
-        worker_memory_gib: ``(..., 6)`` resident memory per worker.
-        element_gib: ``(..., 6)`` size of one buffered sample at each stage.
+        worker_memory_gib: Per-stage resident memory per worker.
+        element_gib: Per-stage size of one buffered sample.
         shuffle_buffer: ``(...)`` elements in the shuffle buffer.
         trainer_memory_gib: ``(...)`` the trainer's own memory.
 
     Returns:
         ``(...)`` GiB.
     """
-    per_worker = worker_memory_gib + element_gib * inflight_elements(xp, batch_size)
-    workers = (cores * per_worker).sum(axis=-1)
-    shuffle = shuffle_buffer * entry(element_gib, SHUFFLE_STAGE)
-    prefetched = prefetch * batch_size * entry(element_gib, -1)
-    return trainer_memory_gib + workers + shuffle + prefetched
+    elements = stages(element_gib)
+    total = trainer_memory_gib + shuffle_buffer * elements[SHUFFLE_STAGE]
+    total = total + prefetch * batch_size * elements[PREFETCH_STAGE]
+    for c, w, e, n in zip(stages(cores), stages(worker_memory_gib), elements, inflight_elements(xp, batch_size)):
+        total = total + c * (w + e * n)
+    return total
 
 
 def buffer_memory_gib(xp, cores, batch_size, prefetch, element_gib, shuffle_buffer):
@@ -180,10 +222,8 @@ def buffer_memory_gib(xp, cores, batch_size, prefetch, element_gib, shuffle_buff
     Counts in-flight elements, the shuffle buffer and the prefetch buffer, but neither the workers'
     resident memory nor the trainer's — the blind spot of AUTOTUNE's RAM rule.
     """
-    inflight = (cores * element_gib * inflight_elements(xp, batch_size)).sum(axis=-1)
-    return inflight + shuffle_buffer * entry(element_gib, SHUFFLE_STAGE) + prefetch * batch_size * entry(element_gib, -1)
-
-
-def inflight_elements(xp, batch_size):
-    """``(..., 6)`` samples one worker of each stage holds in flight at batch size ``B``."""
-    return INFLIGHT_PER_SAMPLE + INFLIGHT_PER_BATCH * batch_size[..., None]
+    elements = stages(element_gib)
+    total = shuffle_buffer * elements[SHUFFLE_STAGE] + prefetch * batch_size * elements[PREFETCH_STAGE]
+    for c, e, n in zip(stages(cores), elements, inflight_elements(xp, batch_size)):
+        total = total + c * e * n
+    return total

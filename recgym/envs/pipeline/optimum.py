@@ -62,7 +62,7 @@ def _expand(xp, tree, axes: int):
     """Insert ``axes`` broadcast axes before the stage axis / at the end of every field."""
 
     def one(x, per_stage):
-        x = xp.asarray(x)
+        x = xp.asarray(x, dtype=xp.float32)  # every world and conditions field is float32
         if per_stage:
             return x.reshape(*x.shape[:-1], *(1,) * axes, x.shape[-1])
         return x.reshape(*x.shape, *(1,) * axes)
@@ -70,6 +70,11 @@ def _expand(xp, tree, axes: int):
     fields = tree._fields if hasattr(tree, "_fields") else tree.__dataclass_fields__
     per_stage = {"cpu_seconds", "serial_fraction", "worker_memory_gib", "element_gib", "event_cost_factor"}
     return type(tree)(**{name: one(getattr(tree, name), name in per_stage) for name in fields})
+
+
+def _stack(xp, per_stage):
+    """A list of per-stage arrays as one array with the stage axis last."""
+    return xp.stack(xp.broadcast_arrays(*per_stage), axis=-1)
 
 
 def optimal_config(xp, params: PipelineParams, world: PipelineWorld, cond: Conditions) -> OptimalConfig:
@@ -91,9 +96,9 @@ def optimal_config(xp, params: PipelineParams, world: PipelineWorld, cond: Condi
     # Axes: (..., B, level, stage) with the level axis of length 6 * cmax.
     w = _expand(xp, world, 2)
     cd = _expand(xp, cond, 2)
-    seconds = model.stage_seconds_per_sample(
+    seconds = _stack(xp, model.stage_seconds_per_sample(
         xp, cd.cpu_seconds, batch[:, None], w.batch_overhead_seconds
-    )  # (..., B, 1, 6)
+    ))  # (..., B, 1, 6)
     counts = xp.arange(1, cmax + 1, dtype=xp.float32)
     table = model.amdahl_speedup(xp, counts[:, None], w.serial_fraction) / seconds  # (..., B, cmax, 6)
     levels = xp.swapaxes(table, -1, -2).reshape(*table.shape[:-2], NUM_STAGES * cmax)[..., None]  # (...,B,K,1)
@@ -124,7 +129,7 @@ def optimal_config(xp, params: PipelineParams, world: PipelineWorld, cond: Condi
     depth = xp.clip(depth, -1.0, float(params.max_prefetch))
     # Float32 rounding can put the largest depth a hair over the cap: step back one if so.
     depth = xp.where(base_mem + depth * per_batch > cd.memory_cap_gib, depth - 1.0, depth)
-    throughput = model.buffered_throughput(xp, xp.min(caps, axis=-1), mu, xp.maximum(depth, 0.0) + 1.0)
+    throughput = model.buffered_throughput(xp, model.bottleneck_rate(xp, caps), mu, xp.maximum(depth, 0.0) + 1.0)
     b_log2 = xp.broadcast_to(batch_log2[:, None].astype(xp.float32), depth.shape)
     ok = within & (depth >= 0)
     score = xp.where(ok, throughput, -1.0)

@@ -107,7 +107,7 @@ def test_oversubscription_slows_every_stage_in_proportion():
     fits = _perf(world, [1, 2, 2, 1, 1, 1])  # 8 workers on 8 cores
     over = _perf(world, [2, 4, 4, 2, 2, 2])  # 16 workers on 8 cores: everything at half speed
     assert float(fits.slowdown) == 1.0 and float(over.slowdown) == pytest.approx(0.5)
-    np.testing.assert_allclose(over.capacities, 2 * fits.capacities * 0.5, rtol=1e-5)
+    np.testing.assert_allclose(over.capacities, 2 * np.asarray(fits.capacities) * 0.5, rtol=1e-5)
 
 
 def test_amdahl_scaling_in_stage_capacity():
