@@ -28,14 +28,10 @@ expm1 = math.expm1
 floor = math.floor
 
 
-def minimum(a, b):
-    """The smaller of ``a`` and ``b`` (``numpy.minimum`` on scalars)."""
-    return b if b < a else a
-
-
-def maximum(a, b):
-    """The larger of ``a`` and ``b`` (``numpy.maximum`` on scalars)."""
-    return b if b > a else a
+#: The smaller of two numbers (``numpy.minimum`` on scalars; Python's ``min``).
+minimum = min
+#: The larger of two numbers (``numpy.maximum`` on scalars; Python's ``max``).
+maximum = max
 
 
 def where(condition, if_true, if_false):

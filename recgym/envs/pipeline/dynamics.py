@@ -133,9 +133,10 @@ class PipelineWorld:
     neighbour_p_off: Any
 
 
-@_pytree_dataclass
-class PipelineState:
+class PipelineState(NamedTuple):
     """The environment state: the episode's world, the current allocation, time and neighbour.
+
+    A ``NamedTuple`` (a JAX pytree as is; cheaper to build than a dataclass on every step).
 
     Attributes:
         world: The episode's :class:`PipelineWorld`.
@@ -304,6 +305,9 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
     )
 
 
+_NO_CHANGE = (1.0,) * NUM_STAGES
+
+
 def math_namespace(xp, per_env_value):
     """The namespace the dynamics compute with: :mod:`recgym.core.pyscalar` for one environment on
     NumPy (``per_env_value`` is a scalar: Python arithmetic is several times cheaper than NumPy
@@ -327,7 +331,8 @@ def conditions(xp, world: PipelineWorld, after_change, neighbour_on) -> Conditio
         of Python floats and the other fields are floats; see :func:`math_namespace`).
     """
     m = math_namespace(xp, world.core_budget)
-    cost = [m.where(after_change, c * f, c) for c, f in zip(model.stages(world.cpu_seconds), model.stages(world.event_cost_factor))]
+    factor = m.where(model.per_env(after_change), world.event_cost_factor, _NO_CHANGE if m is pyscalar else 1.0)
+    cost = [c * f for c, f in zip(model.stages(world.cpu_seconds), model.stages(factor))]
     if m is not pyscalar:
         cost = xp.stack(xp.broadcast_arrays(*cost), axis=-1)
     budget = world.core_budget
@@ -426,20 +431,23 @@ def observe(xp, allocation, world, cond, perf: Performance, normals, noise: floa
     # A crashed trainer reports nothing: rates and utilisation read 0.
     alive = m.where(perf.oom, 0.0, 1.0)
     rate_scale = alive * RATE_UNIT
-    values = [
-        *(m.float32(v) for v in model.stages(allocation[..., :NUM_STAGES])),
-        *(cap * rate_scale for cap in caps),
+    entries = model.stages(allocation)  # the counts are exact in float32
+    values = (
+        entries[:NUM_STAGES]
+        + [cap * rate_scale for cap in caps]
         # What the rest of the pipeline sustains: the bottleneck's own rate, except at the bottleneck.
-        *(m.where(cap <= lowest, second, lowest) / cap * alive for cap in caps),
-        perf.batch_size,
-        m.float32(prefetch_of(allocation)),
-        measured_x * RATE_UNIT,
-        1.0 - m.minimum(measured_x / mu, 1.0),
-        perf.memory_gib,
-        cond.memory_cap_gib,
-        cond.available_cores,
-        world.core_budget,
-    ]
+        + [m.where(cap <= lowest, second, lowest) / cap * alive for cap in caps]
+        + [
+            perf.batch_size,
+            entries[NUM_STAGES + 1],
+            measured_x * RATE_UNIT,
+            1.0 - m.minimum(measured_x / mu, 1.0),
+            perf.memory_gib,
+            cond.memory_cap_gib,
+            cond.available_cores,
+            world.core_budget,
+        ]
+    )
     if m is pyscalar:
         obs = np.array(values, dtype=np.float32)
         return np.minimum(obs, np.float32(OBS_CEILING), out=obs), measured_x
@@ -468,7 +476,7 @@ def _two_smallest(m, values):
 def _argmin(m, values):
     """Index of the smallest of ``values`` (a list of per-env values; the first on ties), int32."""
     if m is pyscalar:
-        return min(range(len(values)), key=values.__getitem__)
+        return values.index(min(values))
     return m.argmin(m.stack(m.broadcast_arrays(*values), axis=-1), axis=-1).astype(m.int32)
 
 

@@ -14,6 +14,7 @@ skip it (e.g. when training on thousands of envs).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -32,6 +33,16 @@ class _NoiseShape(NamedTuple):
     """The hashable part of the params the noise draws need (see ``FunctionalEnv.noise_params``)."""
 
     world_uniforms: int
+
+
+def _absolute_nvec(params: PipelineParams) -> tuple[int, ...]:
+    """Choices per entry of an absolute action: cores - 1 per stage, batch-size index, prefetch."""
+    return _nvec(params.max_cores_per_stage, params.num_batch_sizes, params.max_prefetch)
+
+
+@functools.lru_cache(maxsize=64)
+def _nvec(max_cores_per_stage: int, num_batch_sizes: int, max_prefetch: int) -> tuple[int, ...]:
+    return (max_cores_per_stage,) * NUM_STAGES + (num_batch_sizes, max_prefetch + 1)
 
 
 class PipelineCore(FunctionalEnv):
@@ -105,14 +116,17 @@ class PipelineCore(FunctionalEnv):
         """``Discrete(17)`` (increment) or ``MultiDiscrete([cmax]*6 + [n_batch, max_prefetch+1])``."""
         if params.action_mode == "increment":
             return spaces.Discrete(params.num_increment_actions)
-        nvec = [params.max_cores_per_stage] * NUM_STAGES + [params.num_batch_sizes, params.max_prefetch + 1]
-        return spaces.MultiDiscrete(np.asarray(nvec, dtype=np.int64))
+        return spaces.MultiDiscrete(np.asarray(_absolute_nvec(params), dtype=np.int64))
 
     def check_action(self, action, params, batch_size=None):
         """Validate an action; the ``ValueError`` names the entry, its value and the allowed range."""
         if batch_size is None and params.action_mode == "increment" and isinstance(action, int | np.integer) \
                 and not isinstance(action, bool) and 0 <= action < params.num_increment_actions:
             return np.int64(action)  # the common case, without array conversions
+        if batch_size is None and type(action) is np.ndarray and action.shape == (NUM_STAGES + 2,) \
+                and action.dtype.kind in "iu" and params.action_mode == "absolute" \
+                and all(0 <= a < n for a, n in zip(action.tolist(), _absolute_nvec(params))):
+            return action  # the common absolute case: an integer array within bounds
         arr = np.asarray(action)
         if batch_size is not None:
             expected = (batch_size,) if params.action_mode == "increment" else (batch_size, NUM_STAGES + 2)
@@ -136,7 +150,7 @@ class PipelineCore(FunctionalEnv):
             raise ValueError(
                 f"an absolute action has {NUM_STAGES + 2} entries (cores-1 per stage, batch index, prefetch), got shape {arr.shape}"
             )
-        nvec = self.action_space(params).nvec
+        nvec = np.asarray(_absolute_nvec(params))
         names = [f"cores[{s}] - 1" for s in D.STAGES] + ["batch-size index", "prefetch"]
         bad = (arr < 0) | (arr >= nvec)
         if np.any(bad):

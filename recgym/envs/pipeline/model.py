@@ -35,6 +35,7 @@ from recgym.core import pyscalar
 #: and prefetch stages, a whole batch (``INFLIGHT_PER_SAMPLE + INFLIGHT_PER_BATCH * B``).
 INFLIGHT_PER_SAMPLE: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
 INFLIGHT_PER_BATCH: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
+assert all(a + b == 1.0 and a * b == 0.0 for a, b in zip(INFLIGHT_PER_SAMPLE, INFLIGHT_PER_BATCH))
 #: Stage index of the read stage (I/O capped), the shuffle stage, the batch stage (which pays the
 #: per-batch overhead) and the prefetch stage (whose elements are the prefetch buffer's).
 READ_STAGE = 0
@@ -56,6 +57,11 @@ def stages(x) -> Sequence[Any]:
     if kind is np.ndarray and x.ndim == 1:
         return x.tolist()
     return [x[..., i] for i in range(x.shape[-1])]
+
+
+def per_env(x):
+    """``x[..., None]``, to broadcast a per-env value against a stage axis (a 0-d value as is)."""
+    return x if getattr(x, "ndim", 0) == 0 else x[..., None]
 
 
 def entry(x, k: int):
@@ -176,8 +182,8 @@ def buffered_throughput(xp, producer_rate, consumer_rate, capacity):
 
 def inflight_elements(xp, batch_size) -> list:
     """Per-stage samples one worker holds in flight at batch size ``B`` (1, or ``B`` for the batch
-    and prefetch stages)."""
-    return [a + b * batch_size if b else a for a, b in zip(INFLIGHT_PER_SAMPLE, INFLIGHT_PER_BATCH)]
+    and prefetch stages: ``INFLIGHT_PER_SAMPLE + INFLIGHT_PER_BATCH * B``)."""
+    return [batch_size if per_batch else 1.0 for per_batch in INFLIGHT_PER_BATCH]
 
 
 def memory_gib(
@@ -209,11 +215,12 @@ def memory_gib(
         ``(...)`` GiB.
     """
     elements = stages(element_gib)
-    total = trainer_memory_gib + shuffle_buffer * elements[SHUFFLE_STAGE]
-    total = total + prefetch * batch_size * elements[PREFETCH_STAGE]
-    for c, w, e, n in zip(stages(cores), stages(worker_memory_gib), elements, inflight_elements(xp, batch_size)):
-        total = total + c * (w + e * n)
-    return total
+    workers = sum([
+        c * (w + e * n)
+        for c, w, e, n in zip(stages(cores), stages(worker_memory_gib), elements, inflight_elements(xp, batch_size))
+    ])
+    buffers = shuffle_buffer * elements[SHUFFLE_STAGE] + prefetch * batch_size * elements[PREFETCH_STAGE]
+    return trainer_memory_gib + workers + buffers
 
 
 def buffer_memory_gib(xp, cores, batch_size, prefetch, element_gib, shuffle_buffer):

@@ -17,6 +17,7 @@ against brute force over every allocation on small machines.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +73,6 @@ def _expand(xp, tree, axes: int):
     return type(tree)(**{name: one(getattr(tree, name), name in per_stage) for name in fields})
 
 
-def _stack(xp, per_stage):
-    """A list of per-stage arrays as one array with the stage axis last."""
-    return xp.stack(xp.broadcast_arrays(*per_stage), axis=-1)
-
-
 def optimal_config(xp, params: PipelineParams, world: PipelineWorld, cond: Conditions) -> OptimalConfig:
     """The exact optimum of ``world`` in conditions ``cond`` (see the module docstring).
 
@@ -90,71 +86,80 @@ def optimal_config(xp, params: PipelineParams, world: PipelineWorld, cond: Condi
         :class:`OptimalConfig` with batch shape ``(...)``.
     """
     cmax = params.max_cores_per_stage
-    nb = params.num_batch_sizes
     batch_log2 = xp.arange(params.min_batch_log2, params.max_batch_log2 + 1, dtype=xp.int32)
-    batch = xp.left_shift(1, batch_log2.astype(xp.int32)).astype(xp.float32)  # exact 2**k
-    # Axes: (..., B, level, stage) with the level axis of length 6 * cmax.
-    w = _expand(xp, world, 2)
-    cd = _expand(xp, cond, 2)
-    seconds = _stack(xp, model.stage_seconds_per_sample(
-        xp, cd.cpu_seconds, batch[:, None], w.batch_overhead_seconds
-    ))  # (..., B, 1, 6)
+    batch = xp.asarray(2.0 ** np.arange(params.min_batch_log2, params.max_batch_log2 + 1), dtype=xp.float32)
+    b = batch[:, None]  # (B, 1)
+
+    # Candidates live on axes (..., B, K): batch size x level. Per-env values get two trailing
+    # axes; per-stage values are lists of such arrays, as in the dynamics (see model.stages).
+    def env(x):
+        return xp.asarray(x, dtype=xp.float32)[..., None, None]
+
+    def per_stage(x):
+        return [env(v) for v in model.stages(x)]
+
+    f = per_stage(world.serial_fraction)
+    seconds = model.stage_seconds_per_sample(xp, per_stage(cond.cpu_seconds), b, env(world.batch_overhead_seconds))
     counts = xp.arange(1, cmax + 1, dtype=xp.float32)
-    table = model.amdahl_speedup(xp, counts[:, None], w.serial_fraction) / seconds  # (..., B, cmax, 6)
-    levels = xp.swapaxes(table, -1, -2).reshape(*table.shape[:-2], NUM_STAGES * cmax)[..., None]  # (...,B,K,1)
-    # Minimal workers per stage reaching each level: invert Amdahl, then fix rounding.
-    need = levels * seconds  # speedup needed, (..., B, K, 6)
-    f = w.serial_fraction
-    room = 1.0 / need - f
-    exact = xp.where(room > 0, (1.0 - f) / xp.where(room > 0, room, 1.0), xp.inf)
-    guess = xp.maximum(xp.ceil(exact - 1e-3), 1.0)
-    short = model.amdahl_speedup(xp, xp.minimum(guess, cmax + 1.0), f) / seconds < levels * (1.0 - 1e-5)
-    cores = xp.where(need <= 1.0, 1.0, guess + short)
-    within = xp.all(cores <= cmax, axis=-1)
-    cores = xp.minimum(cores, float(cmax))
+    # Each stage's CPU capacity with 1..cmax workers: the candidate levels, (..., B, 6 * cmax).
+    table = [model.amdahl_speedup(xp, counts, fi) / si for fi, si in zip(f, seconds)]
+    by_batch = xp.zeros_like(b)  # broadcasts a batch-independent table over the batch axis
+    levels = xp.concatenate([t + by_batch if t.shape[-2] == 1 else t for t in table], axis=-1)
+    if xp is np:
+        # A level above what the slowest stage reaches with cmax workers needs more than cmax
+        # workers somewhere: the search below rejects it (``within``). On NumPy, sort the levels and
+        # drop the columns above every row's reachable ones (three quarters of them, typically).
+        # Exact: only rejected candidates go.
+        reachable = functools.reduce(xp.minimum, [t[..., -1:] for t in table])  # (..., B, 1)
+        levels = xp.sort(levels, axis=-1)
+        keep = int(xp.max(xp.sum(levels <= reachable * (1.0 + 1e-4), axis=-1), initial=1))
+        levels = levels[..., :keep]
+    # Minimal workers of each stage reaching each level: invert Amdahl, then fix rounding.
+    cores = []
+    within = True
+    for fi, si in zip(f, seconds):
+        need = levels * si  # speedup needed
+        room = 1.0 / need - fi
+        exact = xp.where(room > 0, (1.0 - fi) / xp.where(room > 0, room, 1.0), xp.inf)
+        guess = xp.maximum(xp.ceil(exact - 1e-3), 1.0)
+        short = model.amdahl_speedup(xp, xp.minimum(guess, cmax + 1.0), fi) / si < levels * (1.0 - 1e-5)
+        c = xp.where(need <= 1.0, 1.0, guess + short)
+        within = within & (c <= cmax)
+        cores.append(xp.minimum(c, float(cmax)))
     # The model of dynamics.performance, evaluated once for every candidate (the brute-force test
     # checks the two agree).
-    slowdown = model.oversubscription_factor(
-        xp, xp.sum(cores, axis=-1), cd.available_cores, params.oversubscription_overhead
-    )
-    caps = model.stage_capacities(xp, cores, seconds, f, slowdown, w.io_samples_per_second)
-    mu = model.trainer_rate(xp, batch[:, None], w.trainer_batch_seconds, w.trainer_sample_seconds)
+    slowdown = model.oversubscription_factor(xp, sum(cores), env(cond.available_cores), params.oversubscription_overhead)
+    caps = model.stage_capacities(xp, cores, seconds, f, slowdown, env(world.io_samples_per_second))
+    mu = model.trainer_rate(xp, b, env(world.trainer_batch_seconds), env(world.trainer_sample_seconds))
     # Largest prefetch depth that fits next to this allocation.
+    elements = per_stage(world.element_gib)
     base_mem = model.memory_gib(
-        xp, cores, batch[:, None], 0.0, w.worker_memory_gib, w.element_gib, w.shuffle_buffer, w.trainer_memory_gib
+        xp, cores, b, 0.0, per_stage(world.worker_memory_gib), elements, env(world.shuffle_buffer),
+        env(world.trainer_memory_gib),
     )
-    per_batch = batch[:, None] * w.element_gib[..., -1]
-    room_mem = cd.memory_cap_gib - base_mem
-    depth = xp.floor(xp.where(per_batch > 0, room_mem / xp.where(per_batch > 0, per_batch, 1.0), xp.inf))
+    per_batch = b * elements[model.PREFETCH_STAGE]
+    cap = env(cond.memory_cap_gib)
+    depth = xp.floor(xp.where(per_batch > 0, (cap - base_mem) / xp.where(per_batch > 0, per_batch, 1.0), xp.inf))
     depth = xp.clip(depth, -1.0, float(params.max_prefetch))
     # Float32 rounding can put the largest depth a hair over the cap: step back one if so.
-    depth = xp.where(base_mem + depth * per_batch > cd.memory_cap_gib, depth - 1.0, depth)
+    depth = xp.where(base_mem + depth * per_batch > cap, depth - 1.0, depth)
     throughput = model.buffered_throughput(xp, model.bottleneck_rate(xp, caps), mu, xp.maximum(depth, 0.0) + 1.0)
-    b_log2 = xp.broadcast_to(batch_log2[:, None].astype(xp.float32), depth.shape)
-    ok = within & (depth >= 0)
-    score = xp.where(ok, throughput, -1.0)
-    n = nb * NUM_STAGES * cmax
-    lead = score.shape[:-2]
-    flat = score.reshape(*lead, n)
-    best = xp.argmax(flat, axis=-1)
-    best_score = xp.max(flat, axis=-1)
+    score = xp.where(within & (depth >= 0), throughput, -1.0)
+    lead, n_levels = score.shape[:-2], score.shape[-1]
+    best = xp.argmax(score.reshape(*lead, -1), axis=-1)[..., None]
 
-    def pick(x):
-        x = xp.broadcast_to(x, score.shape).reshape(*lead, n)
-        return xp.take_along_axis(x, best[..., None], axis=-1)[..., 0]
+    def pick(x):  # x has the candidates' full shape (..., B, K)
+        if not lead:  # one world: plain indexing (take_along_axis costs more than the search)
+            return x.reshape(-1)[best[0]]
+        return xp.take_along_axis(x.reshape(*lead, -1), best, axis=-1)[..., 0]
 
-    best_cores = xp.take_along_axis(
-        xp.broadcast_to(cores, (*score.shape, NUM_STAGES)).reshape(*lead, n, NUM_STAGES),
-        best[..., None, None],
-        axis=-2,
-    )[..., 0, :]
-    feasible = best_score >= 0
+    best_score = pick(score)
     return OptimalConfig(
         throughput=xp.maximum(best_score, 0.0),
-        cores=best_cores.astype(xp.int32),
-        batch_log2=pick(b_log2).astype(xp.int32),
+        cores=xp.stack([pick(c) for c in cores], axis=-1).astype(xp.int32),
+        batch_log2=batch_log2[best[..., 0] // n_levels],
         prefetch=pick(xp.maximum(depth, 0.0)).astype(xp.int32),
-        feasible=feasible,
+        feasible=best_score >= 0,
     )
 
 
