@@ -78,6 +78,14 @@ class FunctionalGymEnv(gym.Env):
         """The current core state (NumPy leaves); ``None`` before the first reset."""
         return self._state
 
+    def pending_reset_noise(self) -> list[dict[str, np.ndarray]]:
+        """The reset noise of the episodes already drawn but not started, next episode first.
+
+        Lets a subclass precompute per-episode quantities for a whole block in one batched call
+        (the pipeline env's optimum). A seeded :meth:`reset` discards them and draws a new block.
+        """
+        return [entry[0] for entry in reversed(self._buffer or [])]
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``seed`` fixes the whole trajectory (given the actions)."""
         super().reset(seed=seed)
