@@ -56,6 +56,9 @@ class FunctionalGymEnv(gym.Env):
     #: Steps of noise drawn up front per episode; a longer episode draws the rest when it gets there
     #: (episodes often end early: drawing every step up to the time limit wasted most of the draw).
     FIRST_STEPS = 32
+    #: Hand each step its noise as (nested) lists of Python numbers rather than NumPy rows: for a
+    #: core whose dynamics run on :mod:`recgym.core.pyscalar`, this saves two conversions per step.
+    STEP_NOISE_AS_LISTS = False
 
     def __init__(self, core: FunctionalEnv, params: Any = None, render_mode: str | None = None):
         self.core = core
@@ -105,6 +108,8 @@ class FunctionalGymEnv(gym.Env):
                 for e in range(self.EPISODE_BLOCK)
             ][::-1]
         reset_noise, self._noise, self._episode_key = self._buffer.pop()
+        if self.STEP_NOISE_AS_LISTS:
+            self._noise = {name: block.tolist() for name, block in self._noise.items()}
         self._noise_len = min(self._n_noise, self.FIRST_STEPS)
         obs, self._state = self.core.reset_numpy(reset_noise, self._params_np, options)
         return obs, self.core.reset_info(np, self._state, self._params_np)
@@ -122,7 +127,10 @@ class FunctionalGymEnv(gym.Env):
         if t >= self._noise_len:  # a long episode: draw the rest of its noise (same key chain)
             rest = jax.device_get(self.core.step_noise_range(
                 self._episode_key, self._params_jax, self._noise_len, self._n_noise))
-            self._noise = {k: np.concatenate([v, rest[k]]) for k, v in self._noise.items()}
+            if self.STEP_NOISE_AS_LISTS:
+                self._noise = {k: v + rest[k].tolist() for k, v in self._noise.items()}
+            else:
+                self._noise = {k: np.concatenate([v, rest[k]]) for k, v in self._noise.items()}
             self._noise_len = self._n_noise
         noise = {name: block[t] for name, block in self._noise.items()}
         obs, self._state, reward, terminated, truncated, info = self.core.step_numpy(

@@ -390,15 +390,8 @@ def performance(xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, p
         world.trainer_memory_gib,
     )
     oom = mem > cond.memory_cap_gib
-    return Performance(
-        capacities=tuple(caps),
-        trainer_rate=mu,
-        throughput=m.where(oom, 0.0, x),
-        memory_gib=mem,
-        oom=oom,
-        slowdown=slowdown,
-        batch_size=batch,
-    )
+    # capacities, trainer_rate, throughput, memory_gib, oom, slowdown, batch_size
+    return Performance(tuple(caps), mu, m.where(oom, 0.0, x), mem, oom, slowdown, batch)
 
 
 def observe(xp, allocation, world, cond, perf: Performance, normals, noise: float):
@@ -450,7 +443,9 @@ def observe(xp, allocation, world, cond, perf: Performance, normals, noise: floa
     )
     if m is pyscalar:
         obs = np.array(values, dtype=np.float32)
-        return np.minimum(obs, np.float32(OBS_CEILING), out=obs), measured_x
+        if max(values) > OBS_CEILING:
+            np.minimum(obs, np.float32(OBS_CEILING), out=obs)
+        return obs, measured_x
     obs = xp.stack(xp.broadcast_arrays(*values), axis=-1).astype(xp.float32)
     return xp.minimum(obs, np.float32(OBS_CEILING)), measured_x
 
@@ -575,22 +570,16 @@ def transition(xp, params: PipelineParams, state: PipelineState, action, uniform
     world = state.world
     allocation = apply_action(xp, params, state.allocation, action)
     time = state.time + 1
+    m = math_namespace(xp, time)
     u = model.entry(uniforms, 0)
     # Two-state Markov chain: an active neighbour stays with 1 - p_off, an idle one starts with p_on.
-    neighbour_on = (state.neighbour_on & (u >= world.neighbour_p_off)) | (~state.neighbour_on & (u < world.neighbour_p_on))
+    neighbour_on = m.where(state.neighbour_on, u >= world.neighbour_p_off, u < world.neighbour_p_on)
     after_change = time > params.change_step
     cond = conditions(xp, world, after_change, neighbour_on)
     perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead)
     obs, measured = observe(xp, allocation, world, cond, perf, normals, params.measurement_noise)
-    m = math_namespace(xp, time)
     reward = m.where(perf.oom, -params.oom_penalty, measured * params.reward_scale)
-    new_state = PipelineState(
-        world=world,
-        allocation=allocation,
-        time=time,
-        neighbour_on=neighbour_on,
-        observation=obs,
-    )
+    new_state = PipelineState(world, allocation, time, neighbour_on, obs)
     return new_state, reward, perf.oom, _info(xp, new_state, cond, perf, measured, after_change)
 
 

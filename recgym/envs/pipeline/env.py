@@ -253,6 +253,11 @@ def _profile_facts(world) -> dict[str, Any]:
 class PipelineEnv(FunctionalGymEnv):
     """RecGym-Pipeline-v0, the single gymnasium env (NumPy steps; see the spec card).
 
+    Tuning episodes run to the time limit unless the trainer crashes, so each noise block draws
+    every step of its episodes up front (``FIRST_STEPS``; a later draw per episode would cost a
+    JAX call each), and hands each step its noise as Python numbers (``STEP_NOISE_AS_LISTS``:
+    the dynamics run on :mod:`recgym.core.pyscalar`).
+
     Args:
         scenario: One of :data:`~recgym.envs.pipeline.params.SCENARIOS`.
         action_mode: ``"increment"`` or ``"absolute"``.
@@ -272,6 +277,8 @@ class PipelineEnv(FunctionalGymEnv):
         **overrides,
     ):
         params = _resolve_params(scenario, action_mode, params, overrides)
+        self.FIRST_STEPS = params.max_episode_steps
+        self.STEP_NOISE_AS_LISTS = True
         super().__init__(_SHARED_CORE, params, render_mode)
         self.track_optimum = bool(track_optimum)
         self._optimum = _OptimumCache(params)
