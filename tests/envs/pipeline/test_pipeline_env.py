@@ -248,3 +248,67 @@ def test_docs_observation_table_matches_the_code():
     start = page.index("<!-- observation-table:start -->") + len("<!-- observation-table:start -->")
     end = page.index("<!-- observation-table:end -->")
     assert page[start:end].strip() == observation_table().strip()
+
+
+def test_block_optima_equal_one_search_per_episode():
+    """From the second episode of a noise block on, the starting optimum comes from one batched
+    search over the block's worlds: it must equal the optimum searched for each world alone."""
+    from recgym.envs.pipeline import optimum
+
+    env = PipelineEnv(scenario="random")
+    env.reset(seed=11)
+    for episode in range(5):
+        _, info = env.reset() if episode else env.reset(seed=11)
+        world = D.PipelineWorld(**{name: np.asarray(getattr(env.state.world, name), dtype=np.float32)
+                                   for name in D.PipelineWorld.__dataclass_fields__})
+        alone = optimum.optimum(env.params, world)
+        assert info["optimum"] == pytest.approx(float(alone.throughput), rel=1e-6)
+        np.testing.assert_array_equal(info["optimal_action"], alone.absolute_action(env.params))
+
+
+def test_noise_drawn_later_in_the_episode_gives_the_same_trajectory():
+    """The pipeline env draws a whole episode's noise up front; drawing the tail on demand (the
+    base adapter's path for long episodes) must give the same trajectory."""
+    actions = [int(a) for a in np.random.default_rng(3).integers(0, 17, 100)]
+    runs = []
+    for first_steps in (None, 7):
+        env = PipelineEnv(scenario="noisy-neighbours")
+        if first_steps is not None:
+            env.FIRST_STEPS = first_steps
+        obs, _ = env.reset(seed=5)
+        trajectory = [obs]
+        for a in actions:
+            obs, reward, terminated, truncated, _ = env.step(a)
+            trajectory.append(np.append(obs, reward))
+            if terminated or truncated:
+                break
+        runs.append(np.concatenate(trajectory))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_single_env_dynamics_equal_the_batched_numpy_dynamics():
+    """One implementation, three backends: a single env's step on Python numbers (pyscalar) equals
+    the same dynamics on a NumPy batch (and the JAX backend is checked by assert_backends_agree)."""
+    params = make_params("random")
+    rng = np.random.default_rng(0)
+    n = 16
+    uniforms = rng.random((n, D.world_uniforms(params)), dtype=np.float32)
+    allocations = np.concatenate(
+        [rng.integers(1, 9, (n, 6)), rng.integers(params.min_batch_log2, params.max_batch_log2 + 1, (n, 1)),
+         rng.integers(0, params.max_prefetch + 1, (n, 1))], axis=1).astype(np.int32)
+    normals = rng.standard_normal((n, D.MEASUREMENT_NORMALS), dtype=np.float32)
+    after, neighbour = rng.random(n) < 0.5, rng.random(n) < 0.5
+    worlds = D.sample_world(np, params, uniforms)
+    cond = D.conditions(np, worlds, after, neighbour)
+    perf = D.performance(np, worlds, cond, allocations[:, :6], allocations[:, 6], allocations[:, 7])
+    obs, measured = D.observe(np, allocations, worlds, cond, perf, normals, params.measurement_noise)
+    for i in range(n):
+        world = D.sample_world(np, params, uniforms[i])
+        assert isinstance(world.core_budget, float) and isinstance(world.cpu_seconds, tuple)  # pyscalar
+        c = D.conditions(np, world, bool(after[i]), bool(neighbour[i]))
+        p = D.performance(np, world, c, allocations[i, :6], allocations[i, 6], allocations[i, 7])
+        o, m = D.observe(np, allocations[i], world, c, p, normals[i], params.measurement_noise)
+        assert bool(p.oom) == bool(perf.oom[i])
+        np.testing.assert_allclose(p.capacities, np.asarray(perf.capacities)[:, i], rtol=1e-5)
+        np.testing.assert_allclose(o, obs[i], rtol=1e-5, atol=1e-6)
+        assert m == pytest.approx(float(measured[i]), rel=1e-5, abs=1e-6)
