@@ -137,15 +137,12 @@ class PipelineState(NamedTuple):
     """The environment state: the episode's world, the current allocation, time and neighbour.
 
     A ``NamedTuple`` (a JAX pytree as is; cheaper to build than a dataclass on every step).
-
-    Attributes:
-        world: The episode's :class:`PipelineWorld`.
-        allocation: ``(..., 8)`` int32: workers per stage (6 entries, each in
-            ``[1, max_cores_per_stage]``), log2 batch size, prefetch depth.
-        time: ``(...)`` int32 steps taken in this episode.
-        neighbour_on: ``(...)`` bool, whether the noisy neighbour is running.
-        observation: ``(..., OBS_DIM)`` float32, what the monitor measured over the last interval
-            (the measurement noise is part of the state so that ``observe`` is a pure read).
+    Fields: ``world``, the episode's :class:`PipelineWorld`; ``allocation`` ``(..., 8)`` int32,
+    workers per stage (6 entries, each in ``[1, max_cores_per_stage]``), log2 batch size, prefetch
+    depth; ``time`` ``(...)`` int32 steps taken in this episode; ``neighbour_on`` ``(...)`` bool,
+    whether the noisy neighbour is running; ``observation`` ``(..., OBS_DIM)`` float32, what the
+    monitor measured over the last interval (the measurement noise is part of the state so that
+    ``observe`` is a pure read).
     """
 
     world: PipelineWorld
