@@ -329,7 +329,10 @@ def conditions(xp, world: PipelineWorld, after_change, neighbour_on) -> Conditio
     """
     m = math_namespace(xp, world.core_budget)
     factor = m.where(model.per_env(after_change), world.event_cost_factor, _NO_CHANGE if m is pyscalar else 1.0)
-    cost = [c * f for c, f in zip(model.stages(world.cpu_seconds), model.stages(factor))]
+    if factor is _NO_CHANGE:  # one env before the change: the costs as they are
+        cost = list(model.stages(world.cpu_seconds))
+    else:
+        cost = [c * f for c, f in zip(model.stages(world.cpu_seconds), model.stages(factor))]
     if m is not pyscalar:
         cost = xp.stack(xp.broadcast_arrays(*cost), axis=-1)
     budget = world.core_budget

@@ -89,10 +89,7 @@ class PipelineCore(FunctionalEnv):
 
     def transition(self, xp, state, action, noise, params) -> Transition:
         """One tuning interval (see :func:`recgym.envs.pipeline.dynamics.transition`)."""
-        new_state, reward, terminated, info = D.transition(
-            xp, params, state, action, noise["neighbour"], noise["measure"]
-        )
-        return Transition(new_state, reward, terminated, info)
+        return Transition(*D.transition(xp, params, state, action, noise["neighbour"], noise["measure"]))
 
     def observe(self, xp, state, params):
         """The measurement of the last interval, stored in the state."""
@@ -233,11 +230,10 @@ def stack_worlds(worlds: list) -> PipelineWorld:
                             for name in PipelineWorld.__dataclass_fields__})
 
 
-def block_optima(params: PipelineParams, worlds: list) -> list[tuple[float, np.ndarray]]:
-    """The optimum at the start of each episode (before the change, no neighbour) of ``worlds``,
-    in one batched search: ``(throughput, absolute action)`` per world."""
-    batch = stack_worlds(worlds)
-    off = np.zeros(len(worlds), dtype=bool)
+def block_optima(params: PipelineParams, batch: PipelineWorld) -> list[tuple[float, np.ndarray]]:
+    """The optimum at the start of each episode (before the change, no neighbour) of a world
+    batch, in one batched search: ``(throughput, absolute action)`` per world."""
+    off = np.zeros(np.shape(batch.core_budget), dtype=bool)
     best = optimal_config(np, params, batch, D.conditions(np, batch, off, off))
     return list(zip(best.throughput.astype(float).tolist(), best.absolute_action(params)))
 
@@ -308,8 +304,13 @@ class PipelineEnv(FunctionalGymEnv):
             self._block_optima = None  # first episode of a block (or the block's only one)
             return
         if self._block_optima is None:
-            worlds = [self.state.world] + [D.sample_world(np, self.params, r["world"]) for r in pending]
-            found, *rest = block_optima(self.params, worlds)
+            # The same float32 operations on a batch of uniforms give the same worlds as one at a
+            # time (checked by test_block_optima_equal_one_search_per_episode).
+            upcoming = D.sample_world(np, self.params, np.stack([r["world"] for r in pending]))
+            current = stack_worlds([self.state.world])
+            batch = PipelineWorld(**{name: np.concatenate([getattr(current, name), getattr(upcoming, name)])
+                                     for name in PipelineWorld.__dataclass_fields__})
+            found, *rest = block_optima(self.params, batch)
             self._block_optima = rest[::-1]  # popped from the end, like the noise buffer
         else:
             found = self._block_optima.pop()
