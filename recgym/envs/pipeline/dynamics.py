@@ -421,6 +421,7 @@ def observe(xp, allocation, world, cond, perf: Performance, normals, noise: floa
     mu = perf.trainer_rate * factor[NUM_STAGES]
     measured_x = perf.throughput * factor[NUM_STAGES + 1]
     lowest, second = _two_smallest(m, [*caps, mu])
+    gap = second - lowest
     # A crashed trainer reports nothing: rates and utilisation read 0.
     alive = m.where(perf.oom, 0.0, 1.0)
     rate_scale = alive * RATE_UNIT
@@ -428,8 +429,9 @@ def observe(xp, allocation, world, cond, perf: Performance, normals, noise: floa
     values = (
         entries[:NUM_STAGES]
         + [cap * rate_scale for cap in caps]
-        # What the rest of the pipeline sustains: the bottleneck's own rate, except at the bottleneck.
-        + [m.where(cap <= lowest, second, lowest) / cap * alive for cap in caps]
+        # What the rest of the pipeline sustains: the bottleneck's own rate, except at the
+        # bottleneck (where it is the second lowest: the comparison is 0 or 1).
+        + [(lowest + gap * (cap <= lowest)) / cap * alive for cap in caps]
         + [
             perf.batch_size,
             entries[NUM_STAGES + 1],
