@@ -107,8 +107,9 @@ def _pytree_dataclass(cls):
 class PipelineWorld:
     """One episode's machine and workload, after per-seed jitter or randomisation (arrays).
 
-    Per-stage fields have shape ``(..., 6)``, the others ``(...)``; all float32. Built by
-    :func:`sample_world`; the meaning of each field is that of the same-named field of
+    Per-stage fields have shape ``(..., 6)``, the others ``(...)``; all float32. One environment's
+    world on NumPy holds the same float32 values as Python numbers (a tuple of 6 per per-stage
+    field; see :func:`math_namespace`). Built by :func:`sample_world`; the meaning of each field is that of the same-named field of
     :class:`~recgym.envs.pipeline.params.PipelineProfile` / ``PipelineParams`` (memory in GiB).
     ``io_samples_per_second`` is the read stage's storage ceiling.
     """
@@ -230,7 +231,8 @@ def sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
         uniforms: ``(..., n)`` float32 uniforms, ``n >= world_uniforms(params)``.
 
     Returns:
-        The world (float32 arrays with the uniforms' batch shape).
+        The world (float32 arrays with the uniforms' batch shape; for one environment on NumPy,
+        computed in float32 and held as Python numbers).
     """
     return _compact(xp, _sample_world(xp, params, uniforms))
 
