@@ -95,6 +95,6 @@ def test_single_gym_env_steps_per_second(benchmark, action_mode):
             if terminated or truncated:
                 env.reset()
 
-    benchmark.pedantic(run, rounds=3, iterations=1)
+    benchmark.pedantic(run, rounds=5, iterations=1)
     if benchmark.stats is not None:
         benchmark.extra_info["steps_per_second"] = n_steps / benchmark.stats.stats.median

@@ -379,7 +379,9 @@ def performance(xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, p
         :class:`Performance` of the allocation.
     """
     m = math_namespace(xp, batch_log2)
-    c = [m.float32(v) for v in model.stages(cores)]
+    c = model.stages(cores)
+    if m is not pyscalar:  # Python ints mix with floats as they are; arrays become float32
+        c = [m.float32(v) for v in c]
     batch = m.float32(2**batch_log2)  # exact: an integer power of two
     depth = m.float32(prefetch)
     slowdown = model.oversubscription_factor(m, sum(c), cond.available_cores, overhead)

@@ -40,6 +40,11 @@ def _absolute_nvec(params: PipelineParams) -> tuple[int, ...]:
     return _nvec(params.max_cores_per_stage, params.num_batch_sizes, params.max_prefetch)
 
 
+def _within(values: list, nvec: tuple) -> bool:
+    """``0 <= v < n`` for every entry (Python ints: cheaper than NumPy on eight entries)."""
+    return min(values) >= 0 and all(map(int.__lt__, values, nvec))
+
+
 @functools.lru_cache(maxsize=64)
 def _nvec(max_cores_per_stage: int, num_batch_sizes: int, max_prefetch: int) -> tuple[int, ...]:
     return (max_cores_per_stage,) * NUM_STAGES + (num_batch_sizes, max_prefetch + 1)
@@ -122,7 +127,7 @@ class PipelineCore(FunctionalEnv):
             return np.int64(action)  # the common case, without array conversions
         if batch_size is None and type(action) is np.ndarray and action.shape == (NUM_STAGES + 2,) \
                 and action.dtype.kind in "iu" and params.action_mode == "absolute" \
-                and all(0 <= a < n for a, n in zip(action.tolist(), _absolute_nvec(params))):
+                and _within(action.tolist(), _absolute_nvec(params)):
             return action  # the common absolute case: an integer array within bounds
         arr = np.asarray(action)
         if batch_size is not None:
