@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -140,7 +141,8 @@ class PipelineState(NamedTuple):
     A ``NamedTuple`` (a JAX pytree as is; cheaper to build than a dataclass on every step).
     Fields: ``world``, the episode's :class:`PipelineWorld`; ``allocation`` ``(..., 8)`` int32,
     workers per stage (6 entries, each in ``[1, max_cores_per_stage]``), log2 batch size, prefetch
-    depth; ``time`` ``(...)`` int32 steps taken in this episode; ``neighbour_on`` ``(...)`` bool,
+    depth (one environment's on NumPy: a tuple of 8 Python ints, see :func:`math_namespace`);
+    ``time`` ``(...)`` int32 steps taken in this episode; ``neighbour_on`` ``(...)`` bool,
     whether the noisy neighbour is running; ``observation`` ``(..., OBS_DIM)`` float32, what the
     monitor measured over the last interval (the measurement noise is part of the state so that
     ``observe`` is a pure read).
@@ -154,8 +156,9 @@ class PipelineState(NamedTuple):
 
     @property
     def cores(self):
-        """``(..., 6)`` int32 workers per stage."""
-        return self.allocation[..., :NUM_STAGES]
+        """``(..., 6)`` int32 workers per stage (one env's: a tuple of 6 ints)."""
+        return model.stages(self.allocation)[:NUM_STAGES] if type(self.allocation) is tuple \
+            else self.allocation[..., :NUM_STAGES]
 
     @property
     def batch_log2(self):
@@ -431,7 +434,7 @@ def observe(xp, allocation, world, cond, perf: Performance, normals, noise: floa
     rate_scale = alive * RATE_UNIT
     entries = model.stages(allocation)  # the counts are exact in float32
     values = (
-        entries[:NUM_STAGES]
+        list(entries[:NUM_STAGES])
         + [cap * rate_scale for cap in caps]
         # What the rest of the pipeline sustains: the bottleneck's own rate, except at the
         # bottleneck (where it is the second lowest: the comparison is 0 or 1).
@@ -512,12 +515,34 @@ def apply_action(xp, params: PipelineParams, allocation, action):
     Returns:
         ``(..., 8)`` int32 allocation.
     """
-    low, high = _allocation_bounds(params)
-    if params.action_mode == "increment":
-        moved = allocation + xp.asarray(INCREMENT_TABLE)[action]
-    else:
-        moved = action.astype(xp.int32) + low
-    return xp.minimum(xp.maximum(moved, low), high)  # int32 throughout
+    one_env = xp is np and (type(allocation) is tuple or np.ndim(allocation) == 1)
+    if not one_env:  # arrays: one vector expression (under XLA, cheaper than eight entries)
+        low, high = _allocation_bounds(params)
+        if params.action_mode == "increment":
+            moved = allocation + xp.asarray(INCREMENT_TABLE)[action]
+        else:
+            moved = action.astype(xp.int32) + low
+        return xp.minimum(xp.maximum(moved, low), high)  # int32 throughout
+    # One env on Python ints (see math_namespace): the same sum and clip, entry by entry.
+    low, high = _bound_entries(params)
+    delta = _INCREMENT_ENTRIES[action] if params.action_mode == "increment" else None
+    moved = map(operator.add, allocation, delta) if delta is not None else map(operator.add, model.stages(action), low)
+    return tuple(map(min, map(max, moved, low), high))
+
+
+# The increment table as tuples of Python ints (one env), and the bounds entry by entry.
+_INCREMENT_ENTRIES = tuple(tuple(row) for row in INCREMENT_TABLE.tolist())
+
+
+@functools.lru_cache(maxsize=64)
+def _bound_entries_of(max_cores_per_stage: int, min_batch_log2: int, max_batch_log2: int, max_prefetch: int):
+    low, high = _bounds(max_cores_per_stage, min_batch_log2, max_batch_log2, max_prefetch)
+    return tuple(low.tolist()), tuple(high.tolist())
+
+
+def _bound_entries(params: PipelineParams):
+    """``(low, high)`` of each allocation entry, as tuples of Python ints."""
+    return _bound_entries_of(params.max_cores_per_stage, params.min_batch_log2, params.max_batch_log2, params.max_prefetch)
 
 
 def _split(allocation):
@@ -542,7 +567,10 @@ def initial_state(xp, params: PipelineParams, uniforms, normals):
     world = sample_world(xp, params, uniforms)
     shape = xp.shape(world.core_budget)
     start = np.asarray([1] * NUM_STAGES + [params.initial_batch_log2, params.initial_prefetch], dtype=np.int32)
-    allocation = _compact_leaf(xp, xp.broadcast_to(xp.asarray(start), (*shape, NUM_STAGES + 2)))
+    if xp is np and shape == ():  # one environment: Python ints (see math_namespace)
+        allocation = tuple(start.tolist())
+    else:
+        allocation = xp.broadcast_to(xp.asarray(start), (*shape, NUM_STAGES + 2))
     off = _compact_leaf(xp, xp.zeros(shape, dtype=bool))
     cond = conditions(xp, world, off, off)
     perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead)

@@ -65,9 +65,9 @@ def per_env(x):
 
 
 def entry(x, k: int):
-    """``x[..., k]``; ``x[k]`` for a list or a 1-d array (a scalar, not a 0-d array: arithmetic on
+    """``x[..., k]``; ``x[k]`` for a list, a tuple or a 1-d array (a scalar, not a 0-d array: arithmetic on
     scalars is several times cheaper, and under ``vmap`` JAX sees the same unbatched indexing)."""
-    return x[k] if type(x) is list or x.ndim == 1 else x[..., k]
+    return x[k] if type(x) is list or type(x) is tuple or x.ndim == 1 else x[..., k]
 
 
 def amdahl_speedup(xp, cores, serial_fraction):
