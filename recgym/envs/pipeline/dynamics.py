@@ -110,8 +110,8 @@ class PipelineWorld:
 
     Per-stage fields have shape ``(..., 6)``, the others ``(...)``; all float32. One environment's
     world on NumPy holds the same float32 values as Python numbers (a tuple of 6 per per-stage
-    field; see :func:`math_namespace`). Built by :func:`sample_world`; the meaning of each field is that of the same-named field of
-    :class:`~recgym.envs.pipeline.params.PipelineProfile` / ``PipelineParams`` (memory in GiB).
+    field; see :func:`math_namespace`). Built by :func:`sample_world`; the meaning of each field is
+    that of the same-named field of :class:`~recgym.envs.pipeline.params.PipelineProfile` / ``PipelineParams`` (memory in GiB).
     ``io_samples_per_second`` is the read stage's storage ceiling.
     """
 
@@ -157,8 +157,9 @@ class PipelineState(NamedTuple):
     @property
     def cores(self):
         """``(..., 6)`` int32 workers per stage (one env's: a tuple of 6 ints)."""
-        return model.stages(self.allocation)[:NUM_STAGES] if type(self.allocation) is tuple \
-            else self.allocation[..., :NUM_STAGES]
+        if type(self.allocation) is tuple:
+            return self.allocation[:NUM_STAGES]
+        return self.allocation[..., :NUM_STAGES]
 
     @property
     def batch_log2(self):
@@ -484,22 +485,24 @@ def _argmin(m, values):
     return m.argmin(m.stack(m.broadcast_arrays(*values), axis=-1), axis=-1).astype(m.int32)
 
 
-@functools.lru_cache(maxsize=64)
-def _bounds(max_cores_per_stage: int, min_batch_log2: int, max_batch_log2: int, max_prefetch: int):
-    low = np.asarray([1] * NUM_STAGES + [min_batch_log2, 0], dtype=np.int32)
-    high = np.asarray([max_cores_per_stage] * NUM_STAGES + [max_batch_log2, max_prefetch], dtype=np.int32)
-    return low, high
+class _Bounds(NamedTuple):
+    low: np.ndarray  # int32 arrays, for batches
+    high: np.ndarray
+    low_entries: tuple  # the same as Python ints, for one env
+    high_entries: tuple
 
 
-def _allocation_bounds(params: PipelineParams):
-    """``(low, high)`` int32 bounds of an allocation (cached on four ints, not on the params, whose
-    hash walks every field)."""
+def _allocation_bounds(params: PipelineParams) -> _Bounds:
+    """Lowest and highest value of each allocation entry (cached on four ints, not on the params,
+    whose hash walks every field)."""
     return _bounds(params.max_cores_per_stage, params.min_batch_log2, params.max_batch_log2, params.max_prefetch)
 
 
-def prefetch_of(allocation):
-    """The prefetch depth entry of an allocation."""
-    return model.entry(allocation, NUM_STAGES + 1)
+@functools.lru_cache(maxsize=64)
+def _bounds(max_cores_per_stage: int, min_batch_log2: int, max_batch_log2: int, max_prefetch: int) -> _Bounds:
+    low = [1] * NUM_STAGES + [min_batch_log2, 0]
+    high = [max_cores_per_stage] * NUM_STAGES + [max_batch_log2, max_prefetch]
+    return _Bounds(np.asarray(low, dtype=np.int32), np.asarray(high, dtype=np.int32), tuple(low), tuple(high))
 
 
 def apply_action(xp, params: PipelineParams, allocation, action):
@@ -515,34 +518,25 @@ def apply_action(xp, params: PipelineParams, allocation, action):
     Returns:
         ``(..., 8)`` int32 allocation.
     """
-    one_env = xp is np and (type(allocation) is tuple or np.ndim(allocation) == 1)
-    if not one_env:  # arrays: one vector expression (under XLA, cheaper than eight entries)
-        low, high = _allocation_bounds(params)
+    bounds = _allocation_bounds(params)
+    if not (xp is np and (type(allocation) is tuple or np.ndim(allocation) == 1)):
+        # Arrays: one vector expression (under XLA, cheaper than eight entries).
         if params.action_mode == "increment":
             moved = allocation + xp.asarray(INCREMENT_TABLE)[action]
         else:
-            moved = action.astype(xp.int32) + low
-        return xp.minimum(xp.maximum(moved, low), high)  # int32 throughout
+            moved = action.astype(xp.int32) + bounds.low
+        return xp.minimum(xp.maximum(moved, bounds.low), bounds.high)  # int32 throughout
     # One env on Python ints (see math_namespace): the same sum and clip, entry by entry.
-    low, high = _bound_entries(params)
-    delta = _INCREMENT_ENTRIES[action] if params.action_mode == "increment" else None
-    moved = map(operator.add, allocation, delta) if delta is not None else map(operator.add, model.stages(action), low)
+    low, high = bounds.low_entries, bounds.high_entries
+    if params.action_mode == "increment":
+        moved = map(operator.add, allocation, _INCREMENT_ENTRIES[action])
+    else:
+        moved = map(operator.add, model.stages(action), low)
     return tuple(map(min, map(max, moved, low), high))
 
 
-# The increment table as tuples of Python ints (one env), and the bounds entry by entry.
+# The increment table as tuples of Python ints (one env).
 _INCREMENT_ENTRIES = tuple(tuple(row) for row in INCREMENT_TABLE.tolist())
-
-
-@functools.lru_cache(maxsize=64)
-def _bound_entries_of(max_cores_per_stage: int, min_batch_log2: int, max_batch_log2: int, max_prefetch: int):
-    low, high = _bounds(max_cores_per_stage, min_batch_log2, max_batch_log2, max_prefetch)
-    return tuple(low.tolist()), tuple(high.tolist())
-
-
-def _bound_entries(params: PipelineParams):
-    """``(low, high)`` of each allocation entry, as tuples of Python ints."""
-    return _bound_entries_of(params.max_cores_per_stage, params.min_batch_log2, params.max_batch_log2, params.max_prefetch)
 
 
 def _split(allocation):

@@ -208,25 +208,22 @@ class _OptimumCache:
         key = (bool(after_change), bool(neighbour_on))
         found = self.table.get(key)
         if found is None:
-            cond, value = self._conditions(*key)
+            value = self._value(*key)
             found = self.by_value.get(value)
             if found is None:
-                best = optimal_config(np, self.params, stack_worlds([self.world]), cond)
+                best = batch_optimum(self.params, stack_worlds([self.world]), *key)
                 found = self.by_value[value] = (float(best.throughput[0]), best.absolute_action(self.params)[0])
             self.table[key] = found
         return found
 
     def preset(self, after_change: bool, neighbour_on: bool, found: tuple[float, np.ndarray]) -> None:
         """Record an optimum computed elsewhere (e.g. for a block of episodes at once)."""
-        _, value = self._conditions(after_change, neighbour_on)
-        self.table[(after_change, neighbour_on)] = self.by_value[value] = found
+        self.table[(after_change, neighbour_on)] = self.by_value[self._value(after_change, neighbour_on)] = found
 
-    def _conditions(self, after_change: bool, neighbour_on: bool):
+    def _value(self, after_change: bool, neighbour_on: bool) -> tuple:
+        """The conditions' values, as a hashable key."""
         cond = D.conditions(np, self.world, after_change, neighbour_on)
-        value = (tuple(np.asarray(cond.cpu_seconds, dtype=np.float32).tolist()),
-                 float(cond.available_cores), float(cond.memory_cap_gib))
-        batched = D.Conditions(*(np.asarray(x, dtype=np.float32)[None] for x in cond))
-        return batched, value
+        return tuple(cond.cpu_seconds), float(cond.available_cores), float(cond.memory_cap_gib)
 
 
 def stack_worlds(worlds: list) -> PipelineWorld:
@@ -235,12 +232,15 @@ def stack_worlds(worlds: list) -> PipelineWorld:
                             for name in PipelineWorld.__dataclass_fields__})
 
 
-def block_optima(params: PipelineParams, batch: PipelineWorld) -> list[tuple[float, np.ndarray]]:
-    """The optimum at the start of each episode (before the change, no neighbour) of a world
-    batch, in one batched search: ``(throughput, absolute action)`` per world."""
-    off = np.zeros(np.shape(batch.core_budget), dtype=bool)
-    best = optimal_config(np, params, batch, D.conditions(np, batch, off, off))
-    return list(zip(best.throughput.astype(float).tolist(), best.absolute_action(params)))
+def batch_optimum(params: PipelineParams, worlds: PipelineWorld, after_change: bool, neighbour_on: bool):
+    """The exact optimum of every world of a batch in one condition, in one batched search (NumPy).
+
+    Returns:
+        :class:`~recgym.envs.pipeline.optimum.OptimalConfig` with the worlds' batch shape.
+    """
+    shape = np.shape(worlds.core_budget)
+    cond = D.conditions(np, worlds, np.full(shape, bool(after_change)), np.full(shape, bool(neighbour_on)))
+    return optimal_config(np, params, worlds, cond)
 
 
 def _profile_facts(world) -> dict[str, Any]:
@@ -268,6 +268,8 @@ class PipelineEnv(FunctionalGymEnv):
         **overrides: Fields of :class:`~recgym.envs.pipeline.params.PipelineParams`.
     """
 
+    STEP_NOISE_AS_LISTS = True
+
     def __init__(
         self,
         scenario: str = "steady",
@@ -279,7 +281,6 @@ class PipelineEnv(FunctionalGymEnv):
     ):
         params = _resolve_params(scenario, action_mode, params, overrides)
         self.FIRST_STEPS = params.max_episode_steps
-        self.STEP_NOISE_AS_LISTS = True
         super().__init__(_SHARED_CORE, params, render_mode)
         self.track_optimum = bool(track_optimum)
         self._optimum = _OptimumCache(params)
@@ -302,10 +303,10 @@ class PipelineEnv(FunctionalGymEnv):
 
     def _prefill_optimum(self) -> None:
         """From the second episode of a noise block on, the starting optimum of every episode left
-        in the block comes from one batched search (a third of the cost of one search each). The
-        first episode of a block computes its own: after a seeded reset it may be the only one."""
+        in the block comes from one batched search (about a seventh of the cost of a search each).
+        The first episode of a block computes its own: after a seeded reset it may be the only one."""
         pending = self.pending_reset_noise()
-        if len(pending) == self.EPISODE_BLOCK - 1 or not pending and self._block_optima is None:
+        if len(pending) == self.EPISODE_BLOCK - 1 or (not pending and self._block_optima is None):
             self._block_optima = None  # first episode of a block (or the block's only one)
             return
         if self._block_optima is None:
@@ -315,7 +316,8 @@ class PipelineEnv(FunctionalGymEnv):
             current = stack_worlds([self.state.world])
             batch = PipelineWorld(**{name: np.concatenate([getattr(current, name), getattr(upcoming, name)])
                                      for name in PipelineWorld.__dataclass_fields__})
-            found, *rest = block_optima(self.params, batch)
+            best = batch_optimum(self.params, batch, False, False)  # episodes start before the change
+            found, *rest = zip(best.throughput.astype(float).tolist(), best.absolute_action(self.params))
             self._block_optima = rest[::-1]  # popped from the end, like the noise buffer
         else:
             found = self._block_optima.pop()
@@ -396,9 +398,7 @@ class PipelineVectorEnv(FunctionalVectorEnv):
                 for start in range(0, idx.size, self.OPTIMUM_CHUNK):
                     chunk = idx[start : start + self.OPTIMUM_CHUNK]
                     sub = jax.tree_util.tree_map(lambda x, c=chunk: x[c], world)
-                    shape = (chunk.size,)
-                    cond = D.conditions(np, sub, np.full(shape, bool(a)), np.full(shape, bool(nb)))
-                    best = optimal_config(np, self.params, sub, cond)
+                    best = batch_optimum(self.params, sub, a, nb)
                     self._opt_throughput[chunk, a, nb] = best.throughput
                     self._opt_action[chunk, a, nb] = best.absolute_action(self.params)
                     self._opt_known[chunk, a, nb] = True
