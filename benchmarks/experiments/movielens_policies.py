@@ -13,13 +13,13 @@ from pathlib import Path
 
 from benchmarks.common import ExperimentResult, RunContext, format_ci, mean_ci
 from recgym.evaluation import BASELINES, PolicyFactory, evaluate, make_eval_env, paired_ratio_ci
-from recgym.recommenders.policy import RECOMMENDER_POLICIES
+from recgym.recommenders.simulator_policy import RECOMMENDER_POLICIES
 
 POLICIES: dict[str, PolicyFactory] = {
     **BASELINES,
     # (the recommenders issue appends its policies here, one line each)
     # classical recommenders fitted on the train users' logged ratings, folding in each episode's
-    # clicks and ratings (recgym.recommenders.policy; never the hidden state)
+    # clicks and ratings (recgym.recommenders.simulator_policy; never the hidden state)
     "popularity (IMDB weighted)": RECOMMENDER_POLICIES["popularity (IMDB weighted)"],
     "content-based": RECOMMENDER_POLICIES["content-based"],
     "matrix factorization": RECOMMENDER_POLICIES["matrix factorization"],

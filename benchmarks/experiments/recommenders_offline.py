@@ -32,7 +32,7 @@ from recgym.recommenders import (
     Recommender,
     attach_tags,
 )
-from recgym.recommenders.evaluation import (
+from recgym.recommenders.offline_evaluation import (
     evaluate_ncf,
     evaluate_ratings,
     evaluate_top_n,

@@ -9,9 +9,9 @@ Every model follows one API (users x items, contiguous integer ids from 0, ranki
 * ``recommend(user_id, k, exclude_seen=True) -> (item_ids, scores)``.
 
 Each model has a small frozen config dataclass beside it (``PopularityConfig``, ...), with seeds,
-not generators. :mod:`recgym.recommenders.mf` holds the functional biased matrix factorisation
+not generators. :mod:`recgym.biased_mf` holds the functional biased matrix factorisation
 (:func:`fit_biased_mf`, :class:`BiasedMFModel`) shared with the MovieLens simulator, and
-:mod:`recgym.recommenders.evaluation` the offline protocols.
+:mod:`recgym.recommenders.offline_evaluation` the offline protocols.
 """
 
 from recgym.recommenders.base import Recommender
@@ -19,7 +19,7 @@ from recgym.recommenders.content import ContentBased, ContentBasedConfig, attach
 from recgym.recommenders.ensemble import Ensemble, EnsembleConfig
 from recgym.recommenders.knn import ItemKNN, ItemKNNConfig
 from recgym.recommenders.matrix_factorization import MatrixFactorization, MatrixFactorizationConfig
-from recgym.recommenders.mf import BiasedMFModel, fit_biased_mf
+from recgym.biased_mf import BiasedMFModel, fit_biased_mf
 from recgym.recommenders.popularity import Popularity, PopularityConfig
 
 __all__ = [

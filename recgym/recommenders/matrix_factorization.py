@@ -1,4 +1,4 @@
-"""Biased matrix factorisation as a recommender (a thin wrapper over :mod:`recgym.recommenders.mf`)."""
+"""Biased matrix factorisation as a recommender (a thin wrapper over :mod:`recgym.biased_mf`)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 
 from recgym.recommenders.base import RatingsArrays, Recommender
-from recgym.recommenders.mf import BiasedMFModel, fit_biased_mf
+from recgym.biased_mf import BiasedMFModel, fit_biased_mf
 
 __all__ = ["MatrixFactorization", "MatrixFactorizationConfig", "sample_negatives"]
 
 
 @dataclass(frozen=True)
 class MatrixFactorizationConfig:
-    """Configuration of :class:`MatrixFactorization` (see :func:`~recgym.recommenders.mf.fit_biased_mf`)."""
+    """Configuration of :class:`MatrixFactorization` (see :func:`~recgym.biased_mf.fit_biased_mf`)."""
 
     n_factors: int = 16
     """Latent dimension ``k``."""
@@ -64,7 +64,7 @@ class MatrixFactorization(Recommender[MatrixFactorizationConfig]):
     bias; catalogue items never rated in training have ``b_i = 0`` and ``q_i = 0``.
 
     Attributes:
-        model: The fitted :class:`~recgym.recommenders.mf.BiasedMFModel`.
+        model: The fitted :class:`~recgym.biased_mf.BiasedMFModel`.
     """
 
     config_class = MatrixFactorizationConfig

@@ -8,7 +8,7 @@ settings, cached on disk (``recgym.datasets.cache_dir() / "worlds"``, i.e. under
    ``min_user_ratings``), re-indexing both contiguously (the world's ``user``/``item`` indices;
    ``user_ids``/``item_ids`` map back to the dataset's).
 2. **Hidden ground truth**: a biased MF ``v(u,i) = mu + b_u + b_i + p_u . q_i`` fitted on all the
-   filtered ratings with :func:`recgym.recommenders.mf.fit_biased_mf`.
+   filtered ratings with :func:`recgym.biased_mf.fit_biased_mf`.
 3. **Genres**: ``g_i`` = the item's multi-hot genres normalised to sum 1 (uniform over all genres
    for an item without genres).
 4. **Users** are split into train / test populations (``test_fraction``, seeded).
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from recgym.datasets import RatingsDataset, cache_dir, load_movielens
-from recgym.recommenders.mf import fit_biased_mf
+from recgym.biased_mf import fit_biased_mf
 
 WORLD_FORMAT = 1
 
@@ -48,7 +48,7 @@ class WorldSettings:
         min_item_ratings: Drop items with fewer ratings.
         min_user_ratings: Then drop users with fewer ratings.
         n_factors: Latent dimension of the hidden MF.
-        mf_reg: L2 penalty of the hidden MF (see :func:`~recgym.recommenders.mf.fit_biased_mf`).
+        mf_reg: L2 penalty of the hidden MF (see :func:`~recgym.biased_mf.fit_biased_mf`).
         mf_iters: ALS sweeps of both MF fits.
         test_fraction: Fraction of users in the test population.
         logged_fraction: Fraction of each user's ratings (earliest first) in the logged history.

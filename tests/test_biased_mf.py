@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recgym.recommenders.mf import BiasedMFModel, fit_biased_mf
+from recgym.biased_mf import BiasedMFModel, fit_biased_mf
 
 
 def _planted(

@@ -10,7 +10,7 @@ pytest.importorskip("recgym.envs.movielens.env")
 
 from recgym.evaluation import BASELINES, evaluate, make_eval_env
 from recgym.recommenders import ItemKNN, MatrixFactorization, Popularity
-from recgym.recommenders.policy import (
+from recgym.recommenders.simulator_policy import (
     RECOMMENDER_POLICIES,
     RecommenderPolicy,
     recommender_policy,

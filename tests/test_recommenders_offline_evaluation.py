@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recgym.recommenders import ItemKNN, MatrixFactorization, Popularity
-from recgym.recommenders.evaluation import (
+from recgym.recommenders.offline_evaluation import (
     evaluate_ncf,
     evaluate_ratings,
     evaluate_top_n,
