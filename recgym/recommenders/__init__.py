@@ -14,12 +14,12 @@ not generators. :mod:`recgym.biased_mf` holds the functional biased matrix facto
 :mod:`recgym.recommenders.offline_evaluation` the offline protocols.
 """
 
+from recgym.biased_mf import BiasedMFModel, fit_biased_mf
 from recgym.recommenders.base import Recommender
 from recgym.recommenders.content import ContentBased, ContentBasedConfig, attach_tags
 from recgym.recommenders.ensemble import Ensemble, EnsembleConfig
 from recgym.recommenders.knn import ItemKNN, ItemKNNConfig
 from recgym.recommenders.matrix_factorization import MatrixFactorization, MatrixFactorizationConfig
-from recgym.biased_mf import BiasedMFModel, fit_biased_mf
 from recgym.recommenders.popularity import Popularity, PopularityConfig
 
 __all__ = [

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recgym.recommenders.base import RatingsArrays, Recommender
 from recgym.biased_mf import BiasedMFModel, fit_biased_mf
+from recgym.recommenders.base import RatingsArrays, Recommender
 
 __all__ = ["MatrixFactorization", "MatrixFactorizationConfig", "sample_negatives"]
 

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recgym.datasets import RatingsDataset, cache_dir, load_movielens
 from recgym.biased_mf import fit_biased_mf
+from recgym.datasets import RatingsDataset, cache_dir, load_movielens
 
 WORLD_FORMAT = 1
 
