@@ -54,18 +54,17 @@ def _rollout(core, params, sample, n_envs: int, n_steps: int):
     import jax.numpy as jnp
 
     def rollout(key):
-        k_reset, k_run = jax.random.split(key)
-        obs, state = jax.vmap(lambda k: core.reset(k, params))(jax.random.split(k_reset, n_envs))
+        k_start, k_run = jax.random.split(key)
+        obs, carry = jax.vmap(lambda k: core.start(k, params))(jax.random.split(k_start, n_envs))
 
-        def body(carry, key):
-            state, total = carry
-            k_action, k_step = jax.random.split(key)
-            obs, state, reward, _, _, _ = jax.vmap(
-                lambda k, s, a: core.step_autoreset(k, s, a, params)
-            )(jax.random.split(k_step, n_envs), state, sample(k_action, n_envs))
-            return (state, total + reward.sum() + 1e-9 * obs.sum()), None
+        def body(loop, key):
+            carry, total = loop
+            obs, carry, reward, _, _, _ = jax.vmap(
+                lambda c, a: core.step_autoreset(c, a, params)
+            )(carry, sample(key, n_envs))
+            return (carry, total + reward.sum() + 1e-9 * obs.sum()), None
 
-        (_, total), _ = jax.lax.scan(body, (state, jnp.float32(0.0)), jax.random.split(k_run, n_steps))
+        (_, total), _ = jax.lax.scan(body, (carry, jnp.float32(0.0)), jax.random.split(k_run, n_steps))
         return total
 
     return rollout

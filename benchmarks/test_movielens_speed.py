@@ -87,19 +87,19 @@ def _scan_rollout(core: MovieLensCore, params, n_users: int, n_steps: int):
     """``n_steps`` steps of ``n_users`` users under one jit: random items, auto-reset, obs consumed."""
 
     def rollout(key):
-        obs, state = jax.vmap(lambda k: core.reset(k, params))(jax.random.split(key, n_users))
+        k_start, k_run = jax.random.split(key)
+        obs, carry = jax.vmap(lambda k: core.start(k, params))(jax.random.split(k_start, n_users))
 
-        def body(carry, key):
-            state, total = carry
-            k_action, k_step = jax.random.split(key)
-            actions = jax.random.randint(k_action, (n_users,), 0, params.n_items)
-            obs, state, reward, _, _, _ = jax.vmap(
-                lambda k, s, a: core.step_autoreset(k, s, a, params)
-            )(jax.random.split(k_step, n_users), state, actions)
+        def body(loop, key):
+            carry, total = loop
+            actions = jax.random.randint(key, (n_users,), 0, params.n_items)
+            obs, carry, reward, _, _, _ = jax.vmap(
+                lambda c, a: core.step_autoreset(c, a, params)
+            )(carry, actions)
             # consume the observation so that it is computed, as a policy would
-            return (state, total + reward.sum() + 1e-9 * obs.sum()), None
+            return (carry, total + reward.sum() + 1e-9 * obs.sum()), None
 
-        (_, total), _ = jax.lax.scan(body, (state, jnp.float32(0.0)), jax.random.split(key, n_steps))
+        (_, total), _ = jax.lax.scan(body, (carry, jnp.float32(0.0)), jax.random.split(k_run, n_steps))
         return total
 
     return jax.jit(rollout)

@@ -23,23 +23,31 @@ SCAN_STEPS = 100
 
 
 def _make_rollout(core, params, num_envs, n_steps, autoreset=True):
+    """A jitted ``(key, carry) -> (key, carry, mean rewards)`` over ``n_steps`` vmapped steps.
+
+    ``autoreset``: the key-chain step with same-step auto-reset (what a training loop runs);
+    else the plain gymnax ``step`` on ``carry.state`` (episodes run past their end).
+    """
     n_actions = params.num_increment_actions
-    step = core.step_autoreset if autoreset else core.step
+
+    def one(carry, action, key):
+        if autoreset:
+            _, carry, reward, *_ = core.step_autoreset(carry, action, params)
+            return carry, reward
+        _, state, reward, *_ = core.step(key, carry.state, action, params)
+        return carry.replace(state=state), reward
 
     @jax.jit
-    def rollout(key, state):
-        def body(carry, _):
-            key, state = carry
+    def rollout(key, carry):
+        def body(loop, _):
+            key, carry = loop
             key, k_act, k_step = jax.random.split(key, 3)
             actions = jax.random.randint(k_act, (num_envs,), 0, n_actions)
-            keys = jax.random.split(k_step, num_envs)
-            _, state, reward, _, _, _ = jax.vmap(step, in_axes=(0, 0, 0, None))(
-                keys, state, actions, params
-            )
-            return (key, state), reward.mean()
+            carry, reward = jax.vmap(one)(carry, actions, jax.random.split(k_step, num_envs))
+            return (key, carry), reward.mean()
 
-        (key, state), rewards = jax.lax.scan(body, (key, state), None, length=n_steps)
-        return key, state, rewards
+        (key, carry), rewards = jax.lax.scan(body, (key, carry), None, length=n_steps)
+        return key, carry, rewards
 
     return rollout
 
@@ -57,13 +65,13 @@ def test_vectorised_core_steps_per_second(benchmark, scenario, autoreset):
     # With --benchmark-disable (CI) the body runs once as a smoke test: keep it small.
     num_envs, n_steps = (64, 10) if benchmark.disabled else (NUM_ENVS, SCAN_STEPS)
     keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
-    _, state = jax.jit(jax.vmap(core.reset, in_axes=(0, None)))(keys, params)
+    _, start = jax.jit(jax.vmap(core.start, in_axes=(0, None)))(keys, params)
     rollout = _make_rollout(core, params, num_envs, n_steps, autoreset)
-    carry = {"key": jax.random.PRNGKey(1), "state": state}
-    jax.block_until_ready(rollout(carry["key"], carry["state"]))  # compile outside the timed region
+    carry = {"key": jax.random.PRNGKey(1), "carry": start}
+    jax.block_until_ready(rollout(carry["key"], carry["carry"]))  # compile outside the timed region
 
     def run():
-        carry["key"], carry["state"], rewards = rollout(carry["key"], carry["state"])
+        carry["key"], carry["carry"], rewards = rollout(carry["key"], carry["carry"])
         jax.block_until_ready(rewards)
         return rewards
 

@@ -15,9 +15,14 @@ key and passed in as noise. From those hooks the base derives
 * :class:`FunctionalVectorEnv`, the native gymnasium vector env (next-step auto-reset) stepping
   ``num_envs`` copies with one jitted, vmapped JAX call per vector step.
 
-All three follow one key chain (:func:`episode_key_chain`): an env seeded with ``s`` starts from
+All of them follow one key chain (:func:`episode_key_chain`): an env seeded with ``s`` starts from
 ``PRNGKey(s)``; each episode splits ``(next_key, reset_key, episode_key)``; step ``t`` uses
-``fold_in(episode_key, t)``. So the same seed gives the same trajectory on every path, and
+``fold_in(episode_key, t)``; the next episode starts from ``next_key``. The JAX side carries its
+place on the chain in an :class:`EnvCarry`: :meth:`FunctionalEnv.start` then
+:meth:`FunctionalEnv.step_autoreset` (same-step auto-reset, for agents and ``lax.scan``) or
+:meth:`FunctionalEnv.step_next_reset` (what the vector env vmaps). So a seed replays the same
+trajectory through ``gym.make``, ``gym.make_vec`` and a hand-written ``lax.scan``
+(:func:`recgym.core.testing.check_key_chain` asserts it), and
 :func:`recgym.core.testing.assert_backends_agree` checks NumPy against JAX.
 
 How to build an environment on it
@@ -56,6 +61,7 @@ How to build an environment on it
 from recgym._api import document_at
 from recgym.core.adapters import FunctionalGymEnv, FunctionalVectorEnv, seed_key
 from recgym.core.functional import (
+    EnvCarry,
     FunctionalEnv,
     Transition,
     as_jax,
@@ -66,6 +72,7 @@ from recgym.core.functional import (
 )
 
 __all__ = [
+    "EnvCarry",
     "FunctionalEnv",
     "FunctionalGymEnv",
     "FunctionalVectorEnv",

@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recgym.core.functional import FunctionalEnv, episode_key_chain
+from recgym.core.functional import EnvCarry, FunctionalEnv
 
 
 def seed_key(seed: int) -> jax.Array:
@@ -53,12 +53,6 @@ class FunctionalGymEnv(gym.Env):
     metadata: dict[str, Any] = {"render_modes": []}
     #: Episodes whose noise one jitted call draws (amortises the 100-300 µs of a JAX call).
     EPISODE_BLOCK = 32
-    #: Steps of noise drawn up front per episode; a longer episode draws the rest when it gets there
-    #: (episodes often end early: drawing every step up to the time limit wasted most of the draw).
-    FIRST_STEPS = 32
-    #: Hand each step its noise as (nested) lists of Python numbers rather than NumPy rows: for a
-    #: core whose dynamics run on :mod:`recgym.core.pyscalar`, this saves two conversions per step.
-    STEP_NOISE_AS_LISTS = False
 
     def __init__(self, core: FunctionalEnv, params: Any = None, render_mode: str | None = None):
         self.core = core
@@ -69,10 +63,11 @@ class FunctionalGymEnv(gym.Env):
         self.observation_space = core.observation_space(self.params)
         self.action_space = core.action_space(self.params)
         self._n_noise = int(self.params.max_episode_steps)
+        self._first_steps = min(self._n_noise, int(core.prefetched_steps(self.params)))
         self._buffer: list | None = None
         self._key: jax.Array | None = None
         self._state = None
-        self._noise: dict[str, np.ndarray] | None = None
+        self._noise: dict[str, Any] | None = None
         self._noise_len = 0
         self._episode_key = None
 
@@ -80,14 +75,6 @@ class FunctionalGymEnv(gym.Env):
     def state(self):
         """The current core state (NumPy leaves); ``None`` before the first reset."""
         return self._state
-
-    def pending_reset_noise(self) -> list[dict[str, np.ndarray]]:
-        """The reset noise of the episodes already drawn but not started, next episode first.
-
-        Lets a subclass precompute per-episode quantities for a whole block in one batched call
-        (the pipeline env's optimum). A seeded :meth:`reset` discards them and draws a new block.
-        """
-        return [entry[0] for entry in reversed(self._buffer or [])]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``seed`` fixes the whole trajectory (given the actions)."""
@@ -98,19 +85,17 @@ class FunctionalGymEnv(gym.Env):
         elif self._key is None:
             self._key = seed_key(int(self.np_random.integers(2**31 - 1)))
         if not self._buffer:  # draw the next EPISODE_BLOCK episodes' noise in one jitted call
-            first = min(self._n_noise, self.FIRST_STEPS)
             self._key, (resets, steps, keys) = self.core.episode_noise(
-                self._key, self._params_jax, first, self.EPISODE_BLOCK, with_keys=True
+                self._key, self._params_jax, self._first_steps, self.EPISODE_BLOCK, with_keys=True
             )
             resets, steps, keys = jax.device_get((resets, steps, keys))
             self._buffer = [
                 ({k: v[e] for k, v in resets.items()}, {k: v[e] for k, v in steps.items()}, keys[e])
                 for e in range(self.EPISODE_BLOCK)
             ][::-1]
-        reset_noise, self._noise, self._episode_key = self._buffer.pop()
-        if self.STEP_NOISE_AS_LISTS:
-            self._noise = {name: block.tolist() for name, block in self._noise.items()}
-        self._noise_len = min(self._n_noise, self.FIRST_STEPS)
+        reset_noise, noise, self._episode_key = self._buffer.pop()
+        self._noise = self.core.numpy_step_noise(noise)
+        self._noise_len = self._first_steps
         obs, self._state = self.core.reset_numpy(reset_noise, self._params_np, options)
         return obs, self.core.reset_info(np, self._state, self._params_np)
 
@@ -127,10 +112,9 @@ class FunctionalGymEnv(gym.Env):
         if t >= self._noise_len:  # a long episode: draw the rest of its noise (same key chain)
             rest = jax.device_get(self.core.step_noise_range(
                 self._episode_key, self._params_jax, self._noise_len, self._n_noise))
-            if self.STEP_NOISE_AS_LISTS:
-                self._noise = {k: v + rest[k].tolist() for k, v in self._noise.items()}
-            else:
-                self._noise = {k: np.concatenate([v, rest[k]]) for k, v in self._noise.items()}
+            rest = self.core.numpy_step_noise(rest)
+            self._noise = {k: v + rest[k] if isinstance(v, list) else np.concatenate([v, rest[k]])
+                           for k, v in self._noise.items()}
             self._noise_len = self._n_noise
         noise = {name: block[t] for name, block in self._noise.items()}
         obs, self._state, reward, terminated, truncated, info = self.core.step_numpy(
@@ -194,7 +178,7 @@ class FunctionalVectorEnv(VectorEnv):
         keys = jnp.stack([seed_key(s) for s in seeds])
         batched_options = self.core.batch_options(options, self.num_envs, self._params_np)
         obs, self._carry = _vector_reset(self.core, keys, self._params_jax, batched_options)
-        state = self._carry[2]
+        state = self._carry.state
         info = self.core.reset_info(jnp, state, self._params_jax)
         return np.asarray(obs), _to_numpy(info)
 
@@ -203,7 +187,7 @@ class FunctionalVectorEnv(VectorEnv):
         if self._carry is None:
             raise gym.error.ResetNeeded("Cannot call step() before reset().")
         actions = self.core.check_action(actions, self._params_np, batch_size=self.num_envs)
-        obs, reward, terminated, truncated, info, stepped, self._carry = _vector_step(
+        obs, self._carry, reward, terminated, truncated, info, stepped = _vector_step(
             self.core, self._carry, self._params_jax, actions
         )
         # one device-to-host transfer of the whole tree; the state stays on the device
@@ -220,45 +204,24 @@ class FunctionalVectorEnv(VectorEnv):
         The next :meth:`step` donates these buffers (updated in place): copy what you want to
         keep past it (e.g. ``jax.device_get(env.state)``).
         """
-        return None if self._carry is None else self._carry[2]
+        return None if self._carry is None else self._carry.state
+
+    @property
+    def carry(self) -> EnvCarry | None:
+        """Every env's :class:`~recgym.core.EnvCarry` (key chain and state, leading ``num_envs``
+        axis); ``None`` before the first reset. Donated by the next :meth:`step`, like :attr:`state`."""
+        return self._carry
 
 
 # The vector env's jitted functions take the core as a static argument (cores compare equal by
-# type), so every vector env of one class and params structure shares one compilation.
-def _reset_one(core: FunctionalEnv, key, params, options):
-    key, reset_key, episode_key = episode_key_chain(key)
-    state = core.init(jnp, core.reset_noise(reset_key, params), params, options)
-    return core.observe(jnp, state, params), (key, episode_key, state, jnp.asarray(False))
-
-
-def _step_one(core: FunctionalEnv, carry, params, action):
-    key, episode_key, state, needs_reset = carry
-    noise = core.step_noise(jax.random.fold_in(episode_key, state.time), params)
-    stepped, reward, terminated, info = core.transition(jnp, state, action, noise, params)
-    truncated = core.is_truncated(jnp, stepped, params)
-    next_key, reset_key, next_episode_key = episode_key_chain(key)
-    fresh = core.init(jnp, core.reset_noise(reset_key, params), params, None)
-
-    def pick(a, b):
-        return jnp.where(needs_reset, a, b)
-
-    state = jax.tree_util.tree_map(pick, fresh, stepped)
-    key = pick(next_key, key)
-    episode_key = pick(next_episode_key, episode_key)
-    obs = core.observe(jnp, state, params)
-    reward = jnp.where(needs_reset, jnp.zeros_like(reward), reward)
-    terminated = jnp.logical_and(terminated, ~needs_reset)
-    truncated = jnp.logical_and(truncated, ~needs_reset)
-    done = jnp.logical_or(terminated, truncated)
-    return obs, reward, terminated, truncated, info, ~needs_reset, (key, episode_key, state, done)
-
-
+# type), so every vector env of one class and params structure shares one compilation. Both are
+# the core's own key-chain functions, vmapped: the vector env adds nothing to the dynamics.
 @functools.partial(jax.jit, static_argnums=0)
 def _vector_reset(core, keys, params, options):
-    return jax.vmap(lambda k, o: _reset_one(core, k, params, o))(keys, options)
+    return jax.vmap(lambda k, o: core.start(k, params, o))(keys, options)
 
 
 # the carry (keys and state, a few MB for thousands of envs) is donated: updated in place
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def _vector_step(core, carry, params, actions):
-    return jax.vmap(lambda c, a: _step_one(core, c, params, a))(carry, actions)
+    return jax.vmap(lambda c, a: core.step_next_reset(c, a, params))(carry, actions)

@@ -6,18 +6,17 @@ See :mod:`recgym.core` for how to build an environment on it.
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 StateT = TypeVar("StateT")
 ParamsT = TypeVar("ParamsT")
 PyTree = Any
-
 
 
 class Transition(NamedTuple):
@@ -93,13 +92,41 @@ def episode_key_chain(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return next_key, reset_key, episode_key
 
 
+@struct.dataclass
+class EnvCarry:
+    """One environment's place on its key chain, and its state: what an auto-resetting step carries.
+
+    Built by :meth:`FunctionalEnv.start`, advanced by :meth:`FunctionalEnv.step_autoreset` (agents,
+    ``lax.scan``) or :meth:`FunctionalEnv.step_next_reset` (the native vector env). A pytree:
+    ``vmap`` it over envs, ``scan`` it over steps. Fields for one env (vmapped carries add a
+    leading axis):
+
+    Attributes:
+        key: The chain key the *next* episode starts from (see :func:`episode_key_chain`).
+        episode_key: The current episode's key: step ``t`` draws its noise from
+            ``fold_in(episode_key, t)``.
+        state: The core state of the current episode.
+        needs_reset: bool scalar. With next-step auto-reset (:meth:`FunctionalEnv.step_next_reset`,
+            gymnasium's default for vector envs) ``True`` after the step that ended the episode:
+            the next step starts a new episode instead. Always ``False`` with same-step auto-reset
+            (:meth:`FunctionalEnv.step_autoreset`), which starts the new episode at once.
+    """
+
+    key: jax.Array
+    episode_key: jax.Array
+    state: Any
+    needs_reset: jax.Array
+
+
 class FunctionalEnv(abc.ABC, Generic[StateT, ParamsT]):
     """A pure environment whose dynamics are written once against an array namespace ``xp``.
 
     Subclasses implement the hooks below (all pure, no mutation, no hidden randomness); the base
-    derives the gymnax-style JAX API (:meth:`reset`, :meth:`step`, :meth:`step_autoreset`), the
-    NumPy API used by the single gymnasium env (:meth:`reset_numpy`, :meth:`step_numpy`) and
-    :meth:`episode_noise`, which draws one whole episode's noise with a single jitted call.
+    derives the gymnax-style JAX API (:meth:`reset`, :meth:`step`), the auto-resetting JAX API on
+    the environment's key chain (:meth:`start`, :meth:`step_autoreset`, :meth:`step_next_reset`,
+    carrying an :class:`EnvCarry`), the NumPy API used by the single gymnasium env
+    (:meth:`reset_numpy`, :meth:`step_numpy`) and :meth:`episode_noise`, which draws whole
+    episodes' noise with a single jitted call.
 
     Hooks:
         * :meth:`default_params` — the params instance used when ``params`` is ``None``.
@@ -111,6 +138,8 @@ class FunctionalEnv(abc.ABC, Generic[StateT, ParamsT]):
         * :meth:`observe` — the observation of a state (``xp``-generic).
         * :meth:`is_truncated` — defaults to ``state.time >= params.max_episode_steps``.
         * :meth:`observation_space` / :meth:`action_space` — gymnasium spaces of one env.
+        * :meth:`prefetched_steps` / :meth:`numpy_step_noise` — how the single gymnasium env
+          draws and hands out step noise (defaults suit most cores).
 
     The instance itself holds no mutable state; it may be captured by ``jit`` freely. Everything
     that varies (the world, coefficients, shapes) lives in ``params``.
@@ -189,14 +218,37 @@ class FunctionalEnv(abc.ABC, Generic[StateT, ParamsT]):
     def _params(self, params: ParamsT | None) -> ParamsT:
         return as_jax(self.default_params() if params is None else params)
 
+    def prefetched_steps(self, params: ParamsT) -> int:
+        """Steps of noise the single gymnasium env draws with each episode, at reset.
+
+        Later steps of a longer episode draw theirs in one more call when they get there (same key
+        chain, same values). The default, 32 (at most the time limit), suits episodes that often
+        end early; a core whose episodes usually run to the limit returns the limit (one jitted
+        call per episode instead of two).
+        """
+        return min(32, int(params.max_episode_steps))
+
+    def numpy_step_noise(self, block: dict[str, np.ndarray]) -> dict[str, Any]:
+        """One episode's step noise as the NumPy backend consumes it (``block[name][t]`` is step ``t``).
+
+        ``block`` holds NumPy arrays with a leading step axis; the default hands them over as they
+        are. A core whose single-env dynamics run on Python numbers (:mod:`recgym.core.pyscalar`)
+        returns nested lists (``.tolist()``), saving two conversions per step.
+        """
+        return block
+
     def reset(self, key: jax.Array, params: ParamsT | None = None, options: dict | None = None):
-        """Start an episode: ``(obs, state)``. Pure, jittable, vmappable over ``key``."""
+        """Start an episode from reset key ``key``: ``(obs, state)`` (gymnax style).
+
+        Pure, jittable, vmappable over ``key``. ``key`` is used as the episode's reset key as it
+        is; to replay what a seeded gymnasium env gives, use :meth:`start` (the key chain).
+        """
         params = self._params(params)
         state = self.init(jnp, self.reset_noise(key, params), params, options)
         return self.observe(jnp, state, params), state
 
     def step(self, key: jax.Array, state: StateT, action: Any, params: ParamsT | None = None):
-        """One step without auto-reset.
+        """One step without auto-reset, drawing its noise from ``key`` (gymnax style).
 
         Returns:
             ``(obs, state, reward, terminated, truncated, info)``; ``terminated`` and ``truncated``
@@ -205,24 +257,92 @@ class FunctionalEnv(abc.ABC, Generic[StateT, ParamsT]):
         params = self._params(params)
         return self._step_from_noise(jnp, state, action, self.step_noise(key, params), params)
 
-    def step_autoreset(self, key: jax.Array, state: StateT, action: Any, params: ParamsT | None = None):
-        """gymnax-style step: where the episode ended, the returned obs/state are a fresh reset's.
+    def start(self, key: jax.Array, params: ParamsT | None = None, options: dict | None = None):
+        """The first episode of an environment whose running key is ``key``: ``(obs, carry)``.
 
-        The reward, flags and info are those of the finished step; ``info["final_obs"]`` holds the
-        last observation of the finished episode (equal to ``obs`` where it did not end; under
-        ``jit`` it costs nothing when unused).
+        With ``key = PRNGKey(seed)`` (:func:`recgym.core.seed_key`) this is the episode that
+        ``env.reset(seed=seed)`` gives on the single gymnasium env, and env ``i`` of a vector env
+        reset with ``seed - i``: all three follow :func:`episode_key_chain`. Pure, jittable,
+        vmappable over ``key`` (and ``options``).
+
+        Returns:
+            ``(obs, carry)``, ``carry`` an :class:`EnvCarry` for :meth:`step_autoreset`.
         """
         params = self._params(params)
-        key_step, key_reset = jax.random.split(key)
-        stepped, reward, terminated, info = self.transition(
-            jnp, state, action, self.step_noise(key_step, params), params
-        )
+        next_key, reset_key, episode_key = episode_key_chain(key)
+        state = self.init(jnp, self.reset_noise(reset_key, params), params, options)
+        carry = EnvCarry(key=next_key, episode_key=episode_key, state=state, needs_reset=jnp.asarray(False))
+        return self.observe(jnp, state, params), carry
+
+    def _advance(self, carry: EnvCarry, action: Any, params: ParamsT):
+        """One step of the current episode, and the next episode's start, both from the key chain."""
+        state = carry.state
+        noise = self.step_noise(jax.random.fold_in(carry.episode_key, state.time), params)
+        stepped, reward, terminated, info = self.transition(jnp, state, action, noise, params)
         truncated = self.is_truncated(jnp, stepped, params)
-        fresh = self.init(jnp, self.reset_noise(key_reset, params), params, None)
+        next_key, reset_key, next_episode_key = episode_key_chain(carry.key)
+        fresh = self.init(jnp, self.reset_noise(reset_key, params), params, None)
+        return stepped, reward, terminated, truncated, info, fresh, next_key, next_episode_key
+
+    @staticmethod
+    def _pick(condition, if_true, if_false):
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), if_true, if_false)
+
+    def step_autoreset(self, carry: EnvCarry, action: Any, params: ParamsT | None = None):
+        """One step with same-step auto-reset (gymnax style), on the environment's key chain.
+
+        Where the episode ended, the returned observation and carry are the next episode's first
+        (drawn from ``carry.key`` as :func:`episode_key_chain` says); the reward, flags and info are
+        those of the finished step, and ``info["final_obs"]`` holds the observation of the state
+        the step reached (the pre-reset observation; equal to ``obs`` where the episode goes on):
+        bootstrap from it on truncation. Under ``jit`` unused outputs cost nothing.
+
+        A seed replays one trajectory on every path: ``start(PRNGKey(s))`` then ``step_autoreset``
+        gives, step for step, what ``gym.make(...).reset(seed=s)`` / ``step`` and env 0 of a vector
+        env reset with ``seed=s`` give (given the same actions).
+
+        Returns:
+            ``(obs, carry, reward, terminated, truncated, info)``: ``terminated`` and ``truncated``
+            are separate scalar bools (``truncated`` only from the time limit).
+        """
+        params = self._params(params)
+        stepped, reward, terminated, truncated, info, fresh, next_key, next_episode_key = self._advance(
+            carry, action, params)
         done = jnp.logical_or(terminated, truncated)
-        next_state = jax.tree_util.tree_map(lambda r, s: jnp.where(done, r, s), fresh, stepped)
+        carry = EnvCarry(
+            key=jnp.where(done, next_key, carry.key),
+            episode_key=jnp.where(done, next_episode_key, carry.episode_key),
+            state=self._pick(done, fresh, stepped),
+            needs_reset=jnp.asarray(False),
+        )
         info = dict(info, final_obs=self.observe(jnp, stepped, params))
-        return self.observe(jnp, next_state, params), next_state, reward, terminated, truncated, info
+        return self.observe(jnp, carry.state, params), carry, reward, terminated, truncated, info
+
+    def step_next_reset(self, carry: EnvCarry, action: Any, params: ParamsT | None = None):
+        """One step with next-step auto-reset (gymnasium's vector-env default), on the key chain.
+
+        Where ``carry.needs_reset`` (the previous step ended the episode) the action is ignored and
+        the env starts its next episode: the first observation, reward 0 and both flags ``False``.
+        Otherwise the episode steps, and ``needs_reset`` records whether it ended.
+
+        Returns:
+            ``(obs, carry, reward, terminated, truncated, info, stepped)``; ``stepped`` is ``False``
+            where this call reset the env instead of stepping it (its ``info`` is then meaningless).
+        """
+        params = self._params(params)
+        reset = carry.needs_reset
+        stepped, reward, terminated, truncated, info, fresh, next_key, next_episode_key = self._advance(
+            carry, action, params)
+        terminated = jnp.logical_and(terminated, ~reset)
+        truncated = jnp.logical_and(truncated, ~reset)
+        carry = EnvCarry(
+            key=jnp.where(reset, next_key, carry.key),
+            episode_key=jnp.where(reset, next_episode_key, carry.episode_key),
+            state=self._pick(reset, fresh, stepped),
+            needs_reset=jnp.logical_or(terminated, truncated),
+        )
+        reward = jnp.where(reset, jnp.zeros_like(reward), reward)
+        return self.observe(jnp, carry.state, params), carry, reward, terminated, truncated, info, ~reset
 
     # ----------------------------------------------------------------- NumPy API (single env)
     def reset_numpy(self, noise: PyTree, params: ParamsT, options: dict | None = None):
@@ -295,13 +415,6 @@ class FunctionalEnv(abc.ABC, Generic[StateT, ParamsT]):
 
     def __hash__(self) -> int:
         return hash(type(self))
-
-
-def noise_block_length(max_episode_steps: int) -> int:
-    """Steps of noise drawn per episode by the NumPy adapter (the core's truncation limit)."""
-    if max_episode_steps <= 0 or not math.isfinite(max_episode_steps):
-        raise ValueError(f"max_episode_steps must be a positive integer, got {max_episode_steps!r}")
-    return int(max_episode_steps)
 
 
 def _episode_noise(core: FunctionalEnv, key, params, n_steps: int, n_episodes: int):

@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.utils.env_checker import check_env
 
-from recgym.core.adapters import FunctionalGymEnv
+from recgym.core.adapters import FunctionalGymEnv, seed_key
 from recgym.core.functional import FunctionalEnv
 
 __all__ = [
     "assert_backends_agree",
+    "check_key_chain",
     "check_functional_contract",
     "check_gym_contract",
     "check_vector_contract",
@@ -154,33 +155,32 @@ def check_functional_contract(core: FunctionalEnv, params: Any = None, n_steps: 
                               batch: int = 4) -> None:
     """The pure JAX contract: jit with a single trace, vmap shapes/dtypes, finiteness, determinism.
 
-    Steps ``step_autoreset`` under ``jit`` for ``n_steps`` with random actions and asserts one
-    trace; vmaps reset and step over ``batch`` keys and checks shapes against the spaces.
+    Steps ``start`` / ``step_autoreset`` under ``jit`` for ``n_steps`` with random actions and
+    asserts one trace; vmaps reset and step over ``batch`` keys and checks shapes against the spaces.
     """
     params = core.default_params() if params is None else params
     obs_space, act_space = core.observation_space(params), core.action_space(params)
-    traces = {"reset": 0, "step": 0}
+    traces = {"start": 0, "step": 0}
 
-    def reset(key):
-        traces["reset"] += 1
-        return core.reset(key, params)
+    def start(key):
+        traces["start"] += 1
+        return core.start(key, params)
 
-    def step(key, state, action):
+    def step(carry, action):
         traces["step"] += 1
-        return core.step_autoreset(key, state, action, params)
+        return core.step_autoreset(carry, action, params)
 
-    reset_j, step_j = jax.jit(reset), jax.jit(step)
+    start_j, step_j = jax.jit(start), jax.jit(step)
     act_space.seed(0)
-    key = jax.random.PRNGKey(0)
-    obs, state = reset_j(key)
+    obs, carry = start_j(jax.random.PRNGKey(0))
     _assert_in_space(obs_space, np.asarray(obs), "functional reset observation")
     for t in range(n_steps):
-        key, k = jax.random.split(key)
-        obs, state, reward, terminated, truncated, _ = step_j(k, state, jnp.asarray(act_space.sample()))
+        obs, carry, reward, terminated, truncated, info = step_j(carry, jnp.asarray(act_space.sample()))
         _assert_in_space(obs_space, np.asarray(obs), f"functional observation at step {t}")
+        _assert_in_space(obs_space, np.asarray(info["final_obs"]), f"final_obs at step {t}")
         assert np.isfinite(float(reward)), f"non-finite reward at step {t}"
         assert np.asarray(terminated).dtype == bool and np.asarray(truncated).dtype == bool
-    assert traces == {"reset": 1, "step": 1}, f"retraced: {traces}"
+    assert traces == {"start": 1, "step": 1}, f"retraced: {traces}"
 
     keys = jax.random.split(jax.random.PRNGKey(1), batch)
     vobs, vstate = jax.jit(jax.vmap(lambda k: core.reset(k, params)))(keys)
@@ -250,3 +250,69 @@ def assert_backends_agree(core: FunctionalEnv, params: Any, seed: int, actions: 
         if te_np or tr_np:
             return t + 1
     return len(actions)
+
+
+def check_key_chain(env_id: str, seed: int = 0, n_steps: int = 80, kwargs: dict | None = None,
+                    atol: float = 1e-4) -> int:
+    """One seed, one trajectory, on every path: ``gym.make``, ``gym.make_vec`` and ``lax.scan``.
+
+    Runs the same actions (across episode ends) through the single env seeded ``seed`` (calling
+    ``reset()`` after each episode), env 0 of a native vector env reset with ``seed`` (next-step
+    auto-reset), and a jitted ``lax.scan`` of the core's ``step_autoreset`` from
+    ``start(PRNGKey(seed))``; asserts equal observations (the next episode's first where one
+    ended), rewards and flags.
+
+    Returns:
+        The number of episodes that ended (an episode boundary must be crossed: at least 1).
+    """
+    kwargs = dict(kwargs or {})
+    env = gym.make(env_id, **kwargs)
+    core, params = env.unwrapped.core, env.unwrapped.params
+    env.action_space.seed(seed)
+    actions = [env.action_space.sample() for _ in range(n_steps)]
+
+    single = []
+    obs, _ = env.reset(seed=seed)
+    first = np.array(obs)
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+        single.append((np.array(obs), float(reward), bool(terminated), bool(truncated)))
+    env.close()
+
+    def body(carry, action):
+        obs, carry, reward, terminated, truncated, _ = core.step_autoreset(carry, action, params)
+        return carry, (obs, reward, terminated, truncated)
+
+    obs0, carry = jax.jit(lambda k: core.start(k, params))(seed_key(seed))
+    _, scanned = jax.jit(lambda c, a: jax.lax.scan(body, c, a))(carry, jnp.asarray(np.stack(actions)))
+    scanned = jax.device_get(scanned)
+
+    venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
+    vobs, _ = venv.reset(seed=seed)
+    vector = []
+    for action in actions:
+        batch = np.stack([action, action])
+        vobs, reward, terminated, truncated, _ = venv.step(batch)
+        entry = [np.array(vobs[0]), float(reward[0]), bool(terminated[0]), bool(truncated[0])]
+        if entry[2] or entry[3]:  # next-step auto-reset: the next call starts the next episode
+            vobs, *_ = venv.step(batch)
+            entry[0] = np.array(vobs[0])
+        vector.append(tuple(entry))
+    venv.close()
+
+    np.testing.assert_allclose(first, np.asarray(obs0), atol=atol, err_msg=f"{env_id}: start != reset(seed)")
+    ended = 0
+    for t, (o, r, te, tr) in enumerate(single):
+        for path, (o2, r2, te2, tr2) in (
+            ("lax.scan of step_autoreset", (scanned[0][t], float(scanned[1][t]), bool(scanned[2][t]), bool(scanned[3][t]))),
+            ("make_vec env 0", vector[t]),
+        ):
+            msg = f"{env_id}: {path} differs from gym.make at step {t}"
+            np.testing.assert_allclose(o, np.asarray(o2), atol=atol, err_msg=msg)
+            np.testing.assert_allclose(r, r2, atol=atol, err_msg=msg)
+            assert (te, tr) == (te2, tr2), msg
+        ended += te or tr
+    assert ended > 0, f"{env_id}: no episode ended in {n_steps} steps; the chain across episodes is untested"
+    return ended

@@ -11,6 +11,7 @@ from recgym.core.testing import (
     assert_backends_agree,
     check_functional_contract,
     check_gym_contract,
+    check_key_chain,
     check_vector_contract,
 )
 from recgym.envs.movielens import MovieLensCore, make_params, observation_layout
@@ -36,6 +37,13 @@ def test_vector_env_equals_single_envs(env_id):
     # long enough for an episode to end (the static and Fairness worlds have a fixed length)
     n_steps = 40 if env_id == "RecGym-MovieLens-v0" else gym.spec(env_id).max_episode_steps + 5
     check_vector_contract(env_id, SYNTHETIC, num_envs=3, n_steps=n_steps)
+
+
+@pytest.mark.parametrize("env_id", MOVIELENS_IDS)
+def test_one_seed_replays_one_trajectory_on_every_path(env_id):
+    """gym.make, make_vec and a lax.scan of the core's start/step_autoreset agree across episodes."""
+    n_steps = 60 if env_id == "RecGym-MovieLens-v0" else gym.spec(env_id).max_episode_steps + 5
+    check_key_chain(env_id, seed=3, n_steps=n_steps, kwargs=SYNTHETIC)
 
 
 @pytest.mark.parametrize("preset", ["dynamic", "static", "fairness"])

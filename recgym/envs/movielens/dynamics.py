@@ -260,8 +260,8 @@ class MovieLensCore(FunctionalEnv):
 
         core = MovieLensCore()
         params = make_params(build_world("synthetic"))
-        obs, state = core.reset(key, params)
-        obs, state, reward, terminated, truncated, info = core.step(key, state, action, params)
+        obs, carry = core.start(key, params)      # the env's key chain, like env.reset(seed)
+        obs, carry, reward, terminated, truncated, info = core.step_autoreset(carry, action, params)
 
     ``default_params()`` needs a world, so pass ``params`` explicitly (or construct the core with
     ``MovieLensCore(params)``).

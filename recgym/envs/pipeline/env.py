@@ -68,6 +68,15 @@ class PipelineCore(FunctionalEnv):
         """The noise draws depend on the params only through the world's uniform count."""
         return _NoiseShape(world_uniforms=D.world_uniforms(params))
 
+    def prefetched_steps(self, params: PipelineParams) -> int:
+        """Tuning episodes run to the time limit unless the trainer crashes: draw every step's noise
+        with the reset (one jitted call per episode, not two)."""
+        return int(params.max_episode_steps)
+
+    def numpy_step_noise(self, block):
+        """Python numbers: the single env's dynamics run on :mod:`recgym.core.pyscalar`."""
+        return {name: values.tolist() for name, values in block.items()}
+
     def reset_noise(self, key, params):
         """Uniforms for the world and normals for the first measurement."""
         k_world, k_measure = jax.random.split(key)
@@ -254,11 +263,6 @@ def _profile_facts(world) -> dict[str, Any]:
 class PipelineEnv(FunctionalGymEnv):
     """RecGym-Pipeline-v0, the single gymnasium env (NumPy steps; see the spec card).
 
-    Tuning episodes run to the time limit unless the trainer crashes, so each noise block draws
-    every step of its episodes up front (``FIRST_STEPS``; a later draw per episode would cost a
-    JAX call each), and hands each step its noise as Python numbers (``STEP_NOISE_AS_LISTS``:
-    the dynamics run on :mod:`recgym.core.pyscalar`).
-
     Args:
         scenario: One of :data:`~recgym.envs.pipeline.params.SCENARIOS`.
         action_mode: ``"increment"`` or ``"absolute"``.
@@ -267,8 +271,6 @@ class PipelineEnv(FunctionalGymEnv):
         render_mode: Unused (no rendering).
         **overrides: Fields of :class:`~recgym.envs.pipeline.params.PipelineParams`.
     """
-
-    STEP_NOISE_AS_LISTS = True
 
     def __init__(
         self,
@@ -280,18 +282,14 @@ class PipelineEnv(FunctionalGymEnv):
         **overrides,
     ):
         params = _resolve_params(scenario, action_mode, params, overrides)
-        self.FIRST_STEPS = params.max_episode_steps
         super().__init__(_SHARED_CORE, params, render_mode)
         self.track_optimum = bool(track_optimum)
         self._optimum = _OptimumCache(params)
-        self._block_optima: list | None = None
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode (the world is drawn from the seed); see :class:`FunctionalGymEnv`."""
         obs, info = super().reset(seed=seed, options=options)
         self._optimum.new_episode(self.state.world)
-        if self.track_optimum:
-            self._prefill_optimum()
         # Fixed for the episode: converted once, copied into each info (check_env: no sharing).
         self._facts = _profile_facts(self.state.world)
         return obs, self._augment(info)
@@ -300,28 +298,6 @@ class PipelineEnv(FunctionalGymEnv):
         """One tuning interval; ``info`` adds the optimum of the interval's conditions."""
         obs, reward, terminated, truncated, info = super().step(action)
         return obs, reward, terminated, truncated, self._augment(info)
-
-    def _prefill_optimum(self) -> None:
-        """From the second episode of a noise block on, the starting optimum of every episode left
-        in the block comes from one batched search (about a seventh of the cost of a search each).
-        The first episode of a block computes its own: after a seeded reset it may be the only one."""
-        pending = self.pending_reset_noise()
-        if len(pending) == self.EPISODE_BLOCK - 1 or (not pending and self._block_optima is None):
-            self._block_optima = None  # first episode of a block (or the block's only one)
-            return
-        if self._block_optima is None:
-            # The same float32 operations on a batch of uniforms give the same worlds as one at a
-            # time (checked by test_block_optima_equal_one_search_per_episode).
-            upcoming = D.sample_world(np, self.params, np.stack([r["world"] for r in pending]))
-            current = stack_worlds([self.state.world])
-            batch = PipelineWorld(**{name: np.concatenate([getattr(current, name), getattr(upcoming, name)])
-                                     for name in PipelineWorld.__dataclass_fields__})
-            best = batch_optimum(self.params, batch, False, False)  # episodes start before the change
-            found, *rest = zip(best.throughput.astype(float).tolist(), best.absolute_action(self.params))
-            self._block_optima = rest[::-1]  # popped from the end, like the noise buffer
-        else:
-            found = self._block_optima.pop()
-        self._optimum.preset(False, False, found)
 
     def _augment(self, info: dict[str, Any]) -> dict[str, Any]:
         # The single env's info values are immutable scalars (the dynamics run on Python numbers);
