@@ -174,7 +174,8 @@ class PipelineCore(FunctionalEnv):
         """The reset's info: the same keys as a step's, for the starting allocation."""
         cond = D.conditions(xp, state.world, xp.zeros_like(state.neighbour_on), state.neighbour_on)
         perf = D.performance(
-            xp, state.world, cond, state.cores, state.batch_log2, state.prefetch, params.oversubscription_overhead
+            xp, state.world, cond, state.cores, state.batch_log2, state.prefetch, params.oversubscription_overhead,
+            params.oversubscription_basis,
         )
         measured = state.observation[..., D.OBS_THROUGHPUT] / D.RATE_UNIT
         return D._info(xp, state, cond, perf, measured, xp.zeros_like(state.neighbour_on))

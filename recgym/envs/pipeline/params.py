@@ -98,6 +98,10 @@ class PipelineProfile:
         trainer_batch_seconds: Fixed seconds the trainer spends per batch (launch, all-reduce).
         trainer_sample_seconds: Trainer seconds per sample in a batch; the trainer consumes
             ``B / (trainer_batch_seconds + B * trainer_sample_seconds)`` samples/s.
+        trainer_cpu_fraction: Fraction of the trainer's time spent on the pipeline's cores, in
+            ``[0, 1]``: 0 for an accelerator trainer (the default), 1 for a trainer computing on the
+            CPU (the live pipeline on a machine without one) — it then competes with the workers
+            for the cores and oversubscription slows it too.
     """
 
     cpu_seconds_per_sample: tuple[float, ...] = (20e-6, 60e-6, 150e-6, 10e-6, 8e-6, 5e-6)
@@ -113,6 +117,7 @@ class PipelineProfile:
     shuffle_buffer: int = 100_000
     trainer_batch_seconds: float = 2e-3
     trainer_sample_seconds: float = 10e-6
+    trainer_cpu_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("cpu_seconds_per_sample", "serial_fraction", "worker_memory_gib", "element_kib"):
@@ -137,6 +142,7 @@ class PipelineProfile:
             raise ValueError(f"shuffle_buffer must be an int >= 0, got {self.shuffle_buffer!r}")
         _check("trainer_batch_seconds", self.trainer_batch_seconds, low=0.0)
         _check("trainer_sample_seconds", self.trainer_sample_seconds, low=0.0, low_open=True)
+        _check("trainer_cpu_fraction", self.trainer_cpu_fraction, low=0.0, high=1.0)
 
     @property
     def io_samples_per_second(self) -> float:
@@ -268,6 +274,10 @@ class PipelineParams:
         oom_penalty: Reward on the step that runs out of memory (the episode then terminates).
         oversubscription_overhead: Extra slowdown per oversubscribed core, ``kappa`` in
             ``A / (C + kappa (C - A))``; 0 is the proportional slowdown.
+        oversubscription_basis: ``"allocated"`` (every allocated worker competes for a core all the
+            time: the slowdown above) or ``"demand"`` (workers block when idle, so the cores are
+            shared by the CPU time the pipeline demands; see :mod:`recgym.envs.pipeline.model`).
+            The live pipeline's calibrated profiles use ``"demand"``.
     """
 
     scenario: str = "steady"
@@ -294,6 +304,7 @@ class PipelineParams:
     reward_scale: float = 1e-3
     oom_penalty: float = 100.0
     oversubscription_overhead: float = 0.1
+    oversubscription_basis: str = "allocated"
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -341,6 +352,10 @@ class PipelineParams:
         _check("reward_scale", self.reward_scale, low=0.0, low_open=True)
         _check("oom_penalty", self.oom_penalty, low=0.0)
         _check("oversubscription_overhead", self.oversubscription_overhead, low=0.0)
+        if self.oversubscription_basis not in ("allocated", "demand"):
+            raise ValueError(
+                f"oversubscription_basis must be 'allocated' or 'demand', got {self.oversubscription_basis!r}"
+            )
 
     @property
     def num_batch_sizes(self) -> int:
