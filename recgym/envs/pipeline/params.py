@@ -16,9 +16,12 @@ Units: time in seconds, memory in GiB, rates in samples per second.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 #: Pipeline stages, in order (read -> ... -> prefetch feeds the trainer).
 STAGES: tuple[str, ...] = ("read", "parse", "transform", "shuffle", "batch", "prefetch")
@@ -378,6 +381,87 @@ class PipelineParams:
         return self.change_step < self.max_episode_steps
 
 
+#: ``"format"`` tag of a profile file (see :func:`save_profile`).
+PROFILE_FILE_FORMAT = "recgym-pipeline-profile/1"
+#: :class:`PipelineParams` fields a profile file may carry besides the profile (measured with it).
+PROFILE_FILE_PARAMS: tuple[str, ...] = ("oversubscription_overhead", "oversubscription_basis")
+
+
+@dataclass(frozen=True)
+class ProfileFile:
+    """The contents of a profile file.
+
+    Attributes:
+        profile: The measured profile.
+        params: Measured :class:`PipelineParams` fields (see :data:`PROFILE_FILE_PARAMS`).
+        metadata: Free-form provenance (dataset, machine, command, raw measurements).
+    """
+
+    profile: PipelineProfile
+    params: dict
+    metadata: dict
+
+
+def save_profile(path: str | os.PathLike, profile: PipelineProfile, params: Mapping | None = None,
+                 metadata: Mapping | None = None) -> Path:
+    """Write ``profile`` (and the params fields measured with it) as JSON.
+
+    Args:
+        path: File to write.
+        profile: The profile.
+        params: Fields of :data:`PROFILE_FILE_PARAMS`.
+        metadata: JSON-serialisable provenance.
+
+    Returns:
+        The path written.
+    """
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(PROFILE_FILE_PARAMS))
+    if unknown:
+        raise ValueError(f"a profile file carries only the params fields {PROFILE_FILE_PARAMS}, got {unknown}")
+    payload = {
+        "format": PROFILE_FILE_FORMAT,
+        "profile": {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile)},
+        "params": params,
+        "metadata": dict(metadata or {}),
+    }
+    path = Path(path)
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def load_profile(path: str | os.PathLike) -> ProfileFile:
+    """Read a profile file written by :func:`save_profile` (e.g. by the calibration).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a profile file, or an invalid value (the message names the file and field).
+    """
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a JSON profile file ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != PROFILE_FILE_FORMAT:
+        raise ValueError(f"{path}: not a {PROFILE_FILE_FORMAT!r} file (its 'format' is "
+                         f"{payload.get('format') if isinstance(payload, dict) else None!r})")
+    fields = {f.name: f for f in dataclasses.fields(PipelineProfile)}
+    raw = payload.get("profile", {})
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: unknown PipelineProfile field(s) {unknown}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    params = dict(payload.get("params", {}))
+    bad = sorted(set(params) - set(PROFILE_FILE_PARAMS))
+    if bad:
+        raise ValueError(f"{path}: a profile file carries only the params fields {PROFILE_FILE_PARAMS}, got {bad}")
+    try:
+        profile = PipelineProfile(**values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    return ProfileFile(profile=profile, params=params, metadata=dict(payload.get("metadata", {})))
+
+
 def make_params(scenario: str = "steady", action_mode: str = "increment", **overrides) -> PipelineParams:
     """Params of a named scenario, with any field overridden.
 
@@ -402,6 +486,8 @@ def make_params(scenario: str = "steady", action_mode: str = "increment", **over
         scenario: One of :data:`SCENARIOS`.
         action_mode: One of :data:`ACTION_MODES`.
         **overrides: Fields of :class:`PipelineParams` to set (they win over the scenario's).
+            ``profile`` may be a path to a profile file (:func:`load_profile`): its profile and
+            the params fields measured with it are used (other overrides still win).
 
     Returns:
         Validated params.
@@ -411,6 +497,9 @@ def make_params(scenario: str = "steady", action_mode: str = "increment", **over
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
+    if isinstance(overrides.get("profile"), str | os.PathLike):
+        loaded = load_profile(overrides["profile"])
+        overrides = {**loaded.params, **overrides, "profile": loaded.profile}
     known = {f.name for f in dataclasses.fields(PipelineParams)}
     unknown = sorted(set(overrides) - known)
     if unknown:

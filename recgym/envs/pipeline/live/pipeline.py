@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class Measurement:
         trainer_idle_fraction: Fraction of the interval the trainer waited for a batch.
         trainer_cpu_seconds: CPU seconds the trainer used.
         memory_gib: Peak memory (PSS, see the module docstring) over the interval's samples.
+        busy_cores: Cores the operating system reports busy on the pipeline's CPUs (anyone's work).
         oom: Memory went over the budget: the pipeline was torn down mid-interval.
         loss: The trainer's last training loss.
     """
@@ -127,8 +129,19 @@ class Measurement:
     trainer_idle_fraction: float
     trainer_cpu_seconds: float
     memory_gib: float
+    busy_cores: float = math.nan
     oom: bool = False
     loss: float = math.nan
+
+    @property
+    def pipeline_cores(self) -> float:
+        """Cores the pipeline's workers and trainer kept busy (their CPU seconds per second)."""
+        return float(self.stage_cpu_seconds.sum() + self.trainer_cpu_seconds) / self.seconds
+
+    @property
+    def other_cores(self) -> float:
+        """Cores other processes kept busy on the pipeline's CPUs (noisy neighbours; >= 0)."""
+        return max(self.busy_cores - self.pipeline_cores, 0.0) if math.isfinite(self.busy_cores) else 0.0
 
 
 @dataclass
@@ -136,6 +149,24 @@ class _Snapshot:
     time: float
     stage_totals: np.ndarray  # (6, SlotCounters.SIZE)
     trainer: np.ndarray
+    busy_cpu_seconds: float  # the OS's busy time summed over the pipeline's CPUs
+
+
+def _allowed_cpus() -> tuple[int, ...]:
+    if hasattr(os, "sched_getaffinity"):
+        return tuple(sorted(os.sched_getaffinity(0)))
+    return tuple(range(os.cpu_count() or 1))
+
+
+def _busy_cpu_seconds(cpus: tuple[int, ...]) -> float:
+    """Seconds the CPUs ``cpus`` have spent busy since boot (everything but idle and I/O wait)."""
+    per_cpu = psutil.cpu_times(percpu=True)
+    total = 0.0
+    for cpu in cpus:
+        if cpu < len(per_cpu):
+            t = per_cpu[cpu]
+            total += sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return total
 
 
 @dataclass
@@ -208,6 +239,10 @@ class LivePipeline:
             compiles one step per batch size meanwhile).
         poll_s: How often the monitor checks health and samples memory during an interval.
         channel_capacity: Elements each queue between two stages holds.
+        cpus: CPU ids the pipeline's processes may run on (Linux affinity; ``None``: all this
+            process may use). :class:`~recgym.envs.pipeline.live.env.LivePipelineEnv` pins the
+            pipeline to ``core_budget`` CPUs.
+        compilation_cache_dir: The trainer's persistent JAX compilation cache (``None``: off).
         fault: A fault to inject (tests of the failure handling).
     """
 
@@ -224,6 +259,8 @@ class LivePipeline:
         start_timeout_s: float = 180.0,
         poll_s: float = 0.1,
         channel_capacity: int = 4,
+        cpus: tuple[int, ...] | None = None,
+        compilation_cache_dir: str | None = None,
         fault: Fault | None = None,
     ):
         if not isinstance(source, LiveSource):
@@ -250,6 +287,8 @@ class LivePipeline:
         self.start_timeout_s = float(start_timeout_s)
         self.poll_s = float(poll_s)
         self.channel_capacity = channel_capacity
+        self.cpus = tuple(sorted(set(int(c) for c in cpus))) if cpus is not None else _allowed_cpus()
+        self.compilation_cache_dir = None if compilation_cache_dir is None else str(compilation_cache_dir)
         self.fault = fault
         self.allocation: Allocation | None = None
         self._handles = _Handles()
@@ -282,14 +321,15 @@ class LivePipeline:
             parent_conn, child_conn = ctx.Pipe()
             handles.conn = parent_conn
             handles.launcher = ctx.Process(
-                target=launcher_main, args=(child_conn, shared, self.source, self.stage_settings, self.fault),
+                target=launcher_main,
+                args=(child_conn, shared, self.source, self.stage_settings, self.fault, self.cpus),
                 name="recgym-live-launcher",  # not daemonic: it forks the workers
             )
             handles.trainer = ctx.Process(
                 target=trainer_main,
                 args=(shared.trainer_counters, shared.prefetch, shared.trainer_stop, self.model_settings,
                       self.stage_settings.hash_buckets, self.source.n_genres, self.batch_sizes, POLL_S,
-                      shared.report_trainer_error),
+                      shared.report_trainer_error, self.cpus, self.compilation_cache_dir),
                 name="recgym-live-trainer", daemon=True,
             )
             handles.launcher.start()
@@ -515,7 +555,8 @@ class LivePipeline:
 
     def _snapshot(self) -> _Snapshot:
         self._recycle()
-        return _Snapshot(time.monotonic(), self._stage_totals(), self._shared.trainer().copy())
+        return _Snapshot(time.monotonic(), self._stage_totals(), self._shared.trainer().copy(),
+                         _busy_cpu_seconds(self.cpus))
 
     def run_interval(self, seconds: float) -> Measurement:
         """Run the current allocation for ``seconds`` and measure it.
@@ -580,6 +621,7 @@ def _measure(allocation: Allocation, begin: _Snapshot, end: _Snapshot, memory_gi
         trainer_idle_fraction=float(np.clip(trainer[TrainerCounters.IDLE_S] / seconds, 0.0, 1.0)),
         trainer_cpu_seconds=float(trainer[TrainerCounters.CPU_S]),
         memory_gib=float(memory_gib),
+        busy_cores=(end.busy_cpu_seconds - begin.busy_cpu_seconds) / seconds,
         oom=oom,
         loss=float(end.trainer[TrainerCounters.LOSS]),
     )

@@ -365,8 +365,14 @@ def worker_main(slot: int, shared: SharedState, source: LiveSource, settings: St
         os._exit(1)
 
 
+def pin_to_cpus(cpus) -> None:
+    """Restrict this process (and what it forks or spawns later) to the CPUs ``cpus`` (Linux)."""
+    if cpus is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
+
+
 def launcher_main(conn, shared: SharedState, source: LiveSource, settings: StageSettings,
-                  fault: Fault | None) -> None:
+                  fault: Fault | None, cpus=None) -> None:
     """The launcher's loop: fork workers on request, reap them, record their exit codes.
 
     Commands on ``conn``: ``("start", slot)`` forks a worker for the stage written in the slot
@@ -376,6 +382,7 @@ def launcher_main(conn, shared: SharedState, source: LiveSource, settings: Stage
     import multiprocessing
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pin_to_cpus(cpus)  # the workers inherit it
     fork = multiprocessing.get_context("fork")
     controller = os.getppid()
     states = shared.states()

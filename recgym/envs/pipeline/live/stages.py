@@ -134,7 +134,7 @@ class ReadStage:
         epoch, chunk = self.chunk_at(position)
         start, end = (int(v) for v in self.source.chunks[chunk])
         if self._file is None:
-            self._file = open(self.source.ratings_path, "rb")  # noqa: SIM115  (kept open across chunks)
+            self._file = open(self.source.ratings_path, "rb")  # kept open across chunks
         self._file.seek(start)
         text = self._file.read(end - start)
         if len(text) != end - start or (text and not text.endswith(b"\n") and end != self._size()):
@@ -420,6 +420,24 @@ class PrefetchStage:
     def flush(self) -> list[Element]:
         """Nothing is buffered."""
         return []
+
+
+def element_bytes(source: LiveSource, settings: StageSettings) -> tuple[float, ...]:
+    """Bytes one training sample occupies in each stage's output (what a buffered element holds).
+
+    read: its share of the ratings text; parse: the four typed fields; transform onwards: the
+    feature arrays (three int32 ids, the genre row, the dense features, the label).
+    """
+    per_sample = float(settings.samples_per_rating)
+    features = 3 * 4 + 4 * source.n_genres + 4 * NUM_DENSE + 4
+    return (
+        source.bytes_per_rating / per_sample,
+        (8 + 8 + 4 + 8) / per_sample,
+        float(features),
+        float(features),
+        float(features),
+        float(features),
+    )
 
 
 #: The stage classes, in pipeline order (index = stage index of :data:`~recgym.envs.pipeline.params.STAGES`).

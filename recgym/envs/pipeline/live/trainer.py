@@ -190,7 +190,8 @@ class TrainerCounters:
 
 
 def trainer_main(counters, prefetch_buffer, stop_flag, settings: ModelSettings, hash_buckets: int,
-                 n_genres: int, batch_sizes: tuple[int, ...], poll_s: float, report_error=None) -> None:
+                 n_genres: int, batch_sizes: tuple[int, ...], poll_s: float, report_error=None,
+                 cpus=None, compilation_cache_dir: str | None = None) -> None:
     """The trainer process: compile, then train on every batch the prefetch buffer delivers.
 
     Args:
@@ -204,9 +205,16 @@ def trainer_main(counters, prefetch_buffer, stop_flag, settings: ModelSettings, 
         poll_s: Longest wait for a batch before checking the stop flag and the parent.
         report_error: Called with the traceback text if the loop raises (the process then exits
             with code 1).
+        cpus: CPUs to run on (``None``: any).
+        compilation_cache_dir: JAX's persistent compilation cache for this process (``None``: off);
+            a warm cache turns seconds of compiling per batch size into a fraction of one.
     """
     try:
-        _train(counters, prefetch_buffer, stop_flag, settings, hash_buckets, n_genres, batch_sizes, poll_s)
+        from recgym.envs.pipeline.live.runtime import pin_to_cpus
+
+        pin_to_cpus(cpus)
+        _train(counters, prefetch_buffer, stop_flag, settings, hash_buckets, n_genres, batch_sizes, poll_s,
+               compilation_cache_dir)
     except BaseException:
         if report_error is not None:
             import traceback
@@ -215,11 +223,16 @@ def trainer_main(counters, prefetch_buffer, stop_flag, settings: ModelSettings, 
         os._exit(1)
 
 
-def _train(counters, prefetch_buffer, stop_flag, settings, hash_buckets, n_genres, batch_sizes, poll_s) -> None:
+def _train(counters, prefetch_buffer, stop_flag, settings, hash_buckets, n_genres, batch_sizes, poll_s,
+           compilation_cache_dir) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's to handle
     parent = os.getppid()
     limit_jax_to_one_thread()
     import jax
+
+    if compilation_cache_dir is not None:
+        jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
     from flax import nnx
 
