@@ -33,3 +33,5 @@ _register(
     vector_entry_point="recgym.envs.pipeline.env:PipelineVectorEnv",
     max_episode_steps=100,
 )
+# The same tuning task on a real pipeline: MovieLens through worker processes into a DLRM trainer
+_register("RecGym-PipelineLive-v0", entry_point="recgym.envs.pipeline.live.env:LivePipelineEnv", max_episode_steps=100)
