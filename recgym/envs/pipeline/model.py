@@ -15,10 +15,11 @@ The model (formulas and sources in ``docs/environments/pipeline.md``):
   when ``C > A`` (time slicing; ``kappa = 0`` is the proportional slowdown). That is the
   ``"allocated"`` basis, for workers that always compete for a core. On the ``"demand"`` basis
   (workers that block when they have no input, as in the live pipeline), the slowdown is the
-  cores' share of the CPU time the pipeline asks for, ``min(1, A / (D + kappa max(C - A, 0)))``,
+  cores' share of the CPU time the pipeline asks for, ``min(1, A / (D (1 + kappa max(C - A, 0) / A)))``,
   with ``D = min(lambda0, mu) * (sum_i s_i + phi / mu)`` busy cores at the unslowed rate (``phi``:
   the fraction of the trainer's time spent on the same cores — 1 for a CPU trainer, whose own
-  rate then slows by the same factor);
+  rate then slows by the same factor) and ``kappa`` the extra CPU time per sample, per excess
+  worker per core, that switching between more workers than cores costs;
 * the pipeline produces at the bottleneck rate ``lambda = min_i capacity_i`` into a prefetch buffer
   of ``P`` batches drained by the trainer at ``mu(B)``; the delivered throughput is that of an
   M/M/1/K queue with ``K = P + 1``: ``X = min(lambda, mu) (1 - r^K) / (1 - r^(K+1))``,
@@ -118,8 +119,9 @@ OVERSUBSCRIPTION_BASES: tuple[str, ...] = ("allocated", "demand")
 def demand_oversubscription_factor(xp, busy_cores, total_workers, available_cores, overhead=0.0):
     """Slowdown when blocking workers share ``A`` cores by the CPU time they demand.
 
-    ``min(1, A / (D + kappa max(C - A, 0)))``: the pipeline gets the fraction of its demand the
-    cores can serve; ``kappa`` adds a cost per worker beyond the cores (context switches).
+    ``min(1, A / (D (1 + kappa max(C - A, 0) / A)))``: the pipeline gets the fraction of its
+    demand the cores can serve; every sample's CPU time grows by ``kappa`` per worker beyond the
+    cores, per core (context switches between more workers than cores).
 
     Args:
         xp: Array namespace.
@@ -132,7 +134,7 @@ def demand_oversubscription_factor(xp, busy_cores, total_workers, available_core
         Factor in ``(0, 1]``.
     """
     excess = xp.maximum(total_workers - available_cores, 0.0)
-    return xp.minimum(available_cores / (busy_cores + overhead * excess), 1.0)
+    return xp.minimum(available_cores / (busy_cores * (1.0 + overhead * excess / available_cores)), 1.0)
 
 
 def cpu_slowdown(

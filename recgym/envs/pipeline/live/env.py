@@ -390,24 +390,19 @@ class LivePipelineEnv(gym.Env):
 
     def _simulated(self, available: float, m: Measurement) -> dict[str, Any]:
         """What the calibrated simulator says of this interval's conditions and allocation."""
-        from recgym.envs.pipeline.optimum import optimal_config
+        from recgym.envs.pipeline.calibrate import predict, simulated_optimum
 
-        p = self.params
-        world = dynamics.sample_world(np, p, np.full(dynamics.world_uniforms(p), 0.5, dtype=np.float32))
-        cond = dynamics.Conditions(list(world.cpu_seconds), float(available), p.profile.memory_gib)
-        cores, batch_log2, prefetch = self._allocation[:NUM_STAGES], self._allocation[NUM_STAGES], self._allocation[-1]
-        predicted = dynamics.performance(np, world, cond, cores, batch_log2, prefetch,
-                                         p.oversubscription_overhead, p.oversubscription_basis)
-        batched = dynamics.PipelineWorld(**{k: np.asarray(v, dtype=np.float32) for k, v in world.__dict__.items()})
-        best = optimal_config(np, p, batched, dynamics.Conditions(
-            np.asarray(cond.cpu_seconds, dtype=np.float32), np.float32(available), np.float32(cond.memory_cap_gib)))
-        optimum = float(best.throughput)
+        predicted = predict(self.params, self._as_allocation(self._allocation), available)
+        best, optimum = simulated_optimum(self.params, available)
         throughput = 0.0 if m.oom else m.throughput
+        p = self.params
         return {
             "predicted_throughput": float(predicted.throughput),
             "predicted_memory_gib": float(predicted.memory_gib),
             "optimum": optimum,
             "efficiency": throughput / optimum if optimum > 0 else 0.0,
-            "optimal_action": np.asarray(best.absolute_action(p), dtype=np.int64),
+            "optimal_action": np.asarray(
+                [c - 1 for c in best.cores] + [int(math.log2(best.batch_size)) - p.min_batch_log2, best.prefetch],
+                dtype=np.int64,
+            ),
         }
-

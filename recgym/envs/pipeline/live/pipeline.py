@@ -533,16 +533,24 @@ class LivePipeline:
                 total += proc.memory_full_info().pss
         return total / _GIB
 
-    def process_memory_gib(self) -> dict[str, float]:
-        """PSS of each process now (GiB), keyed ``"launcher"``, ``"trainer"`` and ``"<stage>/<slot>"``."""
+    def process_memory_gib(self, kind: str = "pss") -> dict[str, float]:
+        """Memory of each process now (GiB), keyed ``"launcher"``, ``"trainer"`` and ``"<stage>/<slot>"``.
+
+        Args:
+            kind: ``"pss"`` (shared pages split among their sharers), ``"uss"`` (pages only this
+                process holds: what it adds to the machine) or ``"rss"``.
+        """
+        if kind not in ("pss", "uss", "rss"):
+            raise ValueError(f"kind must be 'pss', 'uss' or 'rss', got {kind!r}")
         out = {}
         states = self._shared.states()
-        for name, proc in self._procs.items():
+        named = list(self._procs.items()) + [
+            (f"{STAGES[int(states[slot, SlotState.STAGE])]}/{slot}", proc) for slot, proc in self._handles.workers.items()
+        ]
+        for name, proc in named:
             with contextlib.suppress(psutil.Error):
-                out[name] = proc.memory_full_info().pss / _GIB
-        for slot, proc in self._handles.workers.items():
-            with contextlib.suppress(psutil.Error):
-                out[f"{STAGES[int(states[slot, SlotState.STAGE])]}/{slot}"] = proc.memory_full_info().pss / _GIB
+                info = proc.memory_info() if kind == "rss" else proc.memory_full_info()
+                out[name] = getattr(info, kind) / _GIB
         return out
 
     def _stage_totals(self) -> np.ndarray:
