@@ -47,6 +47,7 @@ class LiveSource:
         movie_year: ``(n_movies,)`` float32 release year scaled to ``[0, 1]`` over the catalogue
             (0.5 where unknown).
         movie_popularity: ``(n_movies,)`` float32 ``log1p(ratings)`` scaled to ``[0, 1]``.
+        movie_counts: ``(n_movies,)`` int64 ratings of each movie.
         rated_movie_ids: ``(n_rated,)`` int64 raw ids of the movies with a rating (negative
             sampling draws from them).
         timestamp_range: ``(first, last)`` rating time (Unix seconds), to scale timestamps.
@@ -62,6 +63,7 @@ class LiveSource:
     movie_genres: np.ndarray
     movie_year: np.ndarray
     movie_popularity: np.ndarray
+    movie_counts: np.ndarray
     rated_movie_ids: np.ndarray
     timestamp_range: tuple[int, int]
     genre_names: tuple[str, ...]
@@ -198,6 +200,7 @@ def load_source(
         movie_genres=np.asarray(dataset.genre_matrix, dtype=np.float32)[order],
         movie_year=year_scaled.astype(np.float32),
         movie_popularity=(popularity / max(popularity.max(), 1.0)).astype(np.float32),
+        movie_counts=counts.astype(np.int64),
         rated_movie_ids=np.unique(np.asarray(dataset.raw_item_ids)[ratings["item_id"].to_numpy()]).astype(np.int64),
         timestamp_range=(int(timestamps.min()), int(timestamps.max())),
         genre_names=tuple(dataset.genre_names),

@@ -205,9 +205,8 @@ class TransformStage:
         self.source = source
         self.settings = settings
         # Popularity-proportional negatives (count^0.75): a cumulative table to search.
-        index = np.searchsorted(source.movie_ids, source.rated_movie_ids)
-        weight = np.expm1(source.movie_popularity[index].astype(np.float64) * 1.0) + 1.0
-        cdf = np.cumsum(weight**0.75)
+        counts = source.movie_counts[np.searchsorted(source.movie_ids, source.rated_movie_ids)]
+        cdf = np.cumsum(counts.astype(np.float64) ** 0.75)
         self._negative_cdf = cdf / cdf[-1]
         self._t0, self._t1 = source.timestamp_range
 
@@ -224,16 +223,7 @@ class TransformStage:
         if k:
             negative = np.ones(users.shape[0], dtype=bool)
             negative[:: 1 + k] = False
-            drawn = self._draw(rng, int(negative.sum()))
-            # A negative the user rated in this chunk is a false negative: redraw it (twice,
-            # then keep what remains — the rate of collisions is tiny).
-            rated = users[~negative] * (1 << 32) + movies[~negative]
-            for _ in range(2):
-                clash = np.isin(users[negative] * (1 << 32) + drawn, rated)
-                if not clash.any():
-                    break
-                drawn[clash] = self._draw(rng, int(clash.sum()))
-            movies[negative] = drawn
+            movies[negative] = self.sample_negatives(rng, rec["user"], rec["movie"])
         row = np.searchsorted(self.source.movie_ids, movies)
         row = np.minimum(row, len(self.source.movie_ids) - 1)
         known = self.source.movie_ids[row] == movies
@@ -255,6 +245,27 @@ class TransformStage:
             "label": label,
         }
         return [Element(users.shape[0], features, element.epoch, element.chunk)]
+
+    def sample_negatives(self, rng: np.random.Generator, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
+        """``negatives`` movies per rating ``(users[j], movies[j])``, drawn by ``count^0.75``.
+
+        A draw the user rated in this chunk is a false negative: it is drawn again (twice; the
+        few that clash a third time are kept — collisions are rare and a real pipeline does not
+        pay for more).
+
+        Returns:
+            ``(len(users) * negatives,)`` int64 raw movie ids, rating by rating.
+        """
+        k = self.settings.negatives
+        drawn = self._draw(rng, len(users) * k)
+        owners = np.repeat(users, k)
+        rated = users * (1 << 32) + movies
+        for _ in range(2):
+            clash = np.isin(owners * (1 << 32) + drawn, rated)
+            if not clash.any():
+                break
+            drawn[clash] = self._draw(rng, int(clash.sum()))
+        return drawn
 
     def _draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         picks = np.searchsorted(self._negative_cdf, rng.random(size), side="right")
