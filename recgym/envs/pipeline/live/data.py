@@ -101,6 +101,10 @@ def _ratings_file(name_or_path: str | os.PathLike, data_home, download: bool) ->
             "MovieLens name (e.g. 'ml-latest-small') or a path to a dataset folder"
         )
     path = Path(name).expanduser()
+    if not path.exists():
+        from recgym.datasets import load_movielens
+
+        load_movielens(name, download=False)  # raises the data layer's error for this name
     folder = path if path.is_dir() else path.parent
     detected = _detect(folder) if folder.is_dir() else None
     if detected is None:
@@ -175,8 +179,10 @@ def load_source(
     named = os.fspath(name_or_path)
     # The loader validates every row and builds the item tables; the live stages then re-read
     # the same file as text (the work a real ingestion pipeline does on every epoch).
-    dataset = load_movielens(named if not Path(named).expanduser().exists() else ratings_path.parent,
-                             data_home=data_home, download=download, progressbar=False)
+    from recgym.datasets.specs import DATASETS
+
+    dataset = load_movielens(named if named in DATASETS else ratings_path, data_home=data_home, download=download,
+                             progressbar=False)
     ratings = dataset.ratings
     order = np.argsort(dataset.raw_item_ids, kind="stable")
     movie_ids = np.asarray(dataset.raw_item_ids, dtype=np.int64)[order]

@@ -108,6 +108,7 @@ class Measurement:
         stage_busy_fraction: ``(6,)`` busy seconds over ``workers x seconds``.
         stage_cpu_seconds: ``(6,)`` CPU seconds the stage's worker processes used.
         throughput: Samples the trainer trained on per second.
+        batches: Training steps the trainer took.
         trainer_rate: Samples the trainer trains per second of computing (its capacity; NaN if it
             trained on nothing).
         trainer_idle_fraction: Fraction of the interval the trainer waited for a batch.
@@ -125,6 +126,7 @@ class Measurement:
     stage_busy_fraction: np.ndarray
     stage_cpu_seconds: np.ndarray
     throughput: float
+    batches: int
     trainer_rate: float
     trainer_idle_fraction: float
     trainer_cpu_seconds: float
@@ -625,6 +627,7 @@ def _measure(allocation: Allocation, begin: _Snapshot, end: _Snapshot, memory_gi
         stage_busy_fraction=np.clip(busy / (cores * seconds), 0.0, 1.0),
         stage_cpu_seconds=delta[:, SlotCounters.CPU_S],
         throughput=float(trainer[TrainerCounters.SAMPLES] / seconds),
+        batches=int(trainer[TrainerCounters.STEPS]),
         trainer_rate=float(trainer[TrainerCounters.SAMPLES] / t_busy) if t_busy > 0 else math.nan,
         trainer_idle_fraction=float(np.clip(trainer[TrainerCounters.IDLE_S] / seconds, 0.0, 1.0)),
         trainer_cpu_seconds=float(trainer[TrainerCounters.CPU_S]),

@@ -164,7 +164,7 @@ def synthetic_batch(batch_size: int, hash_buckets: int, n_genres: int, rng: np.r
 
 
 def limit_jax_to_one_thread() -> None:
-    """Ask XLA's CPU backend for one compute thread (call before JAX initialises its backend).
+    """Ask XLA's CPU backend for one compute thread, on the CPU (call before JAX initialises).
 
     The trainer is one process among the pipeline's workers on the same cores: one thread keeps
     its CPU use that of one worker, as the model assumes of a stage.
@@ -172,6 +172,7 @@ def limit_jax_to_one_thread() -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if "--xla_cpu_multi_thread_eigen" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the trainer computes on the CPU: no accelerator probing
 
 
 class TrainerCounters:
