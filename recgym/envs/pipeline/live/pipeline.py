@@ -146,6 +146,39 @@ class Measurement:
         return max(self.busy_cores - self.pipeline_cores, 0.0) if math.isfinite(self.busy_cores) else 0.0
 
 
+class _MemoryTracker:
+    """PSS of many processes, cheaply (see :meth:`LivePipeline.memory_gib`)."""
+
+    def __init__(self, refresh_s: float):
+        self.refresh_s = refresh_s
+        self.known: dict[int, tuple[float, float, float]] = {}  # pid -> (pss, rss then, when)
+        self.last_refresh = -math.inf
+
+    def total(self, processes) -> float:
+        now = time.monotonic()
+        alive, total = [], 0.0
+        for proc in processes:
+            with contextlib.suppress(psutil.Error):
+                rss = float(proc.memory_info().rss)
+                known = self.known.get(proc.pid)
+                if known is None:  # a new process: read its PSS now
+                    known = self.known[proc.pid] = (float(proc.memory_full_info().pss), rss, now)
+                alive.append(proc)
+                total += known[0] + (rss - known[1])
+        if alive and now - self.last_refresh >= self.refresh_s:
+            proc = min(alive, key=lambda p: self.known[p.pid][2])
+            with contextlib.suppress(psutil.Error):
+                pss, rss_then = float(proc.memory_full_info().pss), float(proc.memory_info().rss)
+                old = self.known[proc.pid]
+                total += pss - (old[0] + (rss_then - old[1]))
+                self.known[proc.pid] = (pss, rss_then, now)
+            self.last_refresh = now
+        live = {p.pid for p in alive}
+        for pid in [pid for pid in self.known if pid not in live]:
+            del self.known[pid]
+        return total
+
+
 @dataclass
 class _Snapshot:
     time: float
@@ -240,6 +273,8 @@ class LivePipeline:
         start_timeout_s: Longest the launcher and the trainer may take to start (the trainer
             compiles one step per batch size meanwhile).
         poll_s: How often the monitor checks health and samples memory during an interval.
+        pss_refresh_s: How often the monitor re-reads one process's PSS (the others are tracked by
+            their resident size between reads; see :meth:`memory_gib`).
         channel_capacity: Elements each queue between two stages holds.
         cpus: CPU ids the pipeline's processes may run on (Linux affinity; ``None``: all this
             process may use). :class:`~recgym.envs.pipeline.live.env.LivePipelineEnv` pins the
@@ -260,6 +295,7 @@ class LivePipeline:
         stage_timeout_s: float = 10.0,
         start_timeout_s: float = 180.0,
         poll_s: float = 0.1,
+        pss_refresh_s: float = 0.5,
         channel_capacity: int = 4,
         cpus: tuple[int, ...] | None = None,
         compilation_cache_dir: str | None = None,
@@ -270,7 +306,8 @@ class LivePipeline:
         if isinstance(max_workers_per_stage, bool) or not isinstance(max_workers_per_stage, int) or max_workers_per_stage < 1:
             raise ValueError(f"max_workers_per_stage must be an int >= 1, got {max_workers_per_stage!r}")
         for name, value in (("memory_budget_gib", memory_budget_gib), ("stage_timeout_s", stage_timeout_s),
-                            ("start_timeout_s", start_timeout_s), ("poll_s", poll_s)):
+                            ("start_timeout_s", start_timeout_s), ("poll_s", poll_s),
+                            ("pss_refresh_s", pss_refresh_s)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if isinstance(channel_capacity, bool) or not isinstance(channel_capacity, int) or channel_capacity < 1:
@@ -288,6 +325,7 @@ class LivePipeline:
         self.stage_timeout_s = float(stage_timeout_s)
         self.start_timeout_s = float(start_timeout_s)
         self.poll_s = float(poll_s)
+        self._memory = _MemoryTracker(float(pss_refresh_s))
         self.channel_capacity = channel_capacity
         self.cpus = tuple(sorted(set(int(c) for c in cpus))) if cpus is not None else _allowed_cpus()
         self.compilation_cache_dir = None if compilation_cache_dir is None else str(compilation_cache_dir)
@@ -375,6 +413,10 @@ class LivePipeline:
                 if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                     out.append(proc.pid)
         return out
+
+    def trainer_samples(self) -> float:
+        """Samples the trainer has trained on since the start (a counter read; no monitoring)."""
+        return float(self._shared.trainer()[TrainerCounters.SAMPLES])
 
     def worker_pids(self, stage: str) -> list[int]:
         """Pids of the running workers of ``stage`` (not those stopping)."""
@@ -528,12 +570,14 @@ class LivePipeline:
                     "the pipeline was torn down"))
 
     def memory_gib(self) -> float:
-        """The pipeline's memory now: PSS summed over its processes (GiB)."""
-        total = 0
-        for proc in [*self._procs.values(), *self._handles.workers.values()]:
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_full_info().pss
-        return total / _GIB
+        """The pipeline's memory now: PSS summed over its processes (GiB; see the module docstring).
+
+        Reading a process's PSS makes the kernel walk its page tables (milliseconds for the
+        trainer), so each call re-reads it for one process only — the one read longest ago, at
+        most every ``pss_refresh_s`` — and tracks the others by their resident size, which is cheap
+        to read: ``PSS ~ PSS_then + (RSS_now - RSS_then)`` (pages a process gains are its own).
+        """
+        return self._memory.total([*self._procs.values(), *self._handles.workers.values()]) / _GIB
 
     def process_memory_gib(self, kind: str = "pss") -> dict[str, float]:
         """Memory of each process now (GiB), keyed ``"launcher"``, ``"trainer"`` and ``"<stage>/<slot>"``.
