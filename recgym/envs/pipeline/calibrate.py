@@ -174,7 +174,7 @@ def fit_memory(memory: dict, shuffle_share_gib: float) -> tuple[float, list[floa
 
 
 def measure_contention(pipeline: LivePipeline, config: CalibrationConfig, most: int, log=print) -> dict:
-    """CPU seconds per sample of the whole pipeline (stages and trainer) with ``1 .. most``
+    """CPU seconds per sample of the whole pipeline (stages and trainer) with 1 to ``most``
     workers per stage, at the median batch size: what switching between more workers costs."""
     batch_size = int(np.median(config.batch_sizes))
     rows = []
@@ -267,11 +267,11 @@ def _scaling_worker(conn, source: LiveSource, settings: StageSettings, batch_siz
 
 
 def measure_scaling(source: LiveSource, config: CalibrationConfig, cpus: list[int], log=print) -> dict:
-    """Each stage's work alone in ``c`` processes, ``c = 1 .. max_scaling_workers``.
+    """Each stage's work alone in ``c`` processes, ``c`` from 1 to ``max_scaling_workers``.
 
     Returns:
-        ``{"counts": [...], "rates": (6, n) samples per wall second, "cpu_rates": (6, n) samples
-        per CPU second (summed over the processes)}``.
+        A dict: ``counts``, the process counts; ``rates``, ``(6, n)`` samples per wall second;
+        ``cpu_rates``, ``(6, n)`` samples per CPU second (summed over the processes).
     """
     most = config.max_scaling_workers or len(cpus)
     ctx = multiprocessing.get_context("spawn")

@@ -20,9 +20,11 @@ time. Every blocking call has a timeout, so no process waits forever on a peer t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -282,10 +284,21 @@ def _make_stage(stage: int, slot: int, source: LiveSource, settings: StageSettin
     return cls(source, settings)
 
 
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere
+    the loops' parent checks do it, between elements)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 def worker_main(slot: int, shared: SharedState, source: LiveSource, settings: StageSettings,
                 fault: Fault | None) -> None:
     """One worker's loop (runs in a process forked by the launcher; see the module docstring)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the controller's to handle
+    die_with_parent()  # even a worker stuck in an element goes with the launcher
     launcher = os.getppid()
     state = shared.states()[slot]
     c = shared.counters()[slot]
