@@ -44,6 +44,10 @@ from benchmarks.common import ExperimentResult, RunContext
 MAX_CORES = 4
 MIN_BATCH_LOG2, MAX_BATCH_LOG2 = 6, 12
 MAX_PREFETCH = 8
+#: Workers the experiment's nominal memory budget holds beside the base; allocations with at least
+#: HEAVY_WORKERS workers are the memory-heavy ones.
+BUDGET_WORKERS = 18
+HEAVY_WORKERS = 18
 
 
 @dataclass(frozen=True)
@@ -115,9 +119,9 @@ def run(ctx: RunContext) -> list[ExperimentResult]:
     profile_path = save_profile(ctx.out_dir / "pipeline_live_profile.json", profile, measured_params, metadata)
     cores = profile.core_budget
     base, per_worker = profile.trainer_memory_gib, float(np.mean(profile.worker_memory_gib))
-    # The nominal budget: what the trainer and 18 workers hold, so that the heaviest allocations
-    # (up to 24 workers) do not fit — the memory-tight corner of the space.
-    budget = base + 18 * per_worker
+    # The nominal budget: what the trainer and BUDGET_WORKERS workers hold, so that the heaviest
+    # allocations (up to 24 workers) do not fit — the memory-tight corner of the space.
+    budget = base + BUDGET_WORKERS * per_worker
     params = live_params(cores, budget, "absolute", profile, max_cores_per_stage=MAX_CORES,
                          min_batch_log2=MIN_BATCH_LOG2, max_batch_log2=MAX_BATCH_LOG2, max_prefetch=MAX_PREFETCH,
                          **measured_params)
@@ -258,7 +262,7 @@ def _results(ctx, plan, profile, measured_params, budget, validity, sim_best, si
             "predicted (k/s)": f"{v['predicted'] / 1e3:.1f}", "rel. error": f"{r:.1%}",
             "free cores": f"{v['available_cores']:.2f}", "memory (GiB)": f"{v['memory_gib']:.3f}",
             "predicted memory": f"{v['predicted_memory_gib']:.3f}",
-            "kind": "memory-heavy" if v["predicted_memory_gib"] > 0.9 * budget else "oversubscribed",
+            "kind": "memory-heavy" if a.total_workers >= HEAVY_WORKERS else "oversubscribed",
         })
     validity_result = ExperimentResult(
         name="pipeline_live_validity",
@@ -276,7 +280,8 @@ def _results(ctx, plan, profile, measured_params, budget, validity, sim_best, si
             f"{int(over_measured.sum())} measured, {int(over_predicted.sum())} predicted, "
             f"{int((over_measured == over_predicted).sum())}/{len(validity)} agree.",
             f"Every allocation has >= 6 workers on {profile.core_budget} cores: all oversubscribe. "
-            "'memory-heavy': predicted memory above 90% of the nominal budget.",
+            f"'memory-heavy': {HEAVY_WORKERS} or more workers, the top of the memory range (the nominal budget "
+            f"holds the base and {BUDGET_WORKERS} workers).",
             f"Each allocation: {plan.settle_s:g} s settling, then the median of {plan.intervals} intervals of "
             f"{plan.interval_s:g} s. Load average (1 min) {load_note}.",
         ],
@@ -366,7 +371,7 @@ def _plot(path, validity, budget):
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         return None
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    heavy = np.asarray([v["predicted_memory_gib"] > 0.9 * budget for v in validity])
+    heavy = np.asarray([v["allocation"].total_workers >= HEAVY_WORKERS for v in validity])
     x = np.asarray([v["throughput"] for v in validity]) / 1e3
     y = np.asarray([v["predicted"] for v in validity]) / 1e3
     ax.scatter(x[~heavy], y[~heavy], label="oversubscribed", color="tab:blue")

@@ -145,15 +145,17 @@ def measure_costs(pipeline: LivePipeline, config: CalibrationConfig, log=print) 
 
 
 def measure_memory(pipeline: LivePipeline, config: CalibrationConfig, most: int) -> dict:
-    """Memory at one and at ``most`` workers per stage: the totals (peak PSS over the intervals,
-    the quantity the budget applies to) and each worker's unique set size (USS) at ``most``."""
+    """Memory at one and at ``most`` workers per stage: the totals (the median over intervals of
+    each interval's peak PSS, the quantity the budget applies to) and each worker's unique set
+    size (USS) at ``most``."""
     totals = {}
     uss = {}
     for workers in (1, most):
         allocation = Allocation((workers,) * NUM_STAGES, int(config.batch_sizes[0]), config.prefetch)
         pipeline.apply(allocation)
         pipeline.run_interval(max(config.interval_s / 2, 0.2))
-        totals[workers] = max(pipeline.run_interval(config.interval_s).memory_gib for _ in range(config.repeats))
+        totals[workers] = float(np.median([pipeline.run_interval(config.interval_s).memory_gib
+                                           for _ in range(config.repeats)]))
         uss = pipeline.process_memory_gib("uss")
     per_stage = [float(np.median([v for k, v in uss.items() if k.startswith(f"{stage}/")])) for stage in STAGES]
     return {"workers": [1, most], "total_gib": [totals[1], totals[most]], "worker_uss_gib": per_stage}
