@@ -192,10 +192,17 @@ def measure_contention(pipeline: LivePipeline, config: CalibrationConfig, most: 
     return {"batch_size": batch_size, "rows": rows}
 
 
-def fit_contention(rows: list[dict], cores: int) -> float:
-    """``kappa`` of ``D(C) = D0 (1 + kappa max(C - A, 0) / A)`` by least squares on the measured
-    CPU seconds per sample ``D(C)`` (``D0`` fitted too); clipped to ``[0, 10]``."""
-    excess = np.asarray([max(r["workers"] - cores, 0) / cores for r in rows], dtype=np.float64)
+def fit_contention(rows: list[dict], cores: int, trainer_cpu_fraction: float = 1.0) -> float:
+    """``kappa`` of ``D = D0 (1 + kappa max(C - A, 0) / A)`` by least squares on the measured CPU
+    seconds per sample ``D`` (``D0`` fitted too); clipped to ``[0, 10]``.
+
+    ``C`` counts the workers and the trainer's share of a core, as the model does; ``A`` is the
+    cores the pipeline had in each measurement (``cores`` less what other processes used), so
+    contention from other programs on the machine is read on the same scale as the pipeline's own.
+    """
+    available = np.asarray([max(cores - r.get("other_cores", 0.0), 0.1) for r in rows], dtype=np.float64)
+    workers = np.asarray([r["workers"] for r in rows], dtype=np.float64) + trainer_cpu_fraction
+    excess = np.maximum(workers - available, 0.0) / available
     d = np.asarray([r["cpu_seconds_per_sample"] for r in rows], dtype=np.float64)
     (d0, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(excess), excess], axis=1), d, rcond=None)
     return float(np.clip(slope / d0, 0.0, 10.0)) if d0 > 0 else 0.0
@@ -494,15 +501,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-budget-gib", type=float, default=2.0, help="the profile's memory cap")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds per measured interval")
     parser.add_argument("--repeats", type=int, default=3, help="intervals per batch size")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024, 4096],
+                        help="batch sizes of the cost measurement (two or more)")
+    parser.add_argument("--max-workers", type=int, default=4, help="most workers per stage (contention, memory)")
+    parser.add_argument("--scaling-seconds", type=float, default=1.0, help="seconds per isolated scaling run")
     parser.add_argument("--quick", action="store_true", help="short intervals, one repeat (CI, smoke tests)")
     args = parser.parse_args(argv)
     config = CalibrationConfig(
         dataset=args.dataset,
         core_budget=args.core_budget,
         memory_budget_gib=args.memory_budget_gib,
-        interval_s=0.4 if args.quick else args.interval,
+        batch_sizes=tuple(args.batch_sizes),
+        interval_s=min(args.interval, 0.4) if args.quick else args.interval,
         repeats=1 if args.quick else args.repeats,
-        scaling_seconds=0.3 if args.quick else 1.0,
+        scaling_seconds=min(args.scaling_seconds, 0.3) if args.quick else args.scaling_seconds,
+        max_workers=args.max_workers,
     )
     start = time.perf_counter()
     profile, params, metadata = calibrate(config)
