@@ -23,7 +23,8 @@ from gymnasium import spaces
 
 from recgym.envs.pipeline import dynamics
 from recgym.envs.pipeline.live.data import DEFAULT_CHUNK_BYTES, load_source
-from recgym.envs.pipeline.live.pipeline import Allocation, LivePipeline, Measurement
+from recgym.envs.pipeline.live.monitor import Measurement
+from recgym.envs.pipeline.live.pipeline import Allocation, LivePipeline
 from recgym.envs.pipeline.live.runtime import Fault
 from recgym.envs.pipeline.live.stages import StageSettings, element_bytes
 from recgym.envs.pipeline.live.trainer import ModelSettings

@@ -1,4 +1,4 @@
-"""The controller and monitor of the live pipeline: start, resize, measure one interval, tear down.
+"""The controller of the live pipeline: start, resize, measure one interval, tear down.
 
 :class:`LivePipeline` owns every process of the pipeline (see :mod:`~recgym.envs.pipeline.live.runtime`)
 and is the only object that changes them. It
@@ -9,7 +9,8 @@ and is the only object that changes them. It
   the others to finish their element and stop, sets the batch size and the prefetch depth;
 * measures an interval (:meth:`LivePipeline.run_interval`): it reads every worker's and the
   trainer's cumulative counters at the start and the end, and in between, every ``poll_s``, checks
-  the processes' health and samples the pipeline's memory. The :class:`Measurement` it returns
+  the processes' health and samples the pipeline's memory. The
+  :class:`~recgym.envs.pipeline.live.monitor.Measurement` it returns
   holds per-stage rates, capacities (samples per busy second times workers) and busy fractions,
   the throughput into the trainer, the trainer's rate and idle fraction, and the peak memory;
 * tears everything down on :meth:`LivePipeline.close`, on any error, on ``KeyboardInterrupt``, when
@@ -26,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
-import os
+import signal
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -35,6 +36,14 @@ import numpy as np
 import psutil
 
 from recgym.envs.pipeline.live.data import LiveSource
+from recgym.envs.pipeline.live.monitor import (
+    Measurement,
+    MemoryTracker,
+    Snapshot,
+    allowed_cpus,
+    busy_cpu_seconds,
+    measure,
+)
 from recgym.envs.pipeline.live.runtime import (
     POLL_S,
     Control,
@@ -93,115 +102,6 @@ class Allocation:
     def total_workers(self) -> int:
         """Workers over all stages."""
         return sum(self.cores)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """What the monitor measured over one interval. Rates in samples/s, memory in GiB.
-
-    Attributes:
-        seconds: Wall-clock length of the interval.
-        allocation: The allocation the interval ran.
-        stage_rate: ``(6,)`` samples each stage processed per second.
-        stage_capacity: ``(6,)`` each stage's capacity: its workers times the samples one worker
-            processes per busy second (time slicing included; NaN if the stage did no work).
-        stage_busy_fraction: ``(6,)`` busy seconds over ``workers x seconds``.
-        stage_cpu_seconds: ``(6,)`` CPU seconds the stage's worker processes used.
-        throughput: Samples the trainer trained on per second.
-        batches: Training steps the trainer took.
-        trainer_rate: Samples the trainer trains per second of computing (its capacity; NaN if it
-            trained on nothing).
-        trainer_idle_fraction: Fraction of the interval the trainer waited for a batch.
-        trainer_cpu_seconds: CPU seconds the trainer used.
-        memory_gib: Peak memory (PSS, see the module docstring) over the interval's samples.
-        busy_cores: Cores the operating system reports busy on the pipeline's CPUs (anyone's work).
-        oom: Memory went over the budget: the pipeline was torn down mid-interval.
-        loss: The trainer's last training loss.
-    """
-
-    seconds: float
-    allocation: Allocation
-    stage_rate: np.ndarray
-    stage_capacity: np.ndarray
-    stage_busy_fraction: np.ndarray
-    stage_cpu_seconds: np.ndarray
-    throughput: float
-    batches: int
-    trainer_rate: float
-    trainer_idle_fraction: float
-    trainer_cpu_seconds: float
-    memory_gib: float
-    busy_cores: float = math.nan
-    oom: bool = False
-    loss: float = math.nan
-
-    @property
-    def pipeline_cores(self) -> float:
-        """Cores the pipeline's workers and trainer kept busy (their CPU seconds per second)."""
-        return float(self.stage_cpu_seconds.sum() + self.trainer_cpu_seconds) / self.seconds
-
-    @property
-    def other_cores(self) -> float:
-        """Cores other processes kept busy on the pipeline's CPUs (noisy neighbours; >= 0)."""
-        return max(self.busy_cores - self.pipeline_cores, 0.0) if math.isfinite(self.busy_cores) else 0.0
-
-
-class _MemoryTracker:
-    """PSS of many processes, cheaply (see :meth:`LivePipeline.memory_gib`)."""
-
-    def __init__(self, refresh_s: float):
-        self.refresh_s = refresh_s
-        self.known: dict[int, tuple[float, float, float]] = {}  # pid -> (pss, rss then, when)
-        self.last_refresh = -math.inf
-
-    def total(self, processes) -> float:
-        now = time.monotonic()
-        alive, total = [], 0.0
-        for proc in processes:
-            with contextlib.suppress(psutil.Error):
-                rss = float(proc.memory_info().rss)
-                known = self.known.get(proc.pid)
-                if known is None:  # a new process: read its PSS now
-                    known = self.known[proc.pid] = (float(proc.memory_full_info().pss), rss, now)
-                alive.append(proc)
-                total += known[0] + (rss - known[1])
-        if alive and now - self.last_refresh >= self.refresh_s:
-            proc = min(alive, key=lambda p: self.known[p.pid][2])
-            with contextlib.suppress(psutil.Error):
-                pss, rss_then = float(proc.memory_full_info().pss), float(proc.memory_info().rss)
-                old = self.known[proc.pid]
-                total += pss - (old[0] + (rss_then - old[1]))
-                self.known[proc.pid] = (pss, rss_then, now)
-            self.last_refresh = now
-        live = {p.pid for p in alive}
-        for pid in [pid for pid in self.known if pid not in live]:
-            del self.known[pid]
-        return total
-
-
-@dataclass
-class _Snapshot:
-    time: float
-    stage_totals: np.ndarray  # (6, SlotCounters.SIZE)
-    trainer: np.ndarray
-    busy_cpu_seconds: float  # the OS's busy time summed over the pipeline's CPUs
-
-
-def _allowed_cpus() -> tuple[int, ...]:
-    if hasattr(os, "sched_getaffinity"):
-        return tuple(sorted(os.sched_getaffinity(0)))
-    return tuple(range(os.cpu_count() or 1))
-
-
-def _busy_cpu_seconds(cpus: tuple[int, ...]) -> float:
-    """Seconds the CPUs ``cpus`` have spent busy since boot (everything but idle and I/O wait)."""
-    per_cpu = psutil.cpu_times(percpu=True)
-    total = 0.0
-    for cpu in cpus:
-        if cpu < len(per_cpu):
-            t = per_cpu[cpu]
-            total += sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-    return total
 
 
 @dataclass
@@ -325,13 +225,14 @@ class LivePipeline:
         self.stage_timeout_s = float(stage_timeout_s)
         self.start_timeout_s = float(start_timeout_s)
         self.poll_s = float(poll_s)
-        self._memory = _MemoryTracker(float(pss_refresh_s))
+        self._memory = MemoryTracker(float(pss_refresh_s))
         self.channel_capacity = channel_capacity
-        self.cpus = tuple(sorted(set(int(c) for c in cpus))) if cpus is not None else _allowed_cpus()
+        self.cpus = tuple(sorted(set(int(c) for c in cpus))) if cpus is not None else allowed_cpus()
         self.compilation_cache_dir = None if compilation_cache_dir is None else str(compilation_cache_dir)
         self.fault = fault
         self.allocation: Allocation | None = None
         self._handles = _Handles()
+        self._procs: dict[str, psutil.Process] = {}
         self._finalizer = weakref.finalize(self, _teardown, self._handles)
         self._retired = np.zeros((NUM_STAGES, SlotCounters.SIZE))
         self._last_progress = (0.0, 0.0)  # (trainer samples, monotonic time they last grew)
@@ -408,7 +309,7 @@ class LivePipeline:
     def pids(self) -> list[int]:
         """Pids of the pipeline's live processes (launcher, trainer, workers)."""
         out = []
-        for proc in [*getattr(self, "_procs", {}).values(), *self._handles.workers.values()]:
+        for proc in [*self._procs.values(), *self._handles.workers.values()]:
             with contextlib.suppress(psutil.Error):
                 if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
                     out.append(proc.pid)
@@ -570,13 +471,8 @@ class LivePipeline:
                     "the pipeline was torn down"))
 
     def memory_gib(self) -> float:
-        """The pipeline's memory now: PSS summed over its processes (GiB; see the module docstring).
-
-        Reading a process's PSS makes the kernel walk its page tables (milliseconds for the
-        trainer), so each call re-reads it for one process only — the one read longest ago, at
-        most every ``pss_refresh_s`` — and tracks the others by their resident size, which is cheap
-        to read: ``PSS ~ PSS_then + (RSS_now - RSS_then)`` (pages a process gains are its own).
-        """
+        """The pipeline's memory now: PSS summed over its processes (GiB; see the module docstring),
+        tracked cheaply by :class:`~recgym.envs.pipeline.live.monitor.MemoryTracker`."""
         return self._memory.total([*self._procs.values(), *self._handles.workers.values()]) / _GIB
 
     def process_memory_gib(self, kind: str = "pss") -> dict[str, float]:
@@ -607,10 +503,10 @@ class LivePipeline:
             totals[stage] += counters[states[:, SlotState.STAGE] == stage].sum(axis=0)
         return totals
 
-    def _snapshot(self) -> _Snapshot:
+    def _snapshot(self) -> Snapshot:
         self._recycle()
-        return _Snapshot(time.monotonic(), self._stage_totals(), self._shared.trainer().copy(),
-                         _busy_cpu_seconds(self.cpus))
+        return Snapshot(time.monotonic(), self._stage_totals(), self._shared.trainer().copy(),
+                         busy_cpu_seconds(self.cpus))
 
     def run_interval(self, seconds: float) -> Measurement:
         """Run the current allocation for ``seconds`` and measure it.
@@ -650,42 +546,11 @@ class LivePipeline:
             raise
         if oom:
             self.close()
-        return _measure(allocation, begin, end, peak, oom)
-
-
-def _measure(allocation: Allocation, begin: _Snapshot, end: _Snapshot, memory_gib: float, oom: bool) -> Measurement:
-    seconds = max(end.time - begin.time, 1e-9)
-    delta = end.stage_totals - begin.stage_totals
-    trainer = end.trainer - begin.trainer
-    cores = np.asarray(allocation.cores, dtype=np.float64)
-    samples = delta[:, SlotCounters.SAMPLES]
-    busy = delta[:, SlotCounters.BUSY_S]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        capacity = np.where(busy > 0, cores * samples / busy, np.nan)
-    t_busy = trainer[TrainerCounters.BUSY_S]
-    return Measurement(
-        seconds=seconds,
-        allocation=allocation,
-        stage_rate=samples / seconds,
-        stage_capacity=capacity,
-        stage_busy_fraction=np.clip(busy / (cores * seconds), 0.0, 1.0),
-        stage_cpu_seconds=delta[:, SlotCounters.CPU_S],
-        throughput=float(trainer[TrainerCounters.SAMPLES] / seconds),
-        batches=int(trainer[TrainerCounters.STEPS]),
-        trainer_rate=float(trainer[TrainerCounters.SAMPLES] / t_busy) if t_busy > 0 else math.nan,
-        trainer_idle_fraction=float(np.clip(trainer[TrainerCounters.IDLE_S] / seconds, 0.0, 1.0)),
-        trainer_cpu_seconds=float(trainer[TrainerCounters.CPU_S]),
-        memory_gib=float(memory_gib),
-        busy_cores=(end.busy_cpu_seconds - begin.busy_cpu_seconds) / seconds,
-        oom=oom,
-        loss=float(end.trainer[TrainerCounters.LOSS]),
-    )
+        return measure(allocation, begin, end, peak, oom)
 
 
 def _signal_text(code: int) -> str:
     if code < 0:
         with contextlib.suppress(ValueError):
-            import signal
-
             return f" (killed by {signal.Signals(-code).name})"
     return ""
