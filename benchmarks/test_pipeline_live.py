@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from recgym.envs.pipeline.live import Allocation, LivePipeline, load_source
-from recgym.envs.pipeline.live.env import _compilation_cache
+from recgym.envs.pipeline.live.trainer import default_compilation_cache_dir
 
 BASE = Allocation((1, 1, 1, 1, 1, 1), 1024, 2)
 GROWN = Allocation((1, 1, 2, 1, 1, 1), 1024, 2)
@@ -36,7 +36,7 @@ GROWN = Allocation((1, 1, 2, 1, 1, 1), 1024, 2)
 @pytest.fixture(scope="module")
 def pipeline(movielens_home):
     pipe = LivePipeline(load_source("ml-latest-small"), batch_sizes=(1024,), poll_s=0.1, memory_budget_gib=8.0,
-                        compilation_cache_dir=_compilation_cache())
+                        compilation_cache_dir=default_compilation_cache_dir())
     pipe.start(BASE)
     pipe.run_interval(1.0)  # past the start-up transient
     yield pipe

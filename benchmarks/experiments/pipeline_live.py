@@ -104,7 +104,8 @@ def run(ctx: RunContext) -> list[ExperimentResult]:
         simulated_optimum,
     )
     from recgym.envs.pipeline.live import LivePipeline, load_source
-    from recgym.envs.pipeline.live.env import _compilation_cache, live_params
+    from recgym.envs.pipeline.live.env import live_params
+    from recgym.envs.pipeline.live.trainer import default_compilation_cache_dir
     from recgym.envs.pipeline.params import save_profile
 
     plan = QUICK if ctx.quick else FULL
@@ -135,7 +136,7 @@ def run(ctx: RunContext) -> list[ExperimentResult]:
     pipeline = LivePipeline(source, stage_settings=config.stage_settings, model_settings=config.model_settings,
                             batch_sizes=params.batch_sizes, max_workers_per_stage=MAX_CORES,
                             memory_budget_gib=4 * budget + 1.0, cpus=tuple(metadata["cpus"]),
-                            compilation_cache_dir=_compilation_cache())
+                            compilation_cache_dir=default_compilation_cache_dir())
     validity = []
     with pipeline:
         pipeline.start(allocations[0])

@@ -53,7 +53,7 @@ from recgym.envs.pipeline.live.stages import (
     StageSettings,
     element_bytes,
 )
-from recgym.envs.pipeline.live.trainer import ModelSettings
+from recgym.envs.pipeline.live.trainer import ModelSettings, default_compilation_cache_dir
 from recgym.envs.pipeline.params import (
     NUM_STAGES,
     STAGES,
@@ -418,7 +418,6 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
     if not 1 <= budget <= len(cpus):
         raise ValueError(f"core_budget must be in [1, {len(cpus)}] on this machine, got {budget!r}")
     cpus = cpus[:budget]
-    from recgym.envs.pipeline.live.env import _compilation_cache
 
     source = load_source(config.dataset)
     settings = config.stage_settings
@@ -428,7 +427,7 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
     pipeline = LivePipeline(source, stage_settings=settings, model_settings=config.model_settings,
                             batch_sizes=tuple(sorted(set(config.batch_sizes))), max_workers_per_stage=most,
                             memory_budget_gib=config.memory_budget_gib * 4, cpus=tuple(cpus),
-                            compilation_cache_dir=_compilation_cache())
+                            compilation_cache_dir=default_compilation_cache_dir())
     with pipeline:
         pipeline.start(Allocation((1,) * NUM_STAGES, int(config.batch_sizes[0]), config.prefetch))
         costs = measure_costs(pipeline, config, log)

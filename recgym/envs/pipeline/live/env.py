@@ -27,7 +27,7 @@ from recgym.envs.pipeline.live.monitor import Measurement
 from recgym.envs.pipeline.live.pipeline import Allocation, LivePipeline
 from recgym.envs.pipeline.live.runtime import Fault
 from recgym.envs.pipeline.live.stages import StageSettings, element_bytes
-from recgym.envs.pipeline.live.trainer import ModelSettings
+from recgym.envs.pipeline.live.trainer import ModelSettings, default_compilation_cache_dir
 from recgym.envs.pipeline.params import (
     NUM_STAGES,
     STAGES,
@@ -37,14 +37,7 @@ from recgym.envs.pipeline.params import (
     make_params,
 )
 
-_KIB = 1024.0
 _GIB = float(1 << 30)
-
-
-def _compilation_cache() -> str:
-    from recgym.datasets import cache_dir
-
-    return str(cache_dir() / "jax-live-trainer")
 
 
 def live_params(
@@ -262,7 +255,7 @@ class LivePipelineEnv(gym.Env):
             start_timeout_s=start_timeout_s,
             poll_s=poll_s,
             cpus=tuple(cpus[: int(core_budget)]),
-            compilation_cache_dir=_compilation_cache(),
+            compilation_cache_dir=default_compilation_cache_dir(),
             fault=fault,
         )
         self.observation_space = observation_space(self.params)

@@ -175,6 +175,14 @@ def limit_jax_to_one_thread() -> None:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the trainer computes on the CPU: no accelerator probing
 
 
+def default_compilation_cache_dir() -> str:
+    """Where the trainer keeps its compiled steps between runs: ``jax-live-trainer`` in recgym's
+    cache folder (:func:`recgym.datasets.cache_dir`)."""
+    from recgym.datasets import cache_dir
+
+    return str(cache_dir() / "jax-live-trainer")
+
+
 class TrainerCounters:
     """Indices of the trainer's cumulative counters in its shared float64 array."""
 
