@@ -331,7 +331,7 @@ def _results(ctx, plan, profile, measured_params, budget, validity, sim_best, si
         uses_dataset=True,
     )
     calibration = ExperimentResult(
-        name="pipeline_live_profile",
+        name="pipeline_live_calibration",
         title=f"Live pipeline: the calibrated profile ({profile.core_budget} cores)",
         columns=["stage", "CPU us/sample", "serial fraction", "worker MiB", "element bytes"],
         rows=[{"stage": s, "CPU us/sample": f"{c * 1e6:.3f}", "serial fraction": f"{f:.3f}",
@@ -371,12 +371,18 @@ def _plot(path, validity, budget):
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         return None
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
     heavy = np.asarray([v["allocation"].total_workers >= HEAVY_WORKERS for v in validity])
+    shallow = np.asarray([v["allocation"].prefetch == 0 for v in validity])
     x = np.asarray([v["throughput"] for v in validity]) / 1e3
     y = np.asarray([v["predicted"] for v in validity]) / 1e3
-    ax.scatter(x[~heavy], y[~heavy], label="oversubscribed", color="tab:blue")
-    ax.scatter(x[heavy], y[heavy], label="memory-heavy", color="tab:red", marker="s")
+    for mask, label, color, marker in (
+        (~heavy, f"< {HEAVY_WORKERS} workers", "tab:blue", "o"),
+        (heavy, f">= {HEAVY_WORKERS} workers (memory-heavy)", "tab:red", "s"),
+    ):
+        ax.scatter(x[mask & ~shallow], y[mask & ~shallow], label=label, color=color, marker=marker)
+        ax.scatter(x[mask & shallow], y[mask & shallow], facecolors="none", edgecolors=color, marker=marker,
+                   label=f"{label}, prefetch 0" if (mask & shallow).any() else None)
     top = max(float(np.max(x)), float(np.max(y))) * 1.08
     ax.plot([0, top], [0, top], color="grey", lw=1)
     ax.fill_between([0, top], [0, 0.85 * top], [0, 1.15 * top], color="grey", alpha=0.12, label="±15%")

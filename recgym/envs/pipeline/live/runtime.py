@@ -14,8 +14,8 @@ Three kinds of process, all started by :class:`~recgym.envs.pipeline.live.pipeli
 * the **trainer** (spawned once, :func:`~recgym.envs.pipeline.live.trainer.trainer_main`).
 
 Stages are connected by bounded queues (back-pressure: a full queue blocks its producers); the
-last stage feeds the :class:`PrefetchBuffer`, whose capacity — the prefetch depth — changes at run
-time. Every blocking call has a timeout, so no process waits forever on a peer that died.
+batches past collation are bounded by the :class:`PrefetchBuffer`, whose capacity — the prefetch
+depth — changes at run time. Every blocking call has a timeout, so no process waits forever on a peer that died.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from recgym.envs.pipeline.params import NUM_STAGES, STAGES
 
 #: Seconds a blocked worker or trainer waits before re-checking its stop flag and its parent.
 POLL_S = 0.05
+#: Index of the batch stage (it reserves a place in the prefetch buffer for each batch).
+BATCH_STAGE = STAGES.index("batch")
 #: Bytes of error text a worker can leave in its slot.
 ERROR_BYTES = 2048
 
@@ -83,11 +85,17 @@ class Control:
 
 
 class PrefetchBuffer:
-    """A bounded multi-process queue whose capacity changes at run time (the prefetch buffer).
+    """The prefetch buffer: the batches collated and not yet taken by the trainer, at most
+    ``capacity`` (the prefetch depth, changeable at run time) ahead of the one it trains on.
 
-    A producer may put when the buffered elements are fewer than ``capacity`` plus the consumers
-    waiting for one: capacity 0 is a hand-off (the producer waits for the trainer to ask), and
-    capacity ``P`` buffers ``P`` batches ahead of the one the trainer trains on.
+    The batch stage reserves a place (:meth:`reserve`) before it emits a batch; the prefetch stage
+    delivers the batch, laid out (:meth:`deliver`), into the queue the trainer takes it from
+    (:meth:`get`). So the depth bounds every batch past collation — in the queue to the prefetch stage, in a prefetch
+    worker's hands or ready for the trainer — as the simulator's ``P`` does: at depth 0 a batch is
+    collated only when the trainer waits for one (``K = P + 1`` of the model's M/M/1/K queue).
+
+    A place is free while the reserved batches are fewer than ``capacity`` plus the trainers
+    waiting for one.
 
     Args:
         ctx: A ``multiprocessing`` context.
@@ -102,15 +110,18 @@ class PrefetchBuffer:
 
     RESERVED, CAPACITY, WAITING = 0, 1, 2
 
-    def put(self, item: Any, timeout: float) -> bool:
-        """Put ``item`` once there is room; ``False`` if none came within ``timeout`` seconds."""
+    def reserve(self, timeout: float) -> bool:
+        """Take a place for one batch; ``False`` if none came free within ``timeout`` seconds."""
         s = self._state
         with self._cond:
             if not self._cond.wait_for(lambda: s[self.RESERVED] < s[self.CAPACITY] + s[self.WAITING], timeout):
                 return False
             s[self.RESERVED] += 1
-        self._queue.put(item)
         return True
+
+    def deliver(self, item: Any) -> None:
+        """Hand a batch whose place was reserved to the trainer."""
+        self._queue.put(item)
 
     def get(self, timeout: float):
         """The next item, or ``None`` if none came within ``timeout`` seconds."""
@@ -306,26 +317,30 @@ def worker_main(slot: int, shared: SharedState, source: LiveSource, settings: St
     stage = int(state[SlotState.STAGE])
     impl = _make_stage(stage, slot, source, settings, controls)
     source_queue = shared.channels[stage - 1] if stage > 0 else None
-    sink = shared.prefetch if stage == NUM_STAGES - 1 else shared.channels[stage]
     is_faulty = fault is not None and fault.stage == STAGES[stage]
     leaked = []
 
+    def should_abort() -> bool:
+        return state[SlotState.STOP] > 1 or os.getppid() != launcher
+
     def emit(element: Element) -> bool:
-        """Put downstream, waiting while the output is full; False if told to stop meanwhile."""
+        """Pass ``element`` on, waiting while there is no room; False if told to abort meanwhile."""
         start = time.monotonic()
         try:
+            if stage == NUM_STAGES - 1:
+                shared.prefetch.deliver(element)  # its place was reserved when it was collated
+                return True
+            if stage == BATCH_STAGE:
+                while not shared.prefetch.reserve(timeout=POLL_S):
+                    if should_abort():
+                        return False
             while True:
-                if sink is shared.prefetch:
-                    if sink.put(element, timeout=POLL_S):
-                        return True
-                else:
-                    try:
-                        sink.put(element, timeout=POLL_S)
-                        return True
-                    except queue.Full:
-                        pass
-                if state[SlotState.STOP] > 1 or os.getppid() != launcher:
-                    return False
+                try:
+                    shared.channels[stage].put(element, timeout=POLL_S)
+                    return True
+                except queue.Full:
+                    if should_abort():
+                        return False
         finally:
             c[SlotCounters.WAIT_OUT_S] += time.monotonic() - start
 
