@@ -193,16 +193,14 @@ def measure_contention(pipeline: LivePipeline, config: CalibrationConfig, most: 
 
 
 def fit_contention(rows: list[dict], cores: int, trainer_cpu_fraction: float = 1.0) -> float:
-    """``kappa`` of ``D = D0 (1 + kappa max(C - A, 0) / A)`` by least squares on the measured CPU
+    """``kappa`` of ``D = D0 (1 + kappa max(C - B, 0) / B)`` by least squares on the measured CPU
     seconds per sample ``D`` (``D0`` fitted too); clipped to ``[0, 10]``.
 
-    ``C`` counts the workers and the trainer's share of a core, as the model does; ``A`` is the
-    cores the pipeline had in each measurement (``cores`` less what other processes used), so
-    contention from other programs on the machine is read on the same scale as the pipeline's own.
+    ``C`` counts the workers and the trainer's share of a core, ``B`` is the core budget, as in
+    :func:`recgym.envs.pipeline.model.demand_oversubscription_factor`.
     """
-    available = np.asarray([max(cores - r.get("other_cores", 0.0), 0.1) for r in rows], dtype=np.float64)
     workers = np.asarray([r["workers"] for r in rows], dtype=np.float64) + trainer_cpu_fraction
-    excess = np.maximum(workers - available, 0.0) / available
+    excess = np.maximum(workers - cores, 0.0) / cores
     d = np.asarray([r["cpu_seconds_per_sample"] for r in rows], dtype=np.float64)
     (d0, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(excess), excess], axis=1), d, rcond=None)
     return float(np.clip(slope / d0, 0.0, 10.0)) if d0 > 0 else 0.0

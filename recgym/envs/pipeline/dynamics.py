@@ -398,7 +398,7 @@ def performance(
     mu = model.trainer_rate(m, batch, world.trainer_batch_seconds, world.trainer_sample_seconds)
     slowdown = model.cpu_slowdown(
         m, basis, c, seconds, world.serial_fraction, world.io_samples_per_second, mu, world.trainer_cpu_fraction,
-        cond.available_cores, overhead,
+        cond.available_cores, overhead, world.core_budget,
     )
     caps = model.stage_capacities(m, c, seconds, world.serial_fraction, slowdown, world.io_samples_per_second)
     mu = model.shared_trainer_rate(m, mu, slowdown, world.trainer_cpu_fraction)

@@ -15,11 +15,12 @@ The model (formulas and sources in ``docs/environments/pipeline.md``):
   when ``C > A`` (time slicing; ``kappa = 0`` is the proportional slowdown). That is the
   ``"allocated"`` basis, for workers that always compete for a core. On the ``"demand"`` basis
   (workers that block when they have no input, as in the live pipeline), the slowdown is the
-  cores' share of the CPU time the pipeline asks for, ``min(1, A / (D (1 + kappa max(C - A, 0) / A)))``,
+  cores' share of the CPU time the pipeline asks for, ``min(1, A / (D (1 + kappa max(C - B, 0) / B)))``,
   with ``D = min(lambda0, mu) * (sum_i s_i + phi / mu)`` busy cores at the unslowed rate (``phi``:
   the fraction of the trainer's time spent on the same cores — 1 for a CPU trainer, whose own
-  rate then slows by the same factor) and ``kappa`` the extra CPU time per sample, per excess
-  worker per core, that switching between more workers than cores costs;
+  rate then slows by the same factor) and ``kappa`` the extra CPU time per sample, per worker
+  beyond the machine's ``B`` cores (its core budget) per core, that switching between more workers
+  than cores costs;
 * the pipeline produces at the bottleneck rate ``lambda = min_i capacity_i`` into a prefetch buffer
   of ``P`` batches drained by the trainer at ``mu(B)``; the delivered throughput is that of an
   M/M/1/K queue with ``K = P + 1``: ``X = min(lambda, mu) (1 - r^K) / (1 - r^(K+1))``,
@@ -116,12 +117,15 @@ def oversubscription_factor(xp, total_cores, available_cores, overhead=0.0):
 OVERSUBSCRIPTION_BASES: tuple[str, ...] = ("allocated", "demand")
 
 
-def demand_oversubscription_factor(xp, busy_cores, total_workers, available_cores, overhead=0.0):
+def demand_oversubscription_factor(xp, busy_cores, total_workers, available_cores, overhead=0.0, core_budget=None):
     """Slowdown when blocking workers share ``A`` cores by the CPU time they demand.
 
-    ``min(1, A / (D (1 + kappa max(C - A, 0) / A)))``: the pipeline gets the fraction of its
+    ``min(1, A / (D (1 + kappa max(C - B, 0) / B)))``: the pipeline gets the fraction of its
     demand the cores can serve; every sample's CPU time grows by ``kappa`` per worker beyond the
-    cores, per core (context switches between more workers than cores).
+    machine's ``B`` cores, per core (context switches between more workers than cores). ``B`` is
+    the core budget, not ``A``: what neighbours take lowers the cores the pipeline gets, not the
+    cost of its own switching (on the live pipeline, a ``kappa`` fitted against ``A`` swung with
+    the neighbours' load from one calibration to the next).
 
     Args:
         xp: Array namespace.
@@ -129,12 +133,14 @@ def demand_oversubscription_factor(xp, busy_cores, total_workers, available_core
         total_workers: ``C``, workers allocated (the trainer included when it shares the cores).
         available_cores: ``A`` (> 0).
         overhead: ``kappa >= 0``.
+        core_budget: ``B`` (> 0); defaults to ``A``.
 
     Returns:
         Factor in ``(0, 1]``.
     """
-    excess = xp.maximum(total_workers - available_cores, 0.0)
-    return xp.minimum(available_cores / (busy_cores * (1.0 + overhead * excess / available_cores)), 1.0)
+    cores = available_cores if core_budget is None else core_budget
+    excess = xp.maximum(total_workers - cores, 0.0)
+    return xp.minimum(available_cores / (busy_cores * (1.0 + overhead * excess / cores)), 1.0)
 
 
 def cpu_slowdown(
@@ -148,6 +154,7 @@ def cpu_slowdown(
     trainer_cpu_fraction,
     available_cores,
     overhead=0.0,
+    core_budget=None,
 ):
     """The oversubscription factor of an allocation on either basis (see the module docstring).
 
@@ -162,6 +169,8 @@ def cpu_slowdown(
         trainer_cpu_fraction: ``(...)`` fraction of the trainer's time on the pipeline's cores.
         available_cores: ``(...)`` cores available.
         overhead: ``kappa``.
+        core_budget: ``(...)`` the machine's cores (the ``"demand"`` basis' switching cost counts
+            the workers beyond them; default ``available_cores``).
 
     Returns:
         The factor every stage's capacity is multiplied by.
@@ -172,7 +181,7 @@ def cpu_slowdown(
     unslowed = stage_capacities(xp, cores, seconds_per_sample, serial_fraction, 1.0, io_samples_per_second)
     offered = xp.minimum(bottleneck_rate(xp, unslowed), trainer_rate)
     busy = offered * (sum(stages(seconds_per_sample)) + trainer_cpu_fraction / trainer_rate)
-    return demand_oversubscription_factor(xp, busy, workers, available_cores, overhead)
+    return demand_oversubscription_factor(xp, busy, workers, available_cores, overhead, core_budget)
 
 
 def shared_trainer_rate(xp, trainer_rate, slowdown, trainer_cpu_fraction):

@@ -277,7 +277,7 @@ class PipelineParams:
         oom_penalty: Reward on the step that runs out of memory (the episode then terminates).
         oversubscription_overhead: Extra slowdown per oversubscribed core, ``kappa`` in
             ``A / (C + kappa (C - A))``; 0 is the proportional slowdown. On the ``"demand"`` basis:
-            the relative growth of every sample's CPU time per excess worker per core.
+            the relative growth of every sample's CPU time per worker beyond the core budget, per core.
         oversubscription_basis: ``"allocated"`` (every allocated worker competes for a core all the
             time: the slowdown above) or ``"demand"`` (workers block when idle, so the cores are
             shared by the CPU time the pipeline demands; see :mod:`recgym.envs.pipeline.model`).

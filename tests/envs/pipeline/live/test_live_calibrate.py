@@ -27,11 +27,9 @@ def test_the_per_batch_fit_recovers_both_terms(per_sample, per_batch):
 @given(st.floats(0.0, 0.2), st.lists(st.floats(0.0, 1.5), min_size=4, max_size=4))
 @settings(max_examples=30, deadline=None)
 def test_the_contention_fit_recovers_kappa_whatever_other_programs_take(kappa, others):
-    rows = []
-    for workers, other in zip((6, 12, 18, 24), others):
-        available = 2.0 - other
-        rows.append({"workers": workers, "other_cores": other,
-                     "cpu_seconds_per_sample": 4e-6 * (1 + kappa * max(workers + 1 - available, 0) / available)})
+    rows = [{"workers": workers, "other_cores": other,
+             "cpu_seconds_per_sample": 4e-6 * (1 + kappa * max(workers + 1 - 2, 0) / 2)}
+            for workers, other in zip((6, 12, 18, 24), others)]
     assert calibrate.fit_contention(rows, 2) == pytest.approx(kappa, abs=1e-9)
 
 
