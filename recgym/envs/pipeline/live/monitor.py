@@ -114,23 +114,28 @@ class MemoryTracker:
     """The PSS of a set of processes, cheaply enough to sample several times a second.
 
     Reading a process's PSS makes the kernel walk its page tables (milliseconds for a JAX
-    process), so :meth:`total` re-reads it for one process only — the one read longest ago, at
-    most every ``refresh_s`` — and tracks the others by their resident size, which is cheap to
-    read: ``PSS ~ PSS_then + (RSS_now - RSS_then)`` (pages a process gains are its own).
+    process), so :meth:`total` reads it for one process per call at most and tracks the others by
+    their resident size, which is cheap to read: ``PSS ~ PSS_then + (RSS_now - RSS_then)``. The
+    estimate errs high (a page a process maps from a sharer counts whole), so the process re-read
+    is the one whose resident size moved most since its last read — a newly forked worker, as it
+    touches the pages it shares with the launcher — or, when none moved by more than
+    ``tolerance_bytes``, the one read longest ago, every ``refresh_s``.
 
     Args:
-        refresh_s: Seconds between two PSS reads.
+        refresh_s: Seconds between two reads when no estimate has moved.
+        tolerance_bytes: Resident-size change that makes an estimate worth a read.
     """
 
-    def __init__(self, refresh_s: float):
+    def __init__(self, refresh_s: float, tolerance_bytes: float = float(1 << 20)):
         self.refresh_s = refresh_s
+        self.tolerance_bytes = tolerance_bytes
         self.known: dict[int, tuple[float, float, float]] = {}  # pid -> (pss, rss then, when)
         self.last_refresh = -math.inf
 
     def total(self, processes) -> float:
         """The summed PSS of ``processes`` (``psutil.Process``; the dead are skipped), bytes."""
         now = time.monotonic()
-        alive, total = [], 0.0
+        alive, rss_now, total = [], {}, 0.0
         for proc in processes:
             with contextlib.suppress(psutil.Error):
                 rss = float(proc.memory_info().rss)
@@ -138,15 +143,22 @@ class MemoryTracker:
                 if known is None:  # a new process: read its PSS now
                     known = self.known[proc.pid] = (float(proc.memory_full_info().pss), rss, now)
                 alive.append(proc)
+                rss_now[proc.pid] = rss
                 total += known[0] + (rss - known[1])
-        if alive and now - self.last_refresh >= self.refresh_s:
-            proc = min(alive, key=lambda p: self.known[p.pid][2])
-            with contextlib.suppress(psutil.Error):
-                pss, rss_then = float(proc.memory_full_info().pss), float(proc.memory_info().rss)
-                old = self.known[proc.pid]
-                total += pss - (old[0] + (rss_then - old[1]))
-                self.known[proc.pid] = (pss, rss_then, now)
-            self.last_refresh = now
+        if alive:
+            proc = max(alive, key=lambda p: abs(rss_now[p.pid] - self.known[p.pid][1]))
+            drift = abs(rss_now[proc.pid] - self.known[proc.pid][1])
+            if drift <= self.tolerance_bytes:
+                proc = None
+                if now - self.last_refresh >= self.refresh_s:
+                    proc = min(alive, key=lambda p: self.known[p.pid][2])
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    pss, rss_then = float(proc.memory_full_info().pss), float(proc.memory_info().rss)
+                    old = self.known[proc.pid]
+                    total += pss - (old[0] + (rss_then - old[1]))
+                    self.known[proc.pid] = (pss, rss_then, now)
+                self.last_refresh = now
         live = {p.pid for p in alive}
         for pid in [pid for pid in self.known if pid not in live]:
             del self.known[pid]
