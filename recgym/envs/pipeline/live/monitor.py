@@ -135,17 +135,20 @@ class MemoryTracker:
     def total(self, processes) -> float:
         """The summed PSS of ``processes`` (``psutil.Process``; the dead are skipped), bytes."""
         now = time.monotonic()
-        alive, rss_now, total = [], {}, 0.0
+        alive, rss_now, total, read_new = [], {}, 0.0, False
         for proc in processes:
             with contextlib.suppress(psutil.Error):
                 rss = float(proc.memory_info().rss)
                 known = self.known.get(proc.pid)
                 if known is None:  # a new process: read its PSS now
                     known = self.known[proc.pid] = (float(proc.memory_full_info().pss), rss, now)
+                    read_new = True
                 alive.append(proc)
                 rss_now[proc.pid] = rss
                 total += known[0] + (rss - known[1])
-        if alive:
+        if read_new:
+            self.last_refresh = now  # this call has read enough
+        elif alive:
             proc = max(alive, key=lambda p: abs(rss_now[p.pid] - self.known[p.pid][1]))
             drift = abs(rss_now[proc.pid] - self.known[proc.pid][1])
             if drift <= self.tolerance_bytes:
