@@ -116,7 +116,8 @@ def run(ctx: RunContext) -> list[ExperimentResult]:
 
     # 1. Calibration.
     config = CalibrationConfig(dataset=dataset, interval_s=plan.calibration_interval_s,
-                               repeats=plan.calibration_repeats, scaling_seconds=plan.scaling_seconds)
+                               repeats=plan.calibration_repeats, scaling_seconds=plan.scaling_seconds,
+                               compiled_batch_sizes=tuple(2**k for k in range(MIN_BATCH_LOG2, MAX_BATCH_LOG2 + 1)))
     profile, measured_params, metadata = calibrate(config, log=lambda line: print(line, flush=True))
     profile_path = save_profile(ctx.out_dir / "pipeline_live_profile.json", profile, measured_params, metadata)
     cores = profile.core_budget

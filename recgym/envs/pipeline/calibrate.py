@@ -77,6 +77,8 @@ class CalibrationConfig:
         core_budget: CPUs the pipeline runs on (the first ones this process may use).
         memory_budget_gib: Memory the pipeline may hold (the profile's ``memory_gib``).
         batch_sizes: Batch sizes of the cost measurement (at least two, for the per-batch fits).
+        compiled_batch_sizes: Batch sizes the trainer compiles, as the env's will (the default:
+            its defaults, 64 to 4,096): each compiled step is memory the trainer holds.
         prefetch: Prefetch depth during the cost measurement.
         interval_s: Seconds per measured interval.
         repeats: Intervals per batch size (their median is used).
@@ -91,6 +93,7 @@ class CalibrationConfig:
     core_budget: int | None = None
     memory_budget_gib: float = 2.0
     batch_sizes: tuple[int, ...] = (64, 256, 1024, 4096)
+    compiled_batch_sizes: tuple[int, ...] = tuple(2**k for k in range(6, 13))
     prefetch: int = 2
     interval_s: float = 1.0
     repeats: int = 3
@@ -423,7 +426,8 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
     log("1. costs in the running pipeline (one worker per stage)")
     most = config.max_workers
     pipeline = LivePipeline(source, stage_settings=settings, model_settings=config.model_settings,
-                            batch_sizes=tuple(sorted(set(config.batch_sizes))), max_workers_per_stage=most,
+                            batch_sizes=tuple(sorted(set(config.batch_sizes) | set(config.compiled_batch_sizes))),
+                            max_workers_per_stage=most,
                             memory_budget_gib=config.memory_budget_gib * 4, cpus=tuple(cpus),
                             compilation_cache_dir=default_compilation_cache_dir())
     with pipeline:
@@ -500,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="intervals per batch size")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024, 4096],
                         help="batch sizes of the cost measurement (two or more)")
+    parser.add_argument("--compiled-batch-sizes", type=int, nargs="+", default=[2**k for k in range(6, 13)],
+                        help="batch sizes the trainer compiles (the env's; each holds memory)")
     parser.add_argument("--max-workers", type=int, default=4, help="most workers per stage (contention, memory)")
     parser.add_argument("--scaling-seconds", type=float, default=1.0, help="seconds per isolated scaling run")
     parser.add_argument("--quick", action="store_true", help="short intervals, one repeat (CI, smoke tests)")
@@ -509,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         core_budget=args.core_budget,
         memory_budget_gib=args.memory_budget_gib,
         batch_sizes=tuple(args.batch_sizes),
+        compiled_batch_sizes=tuple(args.compiled_batch_sizes),
         interval_s=min(args.interval, 0.4) if args.quick else args.interval,
         repeats=1 if args.quick else args.repeats,
         scaling_seconds=min(args.scaling_seconds, 0.3) if args.quick else args.scaling_seconds,

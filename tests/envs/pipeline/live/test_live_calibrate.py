@@ -83,6 +83,7 @@ def test_the_simulated_optimum_is_what_predict_says_and_beats_random_allocations
 def test_the_command_writes_a_profile_the_simulator_runs(source, tmp_path, no_orphans):
     out = tmp_path / "profile.json"
     assert calibrate.main(["--dataset", "ml-latest-small", "--out", str(out), "--quick", "--batch-sizes", "64", "128",
+                           "--compiled-batch-sizes", "64", "128",
                            "--max-workers", "2", "--interval", "0.2", "--scaling-seconds", "0.1"]) == 0
     loaded = load_profile(out)
     assert loaded.params["oversubscription_basis"] == "demand"
