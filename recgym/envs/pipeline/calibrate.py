@@ -123,7 +123,7 @@ def allowed_cpus() -> list[int]:
 
 def measure_costs(pipeline: LivePipeline, config: CalibrationConfig, log=print) -> list[dict]:
     """Per batch size: the median per-stage CPU seconds per sample, the trainer's CPU seconds per
-    step, and the pipeline's memory (median of the intervals' peaks; one worker per stage)."""
+    step, and the pipeline's memory (one worker per stage)."""
     records = []
     for batch_size in config.batch_sizes:
         allocation = Allocation((1,) * NUM_STAGES, int(batch_size), config.prefetch)
@@ -135,7 +135,6 @@ def measure_costs(pipeline: LivePipeline, config: CalibrationConfig, log=print) 
         trainer_step = float(np.median([m.trainer_cpu_seconds / max(s, 1e-9) for m, s in zip(runs, steps)]))
         record = {
             "batch_size": int(batch_size),
-            "memory_gib": float(np.median([m.memory_gib for m in runs])),
             "stage_cpu_seconds_per_sample": per_sample.tolist(),
             "trainer_cpu_seconds_per_step": trainer_step,
             "throughput": float(np.median([m.throughput for m in runs])),
@@ -438,16 +437,8 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
         contention = measure_contention(pipeline, config, most, log)
         memory = measure_memory(pipeline, config, most)
     kappa = fit_contention(contention["rows"], len(cpus))
-    elements = list(element_bytes(source, settings))
+    elements = element_bytes(source, settings)
     base_gib, worker_gib = fit_memory(memory, settings.shuffle_buffer * elements[_SHUFFLE] / most / _GIB)
-    # Memory grows with the batch size by more than the batches' bytes (a worker's allocator keeps
-    # room for the largest batch it held, the trainer its step's buffers): the bytes per sample of
-    # the batch and prefetch stages are fitted to that growth — with one worker each and
-    # `prefetch` batches buffered, the model's memory grows by B (e_batch + (1 + P) e_prefetch).
-    sizes = np.asarray([r["batch_size"] for r in costs], dtype=np.float64)
-    per_batch_sample = np.polyfit(sizes, [r["memory_gib"] for r in costs], 1)[0] * _GIB / (2 + config.prefetch)
-    for stage in (_BATCH, _PREFETCH):
-        elements[stage] = max(elements[stage], float(per_batch_sample))
     log(f"  oversubscription overhead kappa={kappa:.3f}; memory: {base_gib:.3f} GiB base + per worker "
         f"{np.array2string(np.asarray(worker_gib) * 1024, precision=1)} MiB")
     log("3. each stage alone in 1..cores processes (Amdahl)")
