@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recgym.biased_mf import fit_biased_mf
+from recgym.biased_mf import fit_biased_mf, mf_pair_scores, mf_scores
 from recgym.datasets import RatingsDataset, cache_dir, load_movielens
 
-WORLD_FORMAT = 1
+WORLD_FORMAT = 2  # 2: the mean utility is computed by recgym.biased_mf.mf_scores
 
 
 @dataclass(frozen=True)
@@ -165,8 +165,8 @@ class MovieLensWorld:
     def utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Hidden base utility ``v(u, i) = mu + b_u + b_i + p_u . q_i`` (unclipped), elementwise."""
         users, items = np.asarray(users), np.asarray(items)
-        return (self.global_mean + self.user_bias[users] + self.item_bias[items]
-                + np.einsum("...k,...k->...", self.user_factors[users], self.item_factors[items]))
+        return mf_pair_scores(self.global_mean, self.user_bias[users], self.item_bias[items],
+                              self.user_factors[users], self.item_factors[items])
 
     def users_of(self, population: str) -> np.ndarray:
         """World user indices of ``"train"``, ``"test"`` or ``"all"`` users."""
@@ -326,8 +326,8 @@ def _build(ds: RatingsDataset, settings: WorldSettings) -> MovieLensWorld:
     lo, hi = ds.rating_scale
     mean_utility = np.empty(n_users, dtype=np.float32)
     for s in range(0, n_users, 1024):
-        v = (hidden.global_mean + hidden.user_bias[s:s + 1024, None] + hidden.item_bias[None, :]
-             + hidden.user_factors[s:s + 1024] @ hidden.item_factors.T)
+        v = mf_scores(hidden.global_mean, hidden.user_bias[s:s + 1024], hidden.item_bias,
+                      hidden.user_factors[s:s + 1024], hidden.item_factors)
         mean_utility[s:s + 1024] = np.clip(v, lo, hi).mean(axis=1)
 
     return MovieLensWorld(
