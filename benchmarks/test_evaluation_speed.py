@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("recgym.envs.movielens.env")
-
 from recgym.evaluation import BASELINES, evaluate, make_eval_env
 
 # (num_envs, episodes): a full vector wave, and a few episodes through one gymnasium env.

@@ -281,9 +281,9 @@ class MostPopularPolicy(ScoringPolicy):
 class PrivilegedAccess(Protocol):
     """Read access to the simulator's hidden state, for the privileged baselines.
 
-    An implementation wraps one env or vector env (see
-    :func:`recgym.evaluation.privileged_access`) and answers for the state it is in *now*, one
-    row per env.
+    An implementation wraps one env or vector env (RecGym-MovieLens:
+    :class:`recgym.envs.movielens.MovieLensAccess`, which the evaluation harness hands to policy
+    factories as ``ctx.access``) and answers for the state it is in *now*, one row per env.
     """
 
     def true_utilities(self) -> np.ndarray:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("recgym.envs.movielens.env")
-
 from benchmarks.common import RunContext
 from benchmarks.experiments import EXPERIMENTS, movielens_policies
 from recgym.evaluation import BASELINES

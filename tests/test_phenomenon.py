@@ -9,9 +9,6 @@ same users), see :func:`recgym.evaluation.paired_ratio_ci`.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-pytest.importorskip("recgym.envs.movielens.env")
 
 from recgym.evaluation import BASELINES, evaluate, make_eval_env, paired_ratio_ci
 

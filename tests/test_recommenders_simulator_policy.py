@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("recgym.envs.movielens.env")
-
 from recgym.evaluation import BASELINES, evaluate, make_eval_env
 from recgym.recommenders import ItemKNN, MatrixFactorization, Popularity
 from recgym.recommenders.simulator_policy import (

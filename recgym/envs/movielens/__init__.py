@@ -4,7 +4,9 @@
 * :mod:`~recgym.envs.movielens.params` holds the parameters, the state and the presets;
 * :mod:`~recgym.envs.movielens.dynamics` is the pure user model (:class:`MovieLensCore`), run on
   NumPy by the single env and on ``jax.numpy`` by the vector env and agents;
-* :mod:`~recgym.envs.movielens.env` has the gymnasium adapters.
+* :mod:`~recgym.envs.movielens.env` has the gymnasium adapters;
+* :mod:`~recgym.envs.movielens.evaluation` plugs its episode metrics and privileged access into
+  the evaluation harness (:func:`recgym.evaluation.evaluate`).
 
 See docs/environments/movielens.md for the spec card.
 """
@@ -19,13 +21,18 @@ from recgym.envs.movielens.dynamics import (
     true_utilities,
 )
 from recgym.envs.movielens.env import MovieLensEnv, MovieLensVectorEnv, make_params
+from recgym.envs.movielens.evaluation import MOVIELENS_COLUMNS, MovieLensAccess, MovieLensMetrics
 from recgym.envs.movielens.params import PRESETS, MovieLensParams, MovieLensState, WorldArrays
 from recgym.envs.movielens.world import MovieLensWorld, WorldSettings, build_world
+from recgym.evaluation import register_episode_metrics
 
 __all__ = [
+    "MOVIELENS_COLUMNS",
     "PRESETS",
+    "MovieLensAccess",
     "MovieLensCore",
     "MovieLensEnv",
+    "MovieLensMetrics",
     "MovieLensParams",
     "MovieLensState",
     "MovieLensVectorEnv",
@@ -41,4 +48,5 @@ __all__ = [
     "true_utilities",
 ]
 
+register_episode_metrics((MovieLensEnv, MovieLensVectorEnv), MovieLensMetrics)
 document_at(__name__, globals(), __all__)  # documented here, not at private modules

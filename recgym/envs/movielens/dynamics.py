@@ -429,6 +429,8 @@ class MovieLensCore(FunctionalEnv):
             "habit": habit,
             "budget": budget,
         }
+        if params.n_candidates:  # what the next action indexes: policies read it here
+            info["candidates"] = next_state.candidates.copy() if xp is np else next_state.candidates
         reward = rating_out if params.reward_type == "rating" else clicked_f
         return Transition(next_state, reward, terminated, info)
 
