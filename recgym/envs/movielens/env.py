@@ -162,8 +162,7 @@ class MovieLensEnv(FunctionalGymEnv):
 class MovieLensVectorEnv(FunctionalVectorEnv):
     """``num_envs`` MovieLens users stepped by one jitted call (next-step auto-reset).
 
-    Same arguments as :class:`MovieLensEnv`, plus ``num_envs``; ``max_episode_steps`` (passed by
-    ``gym.make_vec`` from the registration) must agree with the preset's.
+    Same arguments as :class:`MovieLensEnv`, plus ``num_envs``.
     """
 
     def __init__(self, num_envs: int, dataset: str | os.PathLike | MovieLensWorld = "ml-latest-small",
