@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recgym.core import finite, require
+
 __all__ = ["BiasedMFModel", "fit_biased_mf", "mf_pair_scores", "mf_scores"]
 
 
@@ -208,20 +210,18 @@ def fit_biased_mf(
         )
     if users.size == 0:
         raise ValueError("fit_biased_mf needs at least one rating; got an empty training set")
-    _require(int(n_users) == n_users and n_users > 0, "n_users", n_users, "a positive integer")
-    _require(int(n_items) == n_items and n_items > 0, "n_items", n_items, "a positive integer")
+    require(lambda v: int(v) == v and v > 0, "n_users", n_users, "a positive integer")
+    require(lambda v: int(v) == v and v > 0, "n_items", n_items, "a positive integer")
     users = _check_index(users, n_users, "user_ids")
     items = _check_index(items, n_items, "item_ids")
     if not np.all(np.isfinite(values)):
         raise ValueError("ratings must be finite; got NaN or inf")
-    _require(
-        int(n_factors) == n_factors and n_factors > 0, "n_factors", n_factors, "a positive integer"
-    )
-    _require(int(n_iters) == n_iters and n_iters > 0, "n_iters", n_iters, "a positive integer")
-    _require(np.isfinite(reg) and reg >= 0, "reg", reg, "finite and >= 0")
-    _require(np.isfinite(bias_reg) and bias_reg >= 0, "bias_reg", bias_reg, "finite and >= 0")
-    _require(np.isfinite(reg_exponent) and reg_exponent >= 0, "reg_exponent", reg_exponent, ">= 0")
-    _require(np.isfinite(init_scale) and init_scale >= 0, "init_scale", init_scale, ">= 0")
+    require(lambda v: int(v) == v and v > 0, "n_factors", n_factors, "a positive integer")
+    require(lambda v: int(v) == v and v > 0, "n_iters", n_iters, "a positive integer")
+    require(lambda v: finite(v) and v >= 0, "reg", reg, "finite and >= 0")
+    require(lambda v: finite(v) and v >= 0, "bias_reg", bias_reg, "finite and >= 0")
+    require(lambda v: finite(v) and v >= 0, "reg_exponent", reg_exponent, ">= 0")
+    require(lambda v: finite(v) and v >= 0, "init_scale", init_scale, ">= 0")
     n_users, n_items, k = int(n_users), int(n_items), int(n_factors)
 
     mu = float(values.mean())
@@ -326,8 +326,3 @@ def _check_index(ids, size: int, name: str) -> np.ndarray:
         bad = low if low < 0 else high
         raise ValueError(f"{name} must lie in [0, {size}); got {bad}")
     return arr.astype(np.int64, copy=False)
-
-
-def _require(ok: bool, name: str, value, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {what}; got {value!r}")

@@ -1,7 +1,8 @@
 """RecGym-MovieLens: a MovieLens user simulator with addiction (habit) and boredom (satiation).
 
 * :mod:`~recgym.envs.movielens.world` builds (and caches) the world of a dataset;
-* :mod:`~recgym.envs.movielens.params` holds the parameters, the state and the presets;
+* :mod:`~recgym.envs.movielens.params` holds the parameters, the state, the presets and
+  :func:`~recgym.envs.movielens.make_params`;
 * :mod:`~recgym.envs.movielens.dynamics` is the pure user model (:class:`MovieLensCore`), run on
   NumPy by the single env and on ``jax.numpy`` by the vector env and agents;
 * :mod:`~recgym.envs.movielens.env` has the gymnasium adapters;
@@ -20,9 +21,15 @@ from recgym.envs.movielens.dynamics import (
     observation_table,
     true_utilities,
 )
-from recgym.envs.movielens.env import MovieLensEnv, MovieLensVectorEnv, make_params
+from recgym.envs.movielens.env import MovieLensEnv, MovieLensVectorEnv
 from recgym.envs.movielens.evaluation import MOVIELENS_COLUMNS, MovieLensAccess, MovieLensMetrics
-from recgym.envs.movielens.params import PRESETS, MovieLensParams, MovieLensState, WorldArrays
+from recgym.envs.movielens.params import (
+    PRESETS,
+    MovieLensParams,
+    MovieLensState,
+    WorldArrays,
+    make_params,
+)
 from recgym.envs.movielens.world import MovieLensWorld, WorldSettings, build_world
 from recgym.evaluation import register_episode_metrics
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from recgym.biased_mf import fit_biased_mf, mf_pair_scores, mf_scores
+from recgym.core import finite, is_int, require
 from recgym.datasets import RatingsDataset, cache_dir, load_movielens
 
 WORLD_FORMAT = 2  # 2: the mean utility is computed by recgym.biased_mf.mf_scores
@@ -72,17 +73,11 @@ class WorldSettings:
     def __post_init__(self) -> None:
         for name in ("min_item_ratings", "min_user_ratings", "n_factors", "mf_iters", "logged_n_factors",
                      "candidate_pool_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            require(lambda v: is_int(v) and v >= 1, name, getattr(self, name), "a positive integer")
         for name in ("test_fraction", "logged_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-        if not (np.isfinite(self.mf_reg) and self.mf_reg >= 0):
-            raise ValueError(f"mf_reg must be finite and >= 0, got {self.mf_reg!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            require(lambda v: 0.0 < v < 1.0, name, getattr(self, name), "in (0, 1)")
+        require(lambda v: finite(v) and v >= 0, "mf_reg", self.mf_reg, "finite and >= 0")
+        require(lambda v: is_int(v) and v >= 0, "seed", self.seed, "a non-negative integer")
 
 
 @dataclass(frozen=True, eq=False)
