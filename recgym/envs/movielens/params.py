@@ -93,10 +93,6 @@ class WorldArrays:
         return self.item_features.shape[1]
 
 
-def _unit(x) -> bool:
-    return 0.0 <= x <= 1.0
-
-
 @struct.dataclass
 class MovieLensParams:
     """Everything that defines a MovieLens world and its user model (see docs/environments/movielens.md).
