@@ -113,3 +113,16 @@ def test_ppo_beats_random_on_movielens(movielens_home):
                          "RecGym-MovieLens-v0", {}, seeds)
     random = returns_of(lambda o: int(rng.integers(n_items)), "RecGym-MovieLens-v0", {}, seeds)
     assert_beats_random(trained, random, min_ratio=1.15)
+
+
+def test_ppo_trains_on_slates_through_distinct_slate():
+    """PPO samples slate positions independently (duplicates the env rejects); the wrapper fixes it."""
+    from recgym.wrappers import DistinctSlate
+
+    kwargs = {"dataset": "synthetic", "slate_size": 3, "n_candidates": 5, "render_mode": None}
+    check_env(DistinctSlate(gym.make("RecGym-MovieLens-v0", **kwargs)))
+    venv = make_vec_env("RecGym-MovieLens-v0", n_envs=2, seed=0, env_kwargs=kwargs,
+                        wrapper_class=DistinctSlate)
+    model = PPO("MlpPolicy", venv, n_steps=128, batch_size=64, seed=0, device="cpu")
+    model.learn(512)
+    assert model.num_timesteps >= 512
