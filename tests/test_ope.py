@@ -156,3 +156,21 @@ def test_on_policy_value_is_seeded(env):
     a = on_policy_value(env, policy, 64, seed=5)
     b = on_policy_value(env, policy, 64, seed=5)
     assert a == b and a.n_episodes == 64
+
+
+def test_command_line_table_from_a_logged_minari_dataset(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("minari")
+    pytest.importorskip("h5py")
+    from recgym import ope
+    from recgym.logging_policy import main as log_main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    log_main(["--dataset", "synthetic", "--policy", "most-popular", "--temperature", "1.0",
+              "--epsilon", "0.2", "--episodes", "32", "--num-envs", "16", "--out", "recgym/cli-v0",
+              "--no-progress"])
+    assert ope.main(["--dataset-id", "recgym/cli-v0", "--target", "most-popular:1.0:0.2",
+                     "--true-episodes", "32", "--num-envs", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "| most-popular T=1 ε=0.2 |" in out and "32 episodes of most-popular" in out
+    with pytest.raises(ValueError, match="POLICY:TEMPERATURE:EPSILON"):
+        ope.main(["--dataset-id", "recgym/cli-v0", "--target", "most-popular"])

@@ -75,6 +75,8 @@ def assert_beats_random(trained, random, min_ratio):
     trained policy earns at least ``min_ratio`` times the random return."""
     gain = trained - random
     stderr = gain.std(ddof=1) / math.sqrt(len(gain))
+    print(f"trained {trained.mean():.2f}, random {random.mean():.2f}, paired gain {gain.mean():.2f} "
+          f"± {stderr:.2f} (SE), ratio {trained.mean() / random.mean():.2f}")  # shown with -s
     assert gain.mean() > 3 * stderr, (trained.mean(), random.mean(), stderr)
     assert trained.mean() >= min_ratio * random.mean(), (trained.mean(), random.mean())
 
