@@ -94,6 +94,8 @@ def policy_from_name(name: str, env: Any, seed: int = 0) -> ScoringPolicy:
     Returns:
         The policy (a :class:`~recgym.policies.ScoringPolicy`).
     """
+    import dataclasses
+
     from recgym.evaluation import PolicyContext
 
     registry = _registry()
@@ -103,15 +105,19 @@ def policy_from_name(name: str, env: Any, seed: int = 0) -> ScoringPolicy:
     base = getattr(env, "unwrapped", env)
     params = base.params
     slate = int(params.slate_size)
-    context = PolicyContext(
-        env=base,
-        world=base.world,
-        n_items=int(params.n_items),
-        slate_size=None if slate == 1 else slate,
-        num_envs=int(getattr(base, "num_envs", 1)),
-        seed=int(seed),
-        access=_LiveAccess(base) if callable(getattr(base, "true_utilities", None)) else None,
-    )
+    fields = {
+        "env": base,
+        "params": params,
+        "world": base.world,
+        "n_items": int(params.n_items),
+        "slate_size": None if slate == 1 else slate,
+        "num_envs": int(getattr(base, "num_envs", 1)),
+        "seed": int(seed),
+        "access": _LiveAccess(base) if callable(getattr(base, "true_utilities", None)) else None,
+    }
+    # the evaluation harness's context grows fields as it generalises: pass the ones it has
+    known = {field.name for field in dataclasses.fields(PolicyContext)}
+    context = PolicyContext(**{name: value for name, value in fields.items() if name in known})
     policy = registry[key](context)
     if not isinstance(policy, ScoringPolicy):
         raise TypeError(f"policy {name!r} does not score items: it cannot be made stochastic")
