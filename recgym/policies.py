@@ -183,6 +183,22 @@ class ScoringPolicy(Policy):
     def scores(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
         """``(num_envs, n_items)`` scores, higher is better (``-inf``: never serve)."""
 
+    def select(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """Choose each env's ``k`` items from its masked scores: the top ``k``, best first.
+
+        The hook a stochastic policy overrides (see :mod:`recgym.stochastic_policy`): everything
+        else in :meth:`act_batch` (candidates, served-item memory) stays the same.
+
+        Args:
+            scores: ``(num_envs, n_choices)`` float64 scores, ``-inf`` where an item must not be
+                served; ``n_choices`` is ``n_items``, or ``K`` in candidate mode.
+            k: Items per action.
+
+        Returns:
+            ``(num_envs, k)`` int64 column indices into ``scores``.
+        """
+        return top_k_items(scores, k)
+
     def act_batch(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
         """Top-``k`` items by :meth:`scores`, skipping served ones; see :meth:`Policy.act_batch`.
 
@@ -210,7 +226,7 @@ class ScoringPolicy(Policy):
                 # Catalogue: start over (served is the memory itself); candidates: ignore it once.
                 served[exhausted] = False
             scores[served] = -np.inf
-        choice = top_k_items(scores, k)
+        choice = self.select(scores, k)
         items = choice if candidates is None else np.take_along_axis(candidates, choice, axis=1)
         if self.exclude_served:
             np.put_along_axis(self.served, items, True, axis=1)
