@@ -67,19 +67,6 @@ def policy_names() -> list[str]:
     return list(_registry())
 
 
-class _LiveAccess:
-    """Privileged access to an env's current state, batched ``(num_envs, n_items)``."""
-
-    def __init__(self, env: Any) -> None:
-        self.env = env
-
-    def true_utilities(self) -> np.ndarray:
-        return np.atleast_2d(np.asarray(self.env.true_utilities()))
-
-    def boredom_cost(self) -> np.ndarray:
-        return np.atleast_2d(np.asarray(self.env.boredom_cost()))
-
-
 def policy_from_name(name: str, env: Any, seed: int = 0) -> ScoringPolicy:
     """Build a named policy for ``env`` — the one place that maps names to policy factories.
 
@@ -96,6 +83,7 @@ def policy_from_name(name: str, env: Any, seed: int = 0) -> ScoringPolicy:
     """
     import dataclasses
 
+    from recgym.envs.movielens import MovieLensAccess
     from recgym.evaluation import PolicyContext
 
     registry = _registry()
@@ -113,7 +101,7 @@ def policy_from_name(name: str, env: Any, seed: int = 0) -> ScoringPolicy:
         "slate_size": None if slate == 1 else slate,
         "num_envs": int(getattr(base, "num_envs", 1)),
         "seed": int(seed),
-        "access": _LiveAccess(base) if callable(getattr(base, "true_utilities", None)) else None,
+        "access": MovieLensAccess(base, cache=False) if callable(getattr(base, "true_utilities", None)) else None,
     }
     # the evaluation harness's context grows fields as it generalises: pass the ones it has
     known = {field.name for field in dataclasses.fields(PolicyContext)}
@@ -167,25 +155,22 @@ def collect_episodes(
     base = env.unwrapped
     num_envs = int(base.num_envs)
     horizon = int(base.params.max_episode_steps)
-    candidate_mode = int(getattr(base.params, "n_candidates", 0)) > 0
     pool = None if user_ids is None else np.asarray(user_ids, dtype=np.int64)
     for wave_start in range(0, n_episodes, num_envs):
         episodes = np.arange(wave_start, wave_start + num_envs)
         users = None if pool is None else pool[episodes % len(pool)]
         wave_seed = int(np.random.SeedSequence([seed, wave_start]).generate_state(1)[0])
         policy.reset(num_envs=num_envs, seed=wave_seed)
-        chunk = _run_wave(env, policy, seed + episodes, users, horizon, candidate_mode)
+        chunk = _run_wave(env, policy, seed + episodes, users, horizon)
         size = min(num_envs, n_episodes - wave_start)
         yield _first(chunk, size)
 
 
-def _run_wave(env, policy, seeds, users, horizon, candidate_mode) -> LoggedEpisodes:
+def _run_wave(env, policy, seeds, users, horizon) -> LoggedEpisodes:
     n = len(seeds)
     options = None if users is None else {"user_id": users}
     obs, info = env.reset(seed=[int(s) for s in seeds], options=options)
     info = _public(info)
-    if candidate_mode:
-        info["candidates"] = _candidates(env, n)
     observations, actions, rewards, terminations, truncations = [obs], [], [], [], []
     infos = [info]
     lengths = np.zeros(n, dtype=np.int64)
@@ -198,8 +183,6 @@ def _run_wave(env, policy, seeds, users, horizon, candidate_mode) -> LoggedEpiso
         info["propensity"] = propensity
         if policy.slate_size is not None:
             info["position_propensities"] = step_propensities
-        if candidate_mode:
-            info["candidates"] = _candidates(env, n)
         observations.append(obs)
         actions.append(np.asarray(action, dtype=np.int64))
         rewards.append(np.asarray(reward, dtype=np.float64))
@@ -226,11 +209,6 @@ def _run_wave(env, policy, seeds, users, horizon, candidate_mode) -> LoggedEpiso
 
 def _public(info: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {key: np.asarray(value) for key, value in info.items() if not key.startswith("_")}
-
-
-def _candidates(env: Any, n: int) -> np.ndarray:
-    """``(n, K)`` item ids of every env's current candidates (before its next action)."""
-    return np.asarray(env.unwrapped.state.candidates, dtype=np.int32).reshape(n, -1)
 
 
 def _stack_infos(infos: list[dict[str, np.ndarray]], lengths: np.ndarray) -> dict[str, np.ndarray]:

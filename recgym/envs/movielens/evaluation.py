@@ -42,10 +42,13 @@ class MovieLensAccess:
 
     Args:
         env: The unwrapped :class:`~recgym.envs.movielens.MovieLensEnv` or ``MovieLensVectorEnv``.
+        cache: Keep answers until :meth:`invalidate` (the harness's mode); ``False`` reads the env
+            afresh at every call (for loops that do not call :meth:`invalidate`).
     """
 
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, cache: bool = True) -> None:
         self.env = env
+        self.cache = bool(cache)
         self._cache: dict[str, Any] = {}
 
     @property
@@ -58,6 +61,8 @@ class MovieLensAccess:
         self._cache.clear()
 
     def _get(self, name: str, compute) -> Any:
+        if not self.cache:
+            return compute()
         if name not in self._cache:
             self._cache[name] = compute()
         return self._cache[name]
