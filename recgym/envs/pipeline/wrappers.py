@@ -34,11 +34,11 @@ from recgym.envs.pipeline.optimum import optimum
 from recgym.envs.pipeline.params import NUM_STAGES, PipelineParams
 
 
-def _pipeline_base(env: gym.Env | VectorEnv, adapter: type, wrapper: str) -> Any:
+def _pipeline_base(env: gym.Env | VectorEnv, adapter: type, wrapper: str, expected: str) -> Any:
     """The unwrapped env under ``env``, checked to be a RecGym-Pipeline-v0 ``adapter``."""
     base = env.unwrapped
     if not (isinstance(base, adapter) and isinstance(base.core, PipelineCore)):
-        raise TypeError(f"{wrapper} wraps a RecGym-Pipeline-v0 {adapter.__name__}, got {type(base).__name__}")
+        raise TypeError(f"{wrapper} wraps a RecGym-Pipeline-v0 {expected}, got {type(base).__name__}")
     return base
 
 
@@ -113,7 +113,7 @@ class PipelineOptimum(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env):
         gym.utils.RecordConstructorArgs.__init__(self)
         gym.Wrapper.__init__(self, env)
-        self._base = _pipeline_base(env, FunctionalGymEnv, "PipelineOptimum")
+        self._base = _pipeline_base(env, FunctionalGymEnv, "PipelineOptimum", "single env (PipelineEnv)")
         self._optima = _EpisodeOptima(self._base.params)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -159,7 +159,8 @@ class PipelineVectorOptimum(VectorWrapper):
 
     def __init__(self, env: VectorEnv):
         super().__init__(env)
-        self._base = _pipeline_base(env, FunctionalVectorEnv, "PipelineVectorOptimum")
+        self._base = _pipeline_base(env, FunctionalVectorEnv, "PipelineVectorOptimum",
+                                    "native vector env (PipelineVectorEnv)")
         self._throughput = self._action = self._known = None
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
