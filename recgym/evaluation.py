@@ -329,14 +329,26 @@ def make_eval_env(env_id: str = "RecGym-MovieLens-v0", num_envs: int | None = 25
     """
     import recgym  # noqa: F401  (registers the ids)
 
+    def build(env_kwargs: dict[str, Any]):
+        if num_envs is None:
+            return gym.make(env_id, **env_kwargs)
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
+
     spec = gym.spec(env_id)
     entry = spec.entry_point if num_envs is None else spec.vector_entry_point
     env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
     if isinstance(env_class, type):
-        kwargs = {**_metrics_for(env_class).env_kwargs, **kwargs}
-    if num_envs is None:
-        return gym.make(env_id, **kwargs)
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        return build({**_metrics_for(env_class).env_kwargs, **kwargs})
+    # A factory entry point (it may wrap the env, e.g. in the pipeline's optimum instrumentation):
+    # the plug-in is known only from what it builds, so build, then rebuild with the plug-in's
+    # defaults if any is missing.
+    env = build(kwargs)
+    defaults = _metrics_for(type(env.unwrapped)).env_kwargs
+    missing = {key: value for key, value in defaults.items() if key not in kwargs}
+    if not missing:
+        return env
+    env.close()
+    return build({**missing, **kwargs})
 
 
 class _Batch:
