@@ -28,8 +28,9 @@ class ItemKNNConfig:
     """``alpha`` in ``[0, 1]`` of the asymmetric cosine
     ``x_i·x_j / (|x_i|^(2 alpha) |x_j|^(2 (1 - alpha)))`` between a scored item ``i`` and its
     neighbour ``j`` (0.5 is the cosine). For binary vectors ``|x|^2`` is the item's number of
-    users, so ``alpha < 0.5`` penalises rare neighbours more than rare scored items. Only used by
-    ``similarity="asymmetric_cosine"``."""
+    users, so ``alpha < 0.5`` divides less by the scored item's popularity and more by the
+    neighbour's: popular items score higher, and a rare neighbour is stronger evidence. Only used
+    by ``similarity="asymmetric_cosine"``."""
     n_neighbours: int = 50
     """Neighbours kept per item (the ``k`` most similar items with positive similarity)."""
     shrinkage: float = 25.0
