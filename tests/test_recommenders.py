@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from recgym.recommenders import (
     EASE,
+    SLIM,
     ContentBased,
     Ensemble,
     ItemKNN,
@@ -77,6 +78,7 @@ def _all_models() -> list[Recommender]:
         ItemKNN(similarity="asymmetric_cosine", asymmetry=0.3, implicit=True, shrinkage=2.0),
         EASE(l2=1.0),
         EASE(l2=0.5, implicit=False),
+        SLIM(l1=0.1, l2=0.5, n_candidates=3),
         Ensemble(
             [MatrixFactorization(n_factors=2, n_iters=3), Popularity(kind="mean")],
             validation_fraction=0.3,
@@ -96,6 +98,7 @@ MODEL_IDS = [
     "knn-asym",
     "ease",
     "ease-ratings",
+    "slim",
     "ensemble",
 ]
 

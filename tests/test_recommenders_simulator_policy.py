@@ -99,7 +99,7 @@ def test_new_collaborative_filtering_policies_are_registered_and_fold_in_clicks(
     from recgym.evaluation import PolicyContext
     from recgym.recommenders import EASE
 
-    assert {"EASE^R", "item-kNN (tuned)"} <= set(RECOMMENDER_POLICIES)
+    assert {"EASE^R", "item-kNN (tuned)", "SLIM"} <= set(RECOMMENDER_POLICIES)
     world = vec_env.unwrapped.world
     ctx = PolicyContext(vec_env.unwrapped, world, len(world.item_ids), None, 8, seed=0)
     knn = RECOMMENDER_POLICIES["item-kNN (tuned)"](ctx).recommender

@@ -7,8 +7,8 @@ Three tables:
    the same run on the same folds when ``scikit-surprise`` is installed.
 2. Top-N, leave-last-out per user with full ranking: HR@10, NDCG@10, Recall@10, MRR, coverage.
 3. The NCF ML-1M protocol (He et al. 2017): HR@10 and NDCG@10 against 99 fixed negatives, with
-   the published anchors beside them. In full mode EASE^R's ``l2`` and item-kNN's similarity,
-   neighbourhood size and shrinkage are first tuned on a validation split carved from the
+   the published anchors beside them. In full mode EASE^R's ``l2``, item-kNN's similarity,
+   neighbourhood size and shrinkage, and SLIM's two penalties are first tuned on a validation split carved from the
    training pairs (:func:`~recgym.recommenders.model_selection.holdout_validation`: one random
    training interaction per user against 99 sampled negatives, NCF's own tuning split); the test
    interactions are used once, for the selected configurations. A fourth table lists every
@@ -16,7 +16,7 @@ Three tables:
 
 ``ctx.quick`` runs 2 folds, ml-100k only, and fewer models, and replaces the validation searches
 by the configurations they selected in the last full run (:data:`TUNED_EASE`,
-:data:`TUNED_KNN`); ``ctx.synthetic`` runs tables 1 and 2 on the synthetic world (marked) and
+:data:`TUNED_KNN`; SLIM, the slowest fit, only runs in full mode); ``ctx.synthetic`` runs tables 1 and 2 on the synthetic world (marked) and
 skips the NCF tables, whose protocol files are real data.
 """
 
@@ -32,6 +32,7 @@ import numpy as np
 from benchmarks.common import ExperimentResult, RunContext
 from recgym.recommenders import (
     EASE,
+    SLIM,
     ContentBased,
     Ensemble,
     ItemKNN,
@@ -64,6 +65,7 @@ NCF_ANCHORS = {
     "Ensemble (ranking blend)": "SLIM 0.716",
     "EASE^R (tuned)": "SLIM 0.716",
     "ItemKNN (tuned)": "ItemKNN 0.660",
+    "SLIM (tuned)": "SLIM 0.716",
 }
 
 # Configurations used for the implicit-feedback (NCF) setting: binary cosine without shrinkage,
@@ -81,10 +83,13 @@ KNN_GRID = {
     "n_neighbours": [25, 50, 100, 200],
     "shrinkage": [0.0, 10.0, 50.0],
 }
+# SLIM (fsSLIM, 100 candidate items per regression) over its two penalties.
+SLIM_GRID = {"l1": [0.5, 2.0, 8.0], "l2": [250.0, 1000.0]}
 # What those searches selected in the last full run; quick runs and the other tables use them,
 # and a full run notes any disagreement with its own selection.
 TUNED_EASE = dict(l2=1131.4)
 TUNED_KNN = dict(asymmetry=0.35, n_neighbours=50, shrinkage=10.0)
+TUNED_SLIM = dict(l1=0.5, l2=250.0)
 
 
 def tuned_knn(asymmetry: float, n_neighbours: int, shrinkage: float) -> ItemKNN:
@@ -249,6 +254,7 @@ def _top_n_models(quick: bool, has_tags_or_titles: bool) -> dict[str, Callable[[
             "Popularity (IMDB weighted)": lambda: Popularity(kind="weighted"),
             "MatrixFactorization (ratings)": MatrixFactorization,
             "ContentBased (TF-IDF)": ContentBased,
+            "SLIM (default)": SLIM,
             "Ensemble (ranking blend)": lambda: Ensemble(
                 [ItemKNN(**NCF_KNN), MatrixFactorization(**NCF_MF), Popularity(), ContentBased()],
                 target="implicit",
@@ -334,6 +340,7 @@ def _ncf_table(ctx: RunContext) -> list[ExperimentResult]:
         models.pop("Popularity (IMDB weighted)")
         models.pop("ItemKNN (NCF-tuned, binary)")
         models.pop("EASE^R (l2=500, default)")
+        models.pop("SLIM (default)")
     configurations = {
         "ItemKNN (cosine, binary)": "k=30, shrinkage=0 (untuned)",
         "MatrixFactorization (4 negatives)": "16 factors, 4 negatives",
@@ -342,15 +349,17 @@ def _ncf_table(ctx: RunContext) -> list[ExperimentResult]:
     for label, make in models.items():
         rows.append(_ncf_row(label, configurations.get(label, ""), evaluate_ncf(make(), data)))
 
-    ease_params, knn_params = dict(TUNED_EASE), dict(TUNED_KNN)
+    ease_params, knn_params, slim_params = dict(TUNED_EASE), dict(TUNED_KNN), dict(TUNED_SLIM)
     how = "selected by the last full run's validation search"
     if not ctx.quick:
         validation = holdout_validation(data.train, data.items, seed=ctx.seed)
         ease_search = grid_search(EASE, EASE_GRID, lambda m: evaluate_ncf(m, validation))
         knn_search = grid_search(tuned_knn, KNN_GRID, lambda m: evaluate_ncf(m, validation))
+        slim_search = grid_search(SLIM, SLIM_GRID, lambda m: evaluate_ncf(m, validation))
         for name, search, recorded in (
             ("EASE^R", ease_search, TUNED_EASE),
             ("ItemKNN", knn_search, TUNED_KNN),
+            ("SLIM", slim_search, TUNED_SLIM),
         ):
             if search.best_params != recorded:
                 notes.append(
@@ -358,8 +367,9 @@ def _ncf_table(ctx: RunContext) -> list[ExperimentResult]:
                     f"the recorded {recorded}; update TUNED_* in {__name__}."
                 )
         ease_params, knn_params = ease_search.best_params, knn_search.best_params
+        slim_params = slim_search.best_params
         how = "selected on the validation split in this run"
-        results.append(_tuning_table(ease_search, knn_search))
+        results.append(_tuning_table(ease_search, knn_search, slim_search))
     rows.append(
         _ncf_row("EASE^R (tuned)", f"l2={ease_params['l2']}; {how}",
                  evaluate_ncf(EASE(**ease_params), data))
@@ -368,6 +378,11 @@ def _ncf_table(ctx: RunContext) -> list[ExperimentResult]:
         _ncf_row("ItemKNN (tuned)", f"binary, {_knn_label(knn_params)}; {how}",
                  evaluate_ncf(tuned_knn(**knn_params), data))
     )  # fmt: skip
+    if not ctx.quick:
+        rows.append(
+            _ncf_row("SLIM (tuned)", f"{_slim_label(slim_params)}, 100 candidates; {how}",
+                     evaluate_ncf(SLIM(**slim_params), data))
+        )  # fmt: skip
     half_width = 1.96 * np.sqrt(0.7 * 0.3 / data.n_users)
     results.insert(
         0,
@@ -410,11 +425,18 @@ def _ncf_row(label: str, configuration: str, result: TopNResult) -> dict:
     }
 
 
-def _tuning_table(ease: GridSearchResult, knn: GridSearchResult) -> ExperimentResult:
+def _slim_label(params: dict) -> str:
+    return f"l1={params['l1']}, l2={params['l2']}"
+
+
+def _tuning_table(
+    ease: GridSearchResult, knn: GridSearchResult, slim: GridSearchResult
+) -> ExperimentResult:
     rows = []
     for name, search, describe in (
         ("EASE^R", ease, lambda p: f"l2={p['l2']}"),
         ("ItemKNN (binary)", knn, _knn_label),
+        ("SLIM", slim, _slim_label),
     ):
         for trial in search.trials:
             rows.append(
@@ -439,7 +461,8 @@ def _tuning_table(ease: GridSearchResult, knn: GridSearchResult) -> ExperimentRe
             "(NCF's own tuning split). Random hold-outs are easier to rank than the test's "
             "latest interactions, hence the higher figures.",
             f"Selection: highest validation HR@10, the first on ties. Search time: EASE^R "
-            f"{ease.seconds:.0f} s, ItemKNN {knn.seconds:.0f} s (shared 2-core machine).",
+            f"{ease.seconds:.0f} s, ItemKNN {knn.seconds:.0f} s, SLIM {slim.seconds:.0f} s "
+            "(shared 2-core machine).",
             "alpha is the asymmetric cosine's exponent (0.5 = the plain cosine).",
         ],
     )  # fmt: skip

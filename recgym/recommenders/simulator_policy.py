@@ -220,7 +220,7 @@ def _ensemble():
 
 
 def _factories() -> dict[str, Callable]:
-    from recgym.recommenders import EASE, ContentBased, MatrixFactorization, Popularity
+    from recgym.recommenders import EASE, SLIM, ContentBased, MatrixFactorization, Popularity
 
     return {
         "popularity (IMDB weighted)": recommender_policy(
@@ -232,6 +232,7 @@ def _factories() -> dict[str, Callable]:
         "ensemble": recommender_policy(_ensemble, "ensemble"),
         "EASE^R": recommender_policy(EASE, "EASE^R"),
         "item-kNN (tuned)": recommender_policy(_knn_tuned, "item-kNN (tuned)"),
+        "SLIM": recommender_policy(SLIM, "SLIM"),
     }
 
 
@@ -239,4 +240,5 @@ RECOMMENDER_POLICIES: dict[str, Callable] = _factories()
 """Policy factories of the classical recommenders, by display name, for the policy tables:
 weighted popularity, content-based, biased MF, binary item-kNN, the rating-fitted ensemble
 of those four (popularity by count is the harness's ``most-popular`` baseline already), EASE^R
-(default ``l2``, on the clicks) and the asymmetric-cosine item-kNN tuned on NCF ML-1M."""
+(default ``l2``, on the clicks), the asymmetric-cosine item-kNN tuned on NCF ML-1M, and SLIM
+(default penalties, on the clicks)."""
