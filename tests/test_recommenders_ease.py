@@ -143,3 +143,21 @@ def test_fit_is_deterministic_bit_for_bit():
     frame = pd.DataFrame({"user_id": users, "item_id": items})
     first = EASE(l2=7.0).fit(frame).item_weights
     np.testing.assert_array_equal(first, EASE(l2=7.0).fit(frame).item_weights)
+
+
+@pytest.fixture(scope="module")
+def ncf(movielens_home):
+    from recgym.recommenders.offline_evaluation import load_ncf_ml1m
+
+    if not (movielens_home / "ml-1m" / "ncf").is_dir():
+        pytest.skip("NCF ML-1M protocol files not available")
+    return load_ncf_ml1m(movielens_home / "ml-1m")
+
+
+def test_ncf_ml1m_with_the_validation_selected_l2(ncf):
+    """Regression guard: EASE^R at the l2 the validation search selected (docs: 0.719 / 0.447)."""
+    from benchmarks.experiments.recommenders_offline import TUNED_EASE
+    from recgym.recommenders.offline_evaluation import evaluate_ncf
+
+    result = evaluate_ncf(EASE(**TUNED_EASE), ncf)
+    assert result.hr >= 0.715 and result.ndcg >= 0.44
