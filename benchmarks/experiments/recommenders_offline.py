@@ -8,16 +8,18 @@ Three tables:
 2. Top-N, leave-last-out per user with full ranking: HR@10, NDCG@10, Recall@10, MRR, coverage.
 3. The NCF ML-1M protocol (He et al. 2017): HR@10 and NDCG@10 against 99 fixed negatives, with
    the published anchors beside them. In full mode EASE^R's ``l2``, item-kNN's similarity,
-   neighbourhood size and shrinkage, and SLIM's two penalties are first tuned on a validation split carved from the
-   training pairs (:func:`~recgym.recommenders.model_selection.holdout_validation`: one random
-   training interaction per user against 99 sampled negatives, NCF's own tuning split); the test
+   neighbourhood size and shrinkage, and SLIM's two penalties are first tuned on a validation
+   split carved from the training pairs
+   (:func:`~recgym.recommenders.model_selection.holdout_validation`: one random training
+   interaction per user against 99 sampled negatives, NCF's own tuning split); the test
    interactions are used once, for the selected configurations. A fourth table lists every
    validation trial.
 
 ``ctx.quick`` runs 2 folds, ml-100k only, and fewer models, and replaces the validation searches
 by the configurations they selected in the last full run (:data:`TUNED_EASE`,
-:data:`TUNED_KNN`; SLIM, the slowest fit, only runs in full mode); ``ctx.synthetic`` runs tables 1 and 2 on the synthetic world (marked) and
-skips the NCF tables, whose protocol files are real data.
+:data:`TUNED_KNN`; SLIM, the slowest fit, only runs in full mode); ``ctx.synthetic`` runs
+tables 1 and 2 on the synthetic world (marked) and skips the NCF tables, whose protocol files
+are real data.
 """
 
 from __future__ import annotations
@@ -369,7 +371,7 @@ def _ncf_table(ctx: RunContext) -> list[ExperimentResult]:
         ease_params, knn_params = ease_search.best_params, knn_search.best_params
         slim_params = slim_search.best_params
         how = "selected on the validation split in this run"
-        results.append(_tuning_table(ease_search, knn_search, slim_search))
+        results.append(_tuning_table(ease_search, knn_search, slim_search, ctx.seed))
     rows.append(
         _ncf_row("EASE^R (tuned)", f"l2={ease_params['l2']}; {how}",
                  evaluate_ncf(EASE(**ease_params), data))
@@ -430,7 +432,7 @@ def _slim_label(params: dict) -> str:
 
 
 def _tuning_table(
-    ease: GridSearchResult, knn: GridSearchResult, slim: GridSearchResult
+    ease: GridSearchResult, knn: GridSearchResult, slim: GridSearchResult, seed: int
 ) -> ExperimentResult:
     rows = []
     for name, search, describe in (
@@ -456,7 +458,8 @@ def _tuning_table(
                  "selected"],
         rows=rows,
         notes=[
-            "Validation: recgym.recommenders.model_selection.holdout_validation(train, seed=0): "
+            "Validation: recgym.recommenders.model_selection.holdout_validation(train, "
+            f"seed={seed}): "
             "one random training interaction per user held out against 99 sampled negatives "
             "(NCF's own tuning split). Random hold-outs are easier to rank than the test's "
             "latest interactions, hence the higher figures.",

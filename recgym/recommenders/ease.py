@@ -9,7 +9,7 @@ whose solution is closed-form: with ``P = (X^T X + l2 I)^-1``,
 ``B = I - P diag(1 / diag(P))``, i.e. ``B_ij = -P_ij / P_jj`` off the diagonal and 0 on it.
 
 Cost. The Gram matrix ``X^T X`` and its inverse are dense ``n_items x n_items`` float64 arrays:
-``8 n_items^2`` bytes (110 MB for ml-1m's 3,706 items, 757 MB for ml-latest-small's 9,724,
+``8 n_items^2`` bytes (110 MB for ml-1m's 3,706 items, 759 MB for ml-latest-small's 9,742,
 3.2 GB at 20,000 items, 27.9 GB for ml-25m's 59,047) and about ``n_items^3`` floating-point
 operations for the Cholesky factorisation and inversion. The solve here runs in place on that one
 array, so the peak is one dense matrix plus a column block of the sparse product. Catalogues above
@@ -39,8 +39,8 @@ class EASEConfig:
 
     l2: float = 500.0
     """The ridge penalty ``lambda`` on ``||B||_F^2`` (> 0), the model's one hyper-parameter. Its
-    scale follows the Gram matrix's (interaction counts), so it is tuned per dataset: Steck
-    reports 500 on ML-20M; the NCF ML-1M validation split picks about 1,000 (see the docs)."""
+    scale follows the Gram matrix's (interaction counts), so it is tuned per dataset: the NCF
+    ML-1M validation split picks 1,131 (see the recommenders docs)."""
     implicit: bool = True
     """``X`` holds 1 for every interaction (the usual top-N input); ``False``: ``X`` holds the
     ratings themselves."""

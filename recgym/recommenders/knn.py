@@ -73,8 +73,8 @@ class ItemKNN(Recommender[ItemKNNConfig]):
     ``s_ij = x_i·x_j / (|x_i|^(2 alpha) |x_j|^(2 (1 - alpha))) · n_ij / (n_ij + shrinkage)``,
 
     with ``alpha = 0.5`` (the cosine) unless ``similarity="asymmetric_cosine"`` sets
-    :attr:`~ItemKNNConfig.asymmetry`,
-    of which each item keeps its ``n_neighbours`` largest positive values, ``N(i)``.
+    :attr:`~ItemKNNConfig.asymmetry`. Each item keeps its ``n_neighbours`` largest positive
+    values, ``N(i)``.
 
     * ``score(u, i) = sum_{j in N(i) ∩ I_u} s_ij`` — the top-N ranking score (Deshpande &
       Karypis), also what ``score_history`` returns for a history ``I_u``. Cold users get the

@@ -6,9 +6,10 @@ column ``i`` regresses item ``i``'s interaction column on the other items' colum
 ``min_{w >= 0, w_i = 0}  1/2 ||x_i - X w||^2 + l2/2 ||w||^2 + l1 ||w||_1``.
 
 This is the feature-selected variant (fsSLIM, same paper): each regression only uses the
-``n_candidates`` items most cosine-similar to ``i``, which is where almost all of the weight of a
-full SLIM lands, and makes every regression a small ``n_candidates``-variable problem. Written
-with the Gram matrix ``G = X^T X``, column ``i`` solves
+``n_candidates`` items most cosine-similar to ``i``, which makes every regression a small
+``n_candidates``-variable problem (with every other item as a candidate it is full SLIM, which
+the tests check against a generic solver). Written with the Gram matrix ``G = X^T X``, column
+``i`` solves
 
 ``min_{w >= 0}  1/2 w^T (G_CC + l2 I) w - w^T G_Ci + l1 sum(w)``
 
