@@ -165,6 +165,7 @@ class MovieLensMetrics(EpisodeMetrics):
             "ndcg": np.full((n, h), np.nan),
         }
         self.user = np.asarray(info["user"], dtype=np.int64).reshape(n)
+        self.scored = episodes < self.n_episodes  # the last wave's spare envs run but are not scored
         self.candidates = self._candidates(info, n)
         self.utilities = None
 
@@ -178,7 +179,7 @@ class MovieLensMetrics(EpisodeMetrics):
     def before_step(self, t: int, alive: np.ndarray) -> None:
         """Read the current true utilities (the NDCG's ideal) before the step changes them, and tell
         the access which envs are still scored."""
-        self.access.set_active(alive)
+        self.access.set_active(alive & self.scored)
         self.utilities = self.access.true_utilities() if alive.any() else None
 
     def record_step(self, t: int, alive: np.ndarray, actions: np.ndarray, reward: np.ndarray,

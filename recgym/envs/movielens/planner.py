@@ -63,6 +63,7 @@ BASE_POLICIES: tuple[str, ...] = ("boredom-aware", "oracle-greedy")
 # Envs planned per jitted call: the active envs go in calls of this fixed size (the last padded),
 # so the planner traces once yet works in proportion to the envs still being scored.
 _ENVS_PER_CALL = 32
+_CORE = MovieLensCore()  # stateless: every planner simulates with it
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ class PlannerPolicy(Policy):
             must agree with the env's ``slate_size``.
 
     Attributes:
-        trace_count: How many times the planning function was traced (compiled): 1 after any
-            number of steps for the same ``num_envs``.
+        trace_count: How many times this policy's calls traced (compiled) the planning function:
+            at most once per ``num_envs``, however many steps; 0 when a planner with the same
+            settings and shapes compiled it first (the compilation is shared).
 
     Raises:
         ValueError: The env runs in candidate mode or rewards clicks (the planner plans over the
@@ -186,8 +188,7 @@ class PlannerPolicy(Policy):
         # an item's genre for the diversity of the candidates: its first genre of highest weight
         self._main_genre = np.argmax(np.asarray(params.world.item_genres), axis=1)
         self._n_genres = int(params.n_genres)
-        self._core = MovieLensCore()
-        self._plan = jax.jit(self._plan_batch)
+        self._rollouts = _Rollouts(config, k, self._n_top, self._n_base)
 
     def act_batch(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
         """Plan for every active env; see :meth:`Policy.act_batch`.
@@ -214,9 +215,11 @@ class PlannerPolicy(Policy):
             size = min(_ENVS_PER_CALL, self.num_envs)
             padded = np.resize(np.arange(rows.size), -(-rows.size // size) * size)
             for chunk in padded.reshape(-1, size):
-                picks = np.asarray(self._plan(
-                    self._params, state, jnp.asarray(rows[chunk], jnp.int32),
+                traced = _TRACES[0]
+                picks = np.asarray(_plan(
+                    self._rollouts, self._params, state, jnp.asarray(rows[chunk], jnp.int32),
                     jnp.asarray(shortlist[chunk], jnp.int32), jnp.asarray(immediate[chunk], jnp.float32), seed))
+                self.trace_count += _TRACES[0] - traced
                 items[rows[chunk]] = np.take_along_axis(shortlist[chunk], picks, axis=1)
         return items[:, 0] if self.slate_size is None else items
 
@@ -259,7 +262,25 @@ class PlannerPolicy(Policy):
         order[~picked] = np.nonzero(~picked)[1]
         return np.take_along_axis(rest, np.argsort(order, axis=1, kind="stable"), axis=1)
 
-    # ------------------------------------------------------------------ device side: the rollouts
+
+@dataclass(frozen=True)
+class _Rollouts:
+    """The device side of the planner: what it simulates, as a hashable static argument of ``jit``.
+
+    Planners with the same settings share one compilation per batch shape.
+
+    Attributes:
+        config: The planner's settings.
+        slots: Items per action (the slate size; 1 for single items).
+        n_top: Candidates of highest current utility (``candidates``, raised to ``slots``).
+        n_base: Candidates from the base policy's ranking (``base_candidates``, raised to ``slots``).
+    """
+
+    config: PlannerConfig
+    slots: int
+    n_top: int
+    n_base: int
+
     def _plan_batch(self, params: MovieLensParams, state: MovieLensState, envs: jax.Array, shortlist: jax.Array,
                     immediate: jax.Array, seed: jax.Array) -> jax.Array:
         """``(m, k)`` candidate positions of the slates served to envs ``envs``.
@@ -272,7 +293,7 @@ class PlannerPolicy(Policy):
             immediate: ``(m, C)`` the candidates' current true utilities.
             seed: uint32 scalar, this step's seed.
         """
-        self.trace_count += 1  # Python side effect: runs only when jax.jit traces
+        _TRACES[0] += 1  # a Python side effect: runs only when jax.jit traces
         step_key = jax.random.key(seed)
 
         def plan_env(env, items, utilities):
@@ -284,8 +305,8 @@ class PlannerPolicy(Policy):
     def _plan_one(self, params: MovieLensParams, state: MovieLensState, shortlist: jax.Array,
                   immediate: jax.Array, key: jax.Array) -> jax.Array:
         """One env: ``(k,)`` candidate positions of the item or slate to serve."""
-        k, n_top = self._slots, self._n_top
-        n_cand = n_top + self._n_base
+        k, n_top = self.slots, self.n_top
+        n_cand = n_top + self.n_base
         if self.config.horizon == 1:  # no simulated future: oracle-greedy's choice (first of equals)
             return jnp.argmax(immediate)[None].astype(jnp.int32) if k == 1 else jnp.arange(k, dtype=jnp.int32)
         local = params.replace(world=_local_world(params.world, state.user, shortlist))
@@ -337,7 +358,7 @@ class PlannerPolicy(Policy):
         :meth:`~recgym.envs.movielens.MovieLensCore.step_noise`; rewards stop when the simulated
         user leaves or the episode reaches its time limit.
         """
-        core, k = self._core, self._slots
+        core, k = _CORE, self.slots
 
         def advance(state, alive, action, t):
             noise = core.step_noise(jax.random.fold_in(key, t), params)
@@ -355,6 +376,12 @@ class PlannerPolicy(Policy):
         (_, _, total), _ = jax.lax.scan(base_step, (state, alive, jnp.float32(0.0)),
                                         jnp.arange(1, self.config.horizon))
         return total
+
+
+
+# one compiled planning function per (settings, shapes), shared by every PlannerPolicy
+_plan = jax.jit(lambda rollouts, *args: rollouts._plan_batch(*args), static_argnums=0)
+_TRACES = [0]  # how many times _plan traced (each policy reads its own share: PlannerPolicy.trace_count)
 
 
 def _gains(immediate: jax.Array, future: jax.Array, default: jax.Array | int) -> jax.Array:
