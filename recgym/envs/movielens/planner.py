@@ -2,37 +2,39 @@
 
 :class:`PlannerPolicy` reads the users' hidden state through a
 :class:`~recgym.envs.movielens.MovieLensAccess` and plans with the simulator's own pure core
-(:class:`~recgym.envs.movielens.MovieLensCore`): at every step it scores a few candidate items
-by rolling the true dynamics forward ``horizon`` steps under a base policy, with noise samples
-drawn from its *own* seeded keys, and serves the best candidate. It is a research instrument,
-like oracle-greedy: it knows the user model exactly, which no recommender does, so its return
-bounds what a recommender (or a trained agent) could reach. It is an upper bound in that sense,
-not an optimum: it looks a finite number of steps ahead, through a base policy, over a few
-candidates and noise samples, so a cleverer planner could earn more.
+(:class:`~recgym.envs.movielens.MovieLensCore`): at every step it judges a few options (items,
+or slates) by rolling the true dynamics forward ``horizon`` steps under a base policy, with noise
+drawn from its *own* seeded keys, and serves the best. It is a research instrument, like
+oracle-greedy: it knows the user model exactly, which no recommender does, so its return bounds
+what a recommender (or a trained agent) could reach from the same world. It is an upper bound in
+that sense, not an optimum: it looks a finite number of steps ahead, through a base policy, over
+a few options and noise samples, so a cleverer planner could earn more.
 
-The value of serving candidate ``c`` now is
+The value of serving option ``o`` now is
 
-    value(c) = u_c + mean over samples of (r_2 + ... + r_H)
+    value(o) = u_o + mean over samples of (r_2 + ... + r_H)
 
-where ``u_c`` is the user's current expected satisfaction of ``c`` (its true utility, what
-oracle-greedy ranks by) and ``r_2 .. r_H`` are the rewards of the next ``H - 1`` steps simulated
-by the core after ``c`` is served, the base policy choosing (0 once the simulated user leaves).
-So a one-step horizon ranks items exactly as oracle-greedy does, and longer horizons add what
-the served item does to the user's future: the habit it builds, the satiation it adds, the
-session budget it costs. Slates are built slot by slot: each slot takes the candidate whose
-slate (the slots chosen so far, the candidate, the rest filled by the base policy) has the best
-value, ``u_c`` plus the simulated future, on the same noise samples.
+where ``u_o`` is the user's current expected satisfaction of ``o`` (its true utility, what
+oracle-greedy ranks by; a slate's is the mean of its items') and ``r_2 .. r_H`` are the rewards
+of the next ``H - 1`` steps simulated by the core after ``o`` is served, the base policy
+choosing (0 once the simulated user leaves). So a one-step horizon ranks exactly as oracle-greedy
+does, and longer horizons add what the option does to the user's future: the habit it builds,
+the satiation it adds, the session budget it costs. The planner serves the base policy's option
+unless another one's gain is confirmed on fresh samples by ``confidence`` standard errors: the
+simulated futures are noisy, and the option that looks best on a few samples is mostly the one
+whose noise flattered it.
 
-Two things keep it cheap enough to run over every held-out user (see
-docs/metrics_and_policies.md for the measured cost):
+Two things keep it cheap enough to run over every held-out user (docs/metrics_and_policies.md,
+docs/environments/movielens_results.md for the measured cost):
 
 * The simulated users live in a *local world*: the env's world restricted to the one user and
   a shortlist of items (the candidates, then the base policy's current top items). The core's
   own functions run unchanged on it (:func:`~recgym.envs.movielens.true_utilities`,
   ``boredom_cost``, ``MovieLensCore.transition``), on ``shortlist`` items instead of the whole
-  catalogue; only the base policy's choice in the rollouts is restricted to the shortlist.
-* One jitted function plans for every env of the batch, every candidate and every noise sample
-  at once (``vmap``), the horizon a ``lax.scan``; it is traced once per batch shape.
+  catalogue; only the base policy's choices in the rollouts are restricted to the shortlist.
+* One jitted function plans for a batch of envs, every option and every noise sample at once
+  (``vmap``), the horizon a ``lax.scan``; it is traced once per settings and batch shape, and
+  envs whose episode is no longer scored are not planned.
 
 The planner never sees the env's future noise: its rollouts draw their own from keys seeded by
 the policy's generator (:meth:`~recgym.policies.Policy.reset`). A planner that knew the
@@ -319,7 +321,7 @@ class _Rollouts:
         else:
             # the base policy's slate (all candidates: base_candidates >= k), oracle-greedy's, and the
             # base slate with its last item swapped for each top candidate it lacks
-            base_slate = _top_items(base_scores, k)
+            base_slate = _top_items(base_scores[:n_cand], k)
             tops = jnp.arange(n_top, dtype=jnp.int32)
             swapped = jnp.tile(base_slate, (n_top, 1)).at[:, -1].set(tops)
             swapped = jnp.where(jnp.isin(tops, base_slate)[:, None], base_slate[None], swapped)
