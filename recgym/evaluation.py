@@ -209,9 +209,18 @@ BASELINES: dict[str, PolicyFactory] = {
     "boredom-aware": lambda ctx: BoredomAwarePolicy(
         _require_access(ctx), ctx.n_items, slate_size=ctx.slate_size
     ),
+    # privileged, model-predictive: simulates each candidate's future with the true dynamics (the ceiling)
+    "planner": lambda ctx: _planner(ctx),
 }
 """Factories of the built-in RecGym-MovieLens baselines, by display name; append entries to
 evaluate more. (RecGym-Pipeline's baseline tuners: ``recgym.envs.pipeline.baselines.BASELINES``.)"""
+
+
+def _planner(ctx: PolicyContext) -> Policy:
+    # imported here: the MovieLens package imports this module to register its metrics
+    from recgym.envs.movielens.planner import PlannerPolicy
+
+    return PlannerPolicy(_require_access(ctx), slate_size=ctx.slate_size)
 
 
 def _require_access(ctx: PolicyContext) -> Any:

@@ -69,11 +69,13 @@ def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
         return np.argmax(s, axis=1)[:, None].astype(np.int64)
     if k < n_items:
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        # argpartition does not break ties by id: widen to every item tied with the k-th score.
+        # argpartition does not break ties by id: take every item above the k-th score, then the
+        # lowest ids tied with it (no full sort: scores clipped at the rating maximum tie often)
         kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
-        if ((s >= kth).sum(axis=1) > k).any():
-            order = np.lexsort((np.broadcast_to(np.arange(n_items), s.shape), -s), axis=1)
-            return order[:, :k].astype(np.int64)
+        above = s > kth
+        tied = s == kth
+        fill = k - above.sum(axis=1, keepdims=True)
+        part = np.nonzero(above | (tied & (np.cumsum(tied, axis=1) <= fill)))[1].reshape(-1, k)
         vals = np.take_along_axis(s, part, axis=1)
         order = np.lexsort((part, -vals), axis=1)
         return np.take_along_axis(part, order, axis=1).astype(np.int64)
