@@ -198,6 +198,8 @@ def _unbounded(params, allocation, available):
 
 
 def _baselines(ctx, plan: Plan, dataset, profile_path, budget, params, best_live) -> list[dict]:
+    import dataclasses
+
     import gymnasium as gym
 
     import recgym  # noqa: F401  (registers the ids)
@@ -209,7 +211,8 @@ def _baselines(ctx, plan: Plan, dataset, profile_path, budget, params, best_live
                         action_mode="absolute", profile=profile_path, max_cores_per_stage=MAX_CORES,
                         min_batch_log2=MIN_BATCH_LOG2, max_batch_log2=MAX_BATCH_LOG2, max_prefetch=MAX_PREFETCH,
                         max_episode_steps=plan.baseline_steps)
-    sim_env = gym.make("RecGym-Pipeline-v0", params=params, max_episode_steps=plan.baseline_steps)
+    sim_env = gym.make("RecGym-Pipeline-v0", params=dataclasses.replace(params, max_episode_steps=plan.baseline_steps),
+                       track_optimum=True)
     try:
         for name in BASELINES:
             live = _episode(live_env, make_baseline(name, live_env.unwrapped.params), ctx.seed, plan.baseline_steps,

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 import psutil
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 
 from recgym.envs.pipeline import dynamics
 from recgym.envs.pipeline.live.data import DEFAULT_CHUNK_BYTES, load_source
@@ -264,6 +265,22 @@ class LivePipelineEnv(gym.Env):
         self._last_capacity = np.full(NUM_STAGES, np.nan)
         self._time = 0
         self._crashed = False
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The registration's spec, with ``max_episode_steps`` = the env's own time limit.
+
+        The registration adds no ``TimeLimit`` (the env truncates itself, as every recgym env does),
+        so the spec ``gym.make`` attaches reports the ``max_episode_steps`` the env was built with.
+        """
+        return self.__dict__.get("_spec")
+
+    @spec.setter
+    def spec(self, spec: EnvSpec | None) -> None:
+        limit = int(self.params.max_episode_steps)
+        if spec is not None and spec.max_episode_steps != limit:
+            spec = dataclasses.replace(spec, max_episode_steps=limit)
+        self._spec = spec
 
     # -- gymnasium API -----------------------------------------------------------------------------
 

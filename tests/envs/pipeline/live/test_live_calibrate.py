@@ -91,6 +91,6 @@ def test_the_command_writes_a_profile_the_simulator_runs(source, tmp_path, no_or
     assert all(c > 0 for c in loaded.profile.cpu_seconds_per_sample)
     assert {"costs", "contention", "memory", "scaling", "command"} <= set(loaded.metadata)
     env = gym.make("RecGym-Pipeline-v0", profile=out, max_cores_per_stage=4, min_batch_log2=6, max_batch_log2=7,
-                   initial_batch_log2=6)
+                   initial_batch_log2=6, track_optimum=True)
     obs, info = env.reset(seed=0)
     assert info["optimum"] > 0

@@ -33,6 +33,15 @@ def test_spaces_are_the_simulators(live_env):
     assert live_env.action_space == sim.action_space == gym.spaces.Discrete(17)
 
 
+def test_the_spec_reports_the_envs_own_time_limit(live_env):
+    # No TimeLimit in the registration (the env truncates itself): the spec says where.
+    assert live_env.spec.max_episode_steps == live_env.unwrapped.params.max_episode_steps == 100
+    env = LivePipelineEnv(**FAST, max_episode_steps=7)
+    env.spec = live_env.spec
+    assert env.spec.max_episode_steps == 7
+    env.close()
+
+
 def test_increment_actions_move_the_live_allocation_as_in_the_simulator(live_env):
     obs, info = live_env.reset(seed=0)
     assert live_env.observation_space.contains(obs)

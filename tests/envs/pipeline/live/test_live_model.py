@@ -159,7 +159,7 @@ def test_a_profile_file_round_trips(tmp_path_factory, profile, basis, overhead):
 def test_gym_make_simulates_a_profile_file(tmp_path):
     profile = PipelineProfile(core_budget=2, trainer_cpu_fraction=1.0)
     path = save_profile(tmp_path / "p.json", profile, {"oversubscription_basis": "demand", "oversubscription_overhead": 0.02})
-    env = gym.make("RecGym-Pipeline-v0", profile=str(path), max_cores_per_stage=4)
+    env = gym.make("RecGym-Pipeline-v0", profile=str(path), max_cores_per_stage=4, track_optimum=True)
     params = env.unwrapped.params
     assert params.profile == profile
     assert (params.oversubscription_basis, params.oversubscription_overhead) == ("demand", 0.02)
@@ -186,3 +186,5 @@ def test_bad_profile_files_raise_naming_the_file_and_field(tmp_path):
         load_profile(path)
     with pytest.raises(FileNotFoundError):
         load_profile(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match=r"profile must be a PipelineProfile, got '\S*missing.json' \(not a Pipeline"):
+        make_params(profile=str(tmp_path / "missing.json"))
