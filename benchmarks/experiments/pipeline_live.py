@@ -310,7 +310,7 @@ def _results(ctx, plan, profile, measured_params, budget, validity, sim_best, si
             {"configuration": f"best of {n_searched} live (random search)",
              "cores": "/".join(map(str, best_live_allocation.cores)), "batch": best_live_allocation.batch_size,
              "prefetch": best_live_allocation.prefetch, "live (k/s)": f"{best_live / 1e3:.1f}",
-             "simulated (k/s)": f"{predict_nominal(profile, measured_params, budget, best_live_allocation) / 1e3:.1f}"},
+             "simulated (k/s)": _simulated_cell(predict_nominal(profile, measured_params, budget, best_live_allocation))},
         ],
         notes=[
             f"Ratio {ratio:.3f} (target >= 0.9). The search's {plan.finalists} best and the simulator's pick were "
@@ -358,15 +358,23 @@ def _results(ctx, plan, profile, measured_params, budget, validity, sim_best, si
     return [calibration, validity_result, sim_to_real, baselines]
 
 
-def predict_nominal(profile, measured_params, budget, allocation) -> float:
-    """The calibrated simulator's throughput of ``allocation`` with every core free."""
+def _simulated_cell(performance) -> str:
+    """A table cell: the simulator's throughput, or that it predicts the allocation out of memory."""
+    if performance.oom:
+        return f"OOM ({float(performance.memory_gib):.3f} GiB predicted)"
+    return f"{float(performance.throughput) / 1e3:.1f}"
+
+
+def predict_nominal(profile, measured_params, budget, allocation):
+    """The calibrated simulator's :class:`~recgym.envs.pipeline.dynamics.Performance` of
+    ``allocation`` with every core free."""
     from recgym.envs.pipeline.calibrate import predict
     from recgym.envs.pipeline.live.env import live_params
 
     params = live_params(profile.core_budget, budget, "absolute", profile, max_cores_per_stage=MAX_CORES,
                          min_batch_log2=MIN_BATCH_LOG2, max_batch_log2=MAX_BATCH_LOG2, max_prefetch=MAX_PREFETCH,
                          **measured_params)
-    return float(predict(params, allocation).throughput)
+    return predict(params, allocation)
 
 
 def _plot(path, validity, budget):

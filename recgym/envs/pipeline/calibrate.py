@@ -180,10 +180,18 @@ def fit_memory(memory: dict, shuffle_share_gib: float) -> tuple[float, list[floa
 
 def measure_contention(pipeline: LivePipeline, config: CalibrationConfig, most: int, log=print) -> dict:
     """CPU seconds per sample of the whole pipeline (stages and trainer) with 1 to ``most``
-    workers per stage, at the median batch size: what switching between more workers costs."""
-    batch_size = int(np.median(config.batch_sizes))
+    workers per stage, at the middle batch size of the cost measurement: what switching between
+    more workers costs.
+
+    The worker counts are measured up and then down again (``1..most, most..1``): a drift over the
+    measurement (other programs' load, the trainer warming up) then weighs on both ends alike
+    instead of reading as a cost of the workers. The batch size is one the trainer compiled (a
+    batch of another size is padded to the next compiled one, which would inflate the trainer's
+    cost per sample).
+    """
+    batch_size = int(sorted(config.batch_sizes)[len(config.batch_sizes) // 2])
     rows = []
-    for workers in range(1, most + 1):
+    for workers in [*range(1, most + 1), *range(most, 0, -1)]:
         pipeline.apply(Allocation((workers,) * NUM_STAGES, batch_size, config.prefetch))
         pipeline.run_interval(max(config.interval_s / 2, 0.2))
         runs = [pipeline.run_interval(config.interval_s) for _ in range(config.repeats)]
@@ -433,7 +441,7 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
     with pipeline:
         pipeline.start(Allocation((1,) * NUM_STAGES, int(config.batch_sizes[0]), config.prefetch))
         costs = measure_costs(pipeline, config, log)
-        log(f"2. contention: 1..{most} workers per stage")
+        log(f"2. contention: 1..{most}..1 workers per stage")
         contention = measure_contention(pipeline, config, most, log)
         memory = measure_memory(pipeline, config, most)
     kappa = fit_contention(contention["rows"], len(cpus))
