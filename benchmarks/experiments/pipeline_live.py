@@ -405,7 +405,7 @@ def _plot(path, validity, budget):
     ax.set_xlabel("measured throughput (thousand samples/s)")
     ax.set_ylabel("predicted throughput (thousand samples/s)")
     ax.set_title("Calibrated simulator vs live pipeline")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
