@@ -188,3 +188,26 @@ def test_bad_profile_files_raise_naming_the_file_and_field(tmp_path):
         load_profile(tmp_path / "missing.json")
     with pytest.raises(ValueError, match=r"profile must be a PipelineProfile, got '\S*missing.json' \(not a Pipeline"):
         make_params(profile=str(tmp_path / "missing.json"))
+
+
+def test_the_jitted_vector_env_on_the_demand_basis_is_the_single_env():
+    # oversubscription_basis is a static field: the jitted, vmapped core must take the same branch
+    # (and give the same optimum) as the single env's NumPy path.
+    params = make_params("noisy-neighbours", "absolute", profile=PipelineProfile(core_budget=4, trainer_cpu_fraction=1.0),
+                         oversubscription_basis="demand", oversubscription_overhead=0.05, **SMALL)
+    venv = gym.make_vec("RecGym-Pipeline-v0", num_envs=3, vectorization_mode="vector_entry_point", params=params,
+                        track_optimum=True)
+    obs, info = venv.reset(seed=0)
+    singles = [gym.make("RecGym-Pipeline-v0", params=params, track_optimum=True) for _ in range(3)]
+    single = [env.reset(seed=i) for i, env in enumerate(singles)]
+    actions = np.random.default_rng(0).integers(0, [3] * NUM_STAGES + [3, 4], size=(5, 3, NUM_STAGES + 2))
+    for step_actions in actions:
+        for i in range(3):
+            np.testing.assert_allclose(obs[i], single[i][0], rtol=1e-4)
+            assert info["optimum"][i] == pytest.approx(single[i][1]["optimum"], rel=1e-4)
+        obs, _, _, _, info = venv.step(step_actions)
+        single = [(o, i_) for o, _, _, _, i_ in (env.step(a) for env, a in zip(singles, step_actions))]
+    # the vector env took the demand branch: on the allocated basis the same world measures otherwise
+    obs, _ = venv.reset(seed=0)
+    allocated, _ = gym.make("RecGym-Pipeline-v0", params=params.replace(oversubscription_basis="allocated")).reset(seed=0)
+    assert abs(obs[0, dynamics.OBS_THROUGHPUT] / allocated[dynamics.OBS_THROUGHPUT] - 1.0) > 0.05
