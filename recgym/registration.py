@@ -36,3 +36,5 @@ _register(
     entry_point="recgym.envs.pipeline.env:env_entry_point",
     vector_entry_point="recgym.envs.pipeline.env:vector_env_entry_point",
 )
+# The same tuning task on a real pipeline: MovieLens through worker processes into a DLRM trainer
+_register("RecGym-PipelineLive-v0", entry_point="recgym.envs.pipeline.live.env:LivePipelineEnv")

@@ -16,4 +16,6 @@ EXPERIMENTS: dict[str, str] = {
     "recommenders_offline": "benchmarks.experiments.recommenders_offline",
     # RecGym-Pipeline-v0: every baseline tuner x scenario, efficiency vs the exact optimum
     "pipeline_baselines": "benchmarks.experiments.pipeline_baselines",
+    # RecGym-PipelineLive-v0: calibration, simulator-vs-live validity, sim-to-real, baselines live
+    "pipeline_live": "benchmarks.experiments.pipeline_live",
 }

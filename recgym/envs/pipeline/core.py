@@ -192,7 +192,8 @@ class PipelineCore(FunctionalEnv):
         """The reset's info: the same keys as a step's, for the starting allocation."""
         cond = dynamics.conditions(xp, state.world, xp.zeros_like(state.neighbour_on), state.neighbour_on)
         perf = dynamics.performance(
-            xp, state.world, cond, state.cores, state.batch_log2, state.prefetch, params.oversubscription_overhead
+            xp, state.world, cond, state.cores, state.batch_log2, state.prefetch, params.oversubscription_overhead,
+            params.oversubscription_basis,
         )
         measured = state.observation[..., OBS_THROUGHPUT] / RATE_UNIT
         return dynamics.step_info(xp, state, cond, perf, measured, xp.zeros_like(state.neighbour_on))

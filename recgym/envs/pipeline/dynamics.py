@@ -113,6 +113,7 @@ class PipelineWorld:
     shuffle_buffer: Any
     trainer_batch_seconds: Any
     trainer_sample_seconds: Any
+    trainer_cpu_fraction: Any
     event_cost_factor: Any
     event_core_factor: Any
     event_memory_factor: Any
@@ -264,6 +265,7 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
             shuffle_buffer=full(prof.shuffle_buffer),
             trainer_batch_seconds=full(prof.trainer_batch_seconds),
             trainer_sample_seconds=full(prof.trainer_sample_seconds),
+            trainer_cpu_fraction=full(prof.trainer_cpu_fraction),
             event_cost_factor=per_stage(params.event_cost_factor),
             event_core_factor=full(params.event_core_factor),
             event_memory_factor=full(params.event_memory_factor),
@@ -293,6 +295,7 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
         shuffle_buffer=full(prof.shuffle_buffer),
         trainer_batch_seconds=full(prof.trainer_batch_seconds),
         trainer_sample_seconds=full(prof.trainer_sample_seconds),
+        trainer_cpu_fraction=full(prof.trainer_cpu_fraction),
         event_cost_factor=xp.where(is_event_stage, event_factor[..., None], 1.0).astype(xp.float32),
         event_core_factor=_uniform_range(xp, u[..., 25], rr.event_core_factor),
         event_memory_factor=_uniform_range(xp, u[..., 26], rr.event_memory_factor),
@@ -361,7 +364,9 @@ class Performance(NamedTuple):
     batch_size: Any
 
 
-def performance(xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, prefetch, overhead=0.0) -> Performance:
+def performance(
+    xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, prefetch, overhead=0.0, basis: str = "allocated"
+) -> Performance:
     """Evaluate an allocation with the model of :mod:`recgym.envs.pipeline.model`.
 
     Args:
@@ -372,6 +377,7 @@ def performance(xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, p
         batch_log2: ``(...)`` log2 batch size (int).
         prefetch: ``(...)`` prefetch depth.
         overhead: Oversubscription overhead ``kappa`` (a float, concrete or traced).
+        basis: How oversubscription is counted (``PipelineParams.oversubscription_basis``, static).
 
     Returns:
         :class:`Performance` of the allocation.
@@ -382,10 +388,14 @@ def performance(xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, p
         c = [m.float32(v) for v in c]
     batch = m.float32(2**batch_log2)  # exact: an integer power of two
     depth = m.float32(prefetch)
-    slowdown = model.oversubscription_factor(m, sum(c), cond.available_cores, overhead)
     seconds = model.stage_seconds_per_sample(m, cond.cpu_seconds, batch, world.batch_overhead_seconds)
-    caps = model.stage_capacities(m, c, seconds, world.serial_fraction, slowdown, world.io_samples_per_second)
     mu = model.trainer_rate(m, batch, world.trainer_batch_seconds, world.trainer_sample_seconds)
+    slowdown = model.cpu_slowdown(
+        m, basis, c, seconds, world.serial_fraction, world.io_samples_per_second, mu, world.trainer_cpu_fraction,
+        cond.available_cores, overhead, world.core_budget,
+    )
+    caps = model.stage_capacities(m, c, seconds, world.serial_fraction, slowdown, world.io_samples_per_second)
+    mu = model.shared_trainer_rate(m, mu, slowdown, world.trainer_cpu_fraction)
     x = model.buffered_throughput(m, model.bottleneck_rate(m, caps), mu, depth + 1.0)
     mem = model.memory_gib(
         m, c, batch, depth, world.worker_memory_gib, world.element_gib, world.shuffle_buffer,
@@ -561,7 +571,8 @@ def initial_state(xp, params: PipelineParams, uniforms, normals):
         allocation = xp.broadcast_to(start, (*shape, NUM_STAGES + 2))
     off = _compact_leaf(xp, xp.zeros(shape, dtype=bool))
     cond = conditions(xp, world, off, off)
-    perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead)
+    perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead,
+                       params.oversubscription_basis)
     obs, measured = observe(xp, allocation, world, cond, perf, normals, params.measurement_noise)
     state = PipelineState(
         world=world,
@@ -598,7 +609,8 @@ def transition(xp, params: PipelineParams, state: PipelineState, action, uniform
     neighbour_on = m.where(state.neighbour_on, u >= world.neighbour_p_off, u < world.neighbour_p_on)
     after_change = time > params.change_step
     cond = conditions(xp, world, after_change, neighbour_on)
-    perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead)
+    perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead,
+                       params.oversubscription_basis)
     obs, measured = observe(xp, allocation, world, cond, perf, normals, params.measurement_noise)
     reward = m.where(perf.oom, -params.oom_penalty, measured * params.reward_scale)
     new_state = PipelineState(world, allocation, time, neighbour_on, obs)

@@ -12,7 +12,15 @@ The model (formulas and sources in ``docs/environments/pipeline.md``):
 * stage ``i`` with ``c`` workers runs at ``c_eff / s_i`` samples/s, ``c_eff = 1 / (f + (1-f)/c)``
   (Amdahl); the read stage is further capped by storage bandwidth;
 * ``C`` allocated workers on ``A`` available cores slow every stage by ``A / (C + kappa (C - A))``
-  when ``C > A`` (time slicing; ``kappa = 0`` is the proportional slowdown);
+  when ``C > A`` (time slicing; ``kappa = 0`` is the proportional slowdown). That is the
+  ``"allocated"`` basis, for workers that always compete for a core. On the ``"demand"`` basis
+  (workers that block when they have no input, as in the live pipeline), the slowdown is the
+  cores' share of the CPU time the pipeline asks for, ``min(1, A / (D (1 + kappa max(C - B, 0) / B)))``,
+  with ``D = min(lambda0, mu) * (sum_i s_i + phi / mu)`` busy cores at the unslowed rate (``phi``:
+  the fraction of the trainer's time spent on the same cores — 1 for a CPU trainer, whose own
+  rate then slows by the same factor) and ``kappa`` the extra CPU time per sample, per worker
+  beyond the machine's ``B`` cores (its core budget) per core, that switching between more workers
+  than cores costs;
 * the pipeline produces at the bottleneck rate ``lambda = min_i capacity_i`` into a prefetch buffer
   of ``P`` batches drained by the trainer at ``mu(B)``; the delivered throughput is that of an
   M/M/1/K queue with ``K = P + 1``: ``X = min(lambda, mu) (1 - r^K) / (1 - r^(K+1))``,
@@ -100,6 +108,84 @@ def oversubscription_factor(xp, total_cores, available_cores, overhead=0.0):
     """
     excess = xp.maximum(total_cores - available_cores, 0.0)
     return available_cores / (available_cores + (1.0 + overhead) * excess)
+
+
+#: How oversubscription is counted (``PipelineParams.oversubscription_basis``): by the workers
+#: allocated, or by the CPU time the pipeline demands.
+OVERSUBSCRIPTION_BASES: tuple[str, ...] = ("allocated", "demand")
+
+
+def demand_oversubscription_factor(xp, busy_cores, total_workers, available_cores, overhead=0.0, core_budget=None):
+    """Slowdown when blocking workers share ``A`` cores by the CPU time they demand.
+
+    ``min(1, A / (D (1 + kappa max(C - B, 0) / B)))``: the pipeline gets the fraction of its
+    demand the cores can serve; every sample's CPU time grows by ``kappa`` per worker beyond the
+    machine's ``B`` cores, per core (context switches between more workers than cores). ``B`` is
+    the core budget, not ``A``: what neighbours take lowers the cores the pipeline gets, not the
+    cost of its own switching (on the live pipeline, a ``kappa`` fitted against ``A`` swung with
+    the neighbours' load from one calibration to the next).
+
+    Args:
+        xp: Array namespace.
+        busy_cores: ``D``, the cores the pipeline would keep busy if nothing slowed it (> 0).
+        total_workers: ``C``, workers allocated (the trainer included when it shares the cores).
+        available_cores: ``A`` (> 0).
+        overhead: ``kappa >= 0``.
+        core_budget: ``B`` (> 0); defaults to ``A``.
+
+    Returns:
+        Factor in ``(0, 1]``.
+    """
+    cores = available_cores if core_budget is None else core_budget
+    excess = xp.maximum(total_workers - cores, 0.0)
+    return xp.minimum(available_cores / (busy_cores * (1.0 + overhead * excess / cores)), 1.0)
+
+
+def cpu_slowdown(
+    xp,
+    basis: str,
+    cores,
+    seconds_per_sample,
+    serial_fraction,
+    io_samples_per_second,
+    trainer_rate,
+    trainer_cpu_fraction,
+    available_cores,
+    overhead=0.0,
+    core_budget=None,
+):
+    """The oversubscription factor of an allocation on either basis (see the module docstring).
+
+    Args:
+        xp: Array namespace.
+        basis: One of :data:`OVERSUBSCRIPTION_BASES` (static).
+        cores: Per-stage workers.
+        seconds_per_sample: Per-stage seconds per sample (:func:`stage_seconds_per_sample`).
+        serial_fraction: Per-stage Amdahl serial fractions.
+        io_samples_per_second: ``(...)`` the read stage's storage ceiling.
+        trainer_rate: ``(...)`` the trainer's unslowed samples/s (:func:`trainer_rate`).
+        trainer_cpu_fraction: ``(...)`` fraction of the trainer's time on the pipeline's cores.
+        available_cores: ``(...)`` cores available.
+        overhead: ``kappa``.
+        core_budget: ``(...)`` the machine's cores (the ``"demand"`` basis' switching cost counts
+            the workers beyond them; default ``available_cores``).
+
+    Returns:
+        The factor every stage's capacity is multiplied by.
+    """
+    workers = sum(stages(cores)) + trainer_cpu_fraction
+    if basis == "allocated":
+        return oversubscription_factor(xp, workers, available_cores, overhead)
+    unslowed = stage_capacities(xp, cores, seconds_per_sample, serial_fraction, 1.0, io_samples_per_second)
+    offered = xp.minimum(bottleneck_rate(xp, unslowed), trainer_rate)
+    busy = offered * (sum(stages(seconds_per_sample)) + trainer_cpu_fraction / trainer_rate)
+    return demand_oversubscription_factor(xp, busy, workers, available_cores, overhead, core_budget)
+
+
+def shared_trainer_rate(xp, trainer_rate, slowdown, trainer_cpu_fraction):
+    """The trainer's rate when the fraction ``phi`` of its time runs on cores slowed by ``slowdown``:
+    ``mu (1 - phi + phi sigma)`` (``mu`` itself for an accelerator trainer, ``phi = 0``)."""
+    return trainer_rate * (1.0 - trainer_cpu_fraction + trainer_cpu_fraction * slowdown)
 
 
 def stage_seconds_per_sample(xp, cpu_seconds, batch_size, batch_overhead_seconds) -> list:

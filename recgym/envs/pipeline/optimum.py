@@ -5,7 +5,9 @@ level ``L = min_i cpu_i(c_i)`` (per-stage CPU capacity without the oversubscript
 *minimal* allocation for that level, ``c_i(L) = min{c : cpu_i(c) >= L}``, is component-wise no
 larger than ``c``: it has the same level, no more workers (so no more oversubscription slowdown)
 and no more memory (so at least as much room for prefetch buffers). Every throughput the model
-delivers is non-decreasing in the level, in the oversubscription factor and in the prefetch depth,
+delivers is non-decreasing in the level, in the oversubscription factor and in the prefetch depth
+(on the ``"demand"`` basis too: the demand depends on the level and the batch size, not on the
+workers, and the factor on the workers only through their number),
 so some optimum is a minimal allocation at one of the finitely many levels ``cpu_i(c)``,
 ``i`` a stage, ``1 <= c <= max_cores_per_stage`` — exactly the allocations that "give the next
 core to the current bottleneck" visits. For each such allocation the best prefetch depth is the
@@ -128,9 +130,12 @@ def optimal_config(xp, params: PipelineParams, world: PipelineWorld, cond: Condi
         cores.append(xp.minimum(c, float(cmax)))
     # The model of dynamics.performance, evaluated once for every candidate (the brute-force test
     # checks the two agree).
-    slowdown = model.oversubscription_factor(xp, sum(cores), env(cond.available_cores), params.oversubscription_overhead)
-    caps = model.stage_capacities(xp, cores, seconds, f, slowdown, env(world.io_samples_per_second))
     mu = model.trainer_rate(xp, b, env(world.trainer_batch_seconds), env(world.trainer_sample_seconds))
+    io, share = env(world.io_samples_per_second), env(world.trainer_cpu_fraction)
+    slowdown = model.cpu_slowdown(xp, params.oversubscription_basis, cores, seconds, f, io, mu, share,
+                                  env(cond.available_cores), params.oversubscription_overhead, env(world.core_budget))
+    caps = model.stage_capacities(xp, cores, seconds, f, slowdown, io)
+    mu = model.shared_trainer_rate(xp, mu, slowdown, share)
     # Largest prefetch depth that fits next to this allocation.
     elements = per_stage(world.element_gib)
     base_mem = model.memory_gib(

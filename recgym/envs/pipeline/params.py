@@ -22,9 +22,12 @@ Units: time in seconds, memory in GiB, rates in samples per second.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -32,6 +35,7 @@ import numpy as np
 from flax import struct
 
 from recgym.core import finite, is_traced, require
+from recgym.envs.pipeline.model import OVERSUBSCRIPTION_BASES
 
 #: Pipeline stages, in order (read -> ... -> prefetch feeds the trainer).
 STAGES: tuple[str, ...] = ("read", "parse", "transform", "shuffle", "batch", "prefetch")
@@ -132,7 +136,7 @@ def _require_static_int(field: str, value: Any, minimum: int) -> None:
 # ----------------------------------------------------------------------------- profile
 _PROFILE_STAGE_FIELDS = ("cpu_seconds_per_sample", "serial_fraction", "worker_memory_gib", "element_kib")
 _PROFILE_FLOAT_FIELDS = ("batch_overhead_seconds", "read_bandwidth_mib_s", "record_kib", "memory_gib",
-                         "trainer_memory_gib", "trainer_batch_seconds", "trainer_sample_seconds")
+                         "trainer_memory_gib", "trainer_batch_seconds", "trainer_sample_seconds", "trainer_cpu_fraction")
 _PROFILE_INT_FIELDS = ("core_budget", "shuffle_buffer")
 
 
@@ -164,6 +168,10 @@ class PipelineProfile:
         trainer_batch_seconds: Fixed seconds the trainer spends per batch (launch, all-reduce).
         trainer_sample_seconds: Trainer seconds per sample in a batch; the trainer consumes
             ``B / (trainer_batch_seconds + B * trainer_sample_seconds)`` samples/s.
+        trainer_cpu_fraction: Fraction of the trainer's time spent on the pipeline's cores, in
+            ``[0, 1]``: 0 for an accelerator trainer (the default), 1 for a trainer computing on the
+            CPU (the live pipeline on a machine without one) — it then competes with the workers
+            for the cores and oversubscription slows it too.
     """
 
     cpu_seconds_per_sample: tuple[float, ...] = (20e-6, 60e-6, 150e-6, 10e-6, 8e-6, 5e-6)
@@ -179,6 +187,7 @@ class PipelineProfile:
     shuffle_buffer: int = 100_000
     trainer_batch_seconds: float = 2e-3
     trainer_sample_seconds: float = 10e-6
+    trainer_cpu_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _PROFILE_STAGE_FIELDS:
@@ -205,6 +214,7 @@ class PipelineProfile:
         require(lambda v: _is_int(v) and np.all(np.asarray(v) >= 0), "shuffle_buffer", self.shuffle_buffer, "an int >= 0")
         _require_in("trainer_batch_seconds", self.trainer_batch_seconds, low=0.0)
         _require_in("trainer_sample_seconds", self.trainer_sample_seconds, low=0.0, low_open=True)
+        _require_in("trainer_cpu_fraction", self.trainer_cpu_fraction, low=0.0, high=1.0)
 
     @property
     def io_samples_per_second(self) -> float:
@@ -361,7 +371,12 @@ class PipelineParams:
         reward_scale: Reward per sample/s of measured throughput (``1e-3``: thousands of samples/s).
         oom_penalty: Reward on the step that runs out of memory (the episode then terminates).
         oversubscription_overhead: Extra slowdown per oversubscribed core, ``kappa`` in
-            ``A / (C + kappa (C - A))``; 0 is the proportional slowdown.
+            ``A / (C + kappa (C - A))``; 0 is the proportional slowdown. On the ``"demand"`` basis:
+            the relative growth of every sample's CPU time per worker beyond the core budget, per core.
+        oversubscription_basis: ``"allocated"`` (every allocated worker competes for a core all the
+            time: the slowdown above) or ``"demand"`` (workers block when idle, so the cores are
+            shared by the CPU time the pipeline demands; see :mod:`recgym.envs.pipeline.model`).
+            The live pipeline's calibrated profiles use ``"demand"``. Static (it picks the formula).
     """
 
     action_mode: str = struct.field(pytree_node=False, default="increment")
@@ -387,6 +402,7 @@ class PipelineParams:
     reward_scale: float = 1e-3
     oom_penalty: float = 100.0
     oversubscription_overhead: float = 0.1
+    oversubscription_basis: str = struct.field(pytree_node=False, default="allocated")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "event_cost_factor", _as_stage_tuple(self.event_cost_factor))
@@ -397,6 +413,10 @@ class PipelineParams:
         # Static fields are never traced: check them always (they shape the spaces).
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+        if self.oversubscription_basis not in OVERSUBSCRIPTION_BASES:
+            raise ValueError(
+                f"oversubscription_basis must be one of {OVERSUBSCRIPTION_BASES}, got {self.oversubscription_basis!r}"
+            )
         require(lambda v: isinstance(v, bool | np.bool_), "randomize", self.randomize, "a bool")
         for name, minimum in _STATIC_INT_FIELDS.items():
             _require_static_int(name, getattr(self, name), minimum)
@@ -472,6 +492,87 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 _PARAM_FIELDS = frozenset(f.name for f in dataclasses.fields(PipelineParams))
 
 
+#: ``"format"`` tag of a profile file (see :func:`save_profile`).
+PROFILE_FILE_FORMAT = "recgym-pipeline-profile/1"
+#: :class:`PipelineParams` fields a profile file may carry besides the profile (measured with it).
+PROFILE_FILE_PARAMS: tuple[str, ...] = ("oversubscription_overhead", "oversubscription_basis")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileFile:
+    """The contents of a profile file.
+
+    Attributes:
+        profile: The measured profile.
+        params: Measured :class:`PipelineParams` fields (see :data:`PROFILE_FILE_PARAMS`).
+        metadata: Free-form provenance (dataset, machine, command, raw measurements).
+    """
+
+    profile: PipelineProfile
+    params: dict
+    metadata: dict
+
+
+def save_profile(path: str | os.PathLike, profile: PipelineProfile, params: Mapping | None = None,
+                 metadata: Mapping | None = None) -> Path:
+    """Write ``profile`` (and the params fields measured with it) as JSON.
+
+    Args:
+        path: File to write.
+        profile: The profile.
+        params: Fields of :data:`PROFILE_FILE_PARAMS`.
+        metadata: JSON-serialisable provenance.
+
+    Returns:
+        The path written.
+    """
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(PROFILE_FILE_PARAMS))
+    if unknown:
+        raise ValueError(f"a profile file carries only the params fields {PROFILE_FILE_PARAMS}, got {unknown}")
+    payload = {
+        "format": PROFILE_FILE_FORMAT,
+        "profile": {f.name: getattr(profile, f.name) for f in dataclasses.fields(profile)},
+        "params": params,
+        "metadata": dict(metadata or {}),
+    }
+    path = Path(path)
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def load_profile(path: str | os.PathLike) -> ProfileFile:
+    """Read a profile file written by :func:`save_profile` (e.g. by the calibration).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a profile file, or an invalid value (the message names the file and field).
+    """
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a JSON profile file ({err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != PROFILE_FILE_FORMAT:
+        raise ValueError(f"{path}: not a {PROFILE_FILE_FORMAT!r} file (its 'format' is "
+                         f"{payload.get('format') if isinstance(payload, dict) else None!r})")
+    fields = {f.name: f for f in dataclasses.fields(PipelineProfile)}
+    raw = payload.get("profile", {})
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"{path}: unknown PipelineProfile field(s) {unknown}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    params = dict(payload.get("params", {}))
+    bad = sorted(set(params) - set(PROFILE_FILE_PARAMS))
+    if bad:
+        raise ValueError(f"{path}: a profile file carries only the params fields {PROFILE_FILE_PARAMS}, got {bad}")
+    try:
+        profile = PipelineProfile(**values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {err}") from None
+    return ProfileFile(profile=profile, params=params, metadata=dict(payload.get("metadata", {})))
+
+
 def make_params(scenario: str = "steady", action_mode: str = "increment", **overrides: Any) -> PipelineParams:
     """Params of a named scenario, with any field overridden.
 
@@ -500,6 +601,8 @@ def make_params(scenario: str = "steady", action_mode: str = "increment", **over
         scenario: One of :data:`SCENARIOS`.
         action_mode: One of :data:`ACTION_MODES`.
         **overrides: Fields of :class:`PipelineParams` to set (they win over the scenario's).
+            ``profile`` may be a path to a profile file (:func:`load_profile`): its profile and
+            the params fields measured with it are used (other overrides still win).
 
     Returns:
         Validated params.
@@ -509,6 +612,12 @@ def make_params(scenario: str = "steady", action_mode: str = "increment", **over
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {scenario!r}")
+    if isinstance(overrides.get("profile"), str | os.PathLike):
+        if not Path(overrides["profile"]).is_file():
+            raise ValueError(f"profile must be a PipelineProfile, got {str(overrides['profile'])!r} "
+                             "(not a PipelineProfile, nor the path of a profile file)")
+        loaded = load_profile(overrides["profile"])
+        overrides = {**loaded.params, **overrides, "profile": loaded.profile}
     unknown = sorted(set(overrides) - _PARAM_FIELDS)
     if unknown:
         hint = ("; track_optimum is an argument of gym.make, which then wraps the env in "
