@@ -99,7 +99,10 @@ def test_new_collaborative_filtering_policies_are_registered_and_fold_in_clicks(
 
     assert {"EASE^R", "item-kNN (tuned)", "SLIM"} <= set(RECOMMENDER_POLICIES)
     world = vec_env.unwrapped.world
-    ctx = PolicyContext(vec_env.unwrapped, world, len(world.item_ids), None, 8, seed=0)
+    base = vec_env.unwrapped
+    ctx = PolicyContext(
+        env=base, params=base.params, num_envs=8, seed=0, world=world, n_items=len(world.item_ids)
+    )
     knn = RECOMMENDER_POLICIES["item-kNN (tuned)"](ctx).recommender
     assert {k: getattr(knn.config, k) for k in TUNED_KNN} == TUNED_KNN  # one tuned config
     ease = RECOMMENDER_POLICIES["EASE^R"](ctx)
