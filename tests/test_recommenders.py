@@ -76,6 +76,7 @@ def _all_models() -> list[Recommender]:
         ItemKNN(n_neighbours=3, shrinkage=1.0),
         ItemKNN(similarity="adjusted_cosine", implicit=False),
         ItemKNN(similarity="asymmetric_cosine", asymmetry=0.3, implicit=True, shrinkage=2.0),
+        ItemKNN(feature_weighting="bm25", implicit=False, shrinkage=1.0),
         EASE(l2=1.0),
         EASE(l2=0.5, implicit=False),
         SLIM(l1=0.1, l2=0.5, n_candidates=3),
@@ -96,6 +97,7 @@ MODEL_IDS = [
     "knn",
     "knn-adj",
     "knn-asym",
+    "knn-bm25",
     "ease",
     "ease-ratings",
     "slim",
@@ -301,14 +303,110 @@ def test_item_knn_asymmetric_cosine_by_hand():
     # alpha = 0.5 is the cosine bit for bit, with ratings or binary, shrunk or not.
     for implicit in (True, False):
         cos = ItemKNN(implicit=implicit, shrinkage=3.0).fit(TOY).neighbours
-        half = ItemKNN(
-            similarity="asymmetric_cosine", asymmetry=0.5, implicit=implicit, shrinkage=3.0
-        ).fit(TOY).neighbours
+        half = (
+            ItemKNN(similarity="asymmetric_cosine", asymmetry=0.5, implicit=implicit, shrinkage=3.0)
+            .fit(TOY)
+            .neighbours
+        )
         assert (cos != half).nnz == 0
     with pytest.raises(ValueError, match=r"asymmetry must lie in \[0, 1\]; got 1.5"):
         ItemKNN(similarity="asymmetric_cosine", asymmetry=1.5)
     with pytest.raises(ValueError, match="asymmetry=0.3 needs similarity='asymmetric_cosine'"):
         ItemKNN(asymmetry=0.3)
+
+
+def _dense_weighted_similarities(
+    ratings: pd.DataFrame, n_items: int, weighting: str, alpha: float, shrinkage: float
+) -> np.ndarray:
+    """The weighted (asymmetric) cosine written out densely, entry by entry, as a reference."""
+    values = np.zeros((ratings.user_id.max() + 1, n_items))  # users x items
+    values[ratings.user_id, ratings.item_id] = ratings.rating
+    rated = values != 0
+    idf = np.log(n_items / rated.sum(axis=1))  # per user
+    lengths = values.sum(axis=0)  # per item
+    norm = 1 - 0.75 + 0.75 * lengths / lengths.mean()
+    weights = np.zeros_like(values)
+    for u, i in zip(*np.nonzero(rated)):
+        v = values[u, i]
+        tf = math.sqrt(v) if weighting == "tfidf" else v * 2.2 / (1.2 * norm[i] + v)
+        weights[u, i] = tf * idf[u]
+    sims = np.zeros((n_items, n_items))
+    for i in range(n_items):
+        for j in range(n_items):
+            ni, nj = np.linalg.norm(weights[:, i]), np.linalg.norm(weights[:, j])
+            if i == j or ni == 0 or nj == 0:
+                continue
+            common = np.sum(rated[:, i] & rated[:, j])
+            dot = weights[:, i] @ weights[:, j]
+            sims[i, j] = dot / (ni ** (2 * alpha) * nj ** (2 - 2 * alpha))
+            sims[i, j] *= common / (common + shrinkage) if shrinkage > 0 else 1.0
+    return sims
+
+
+@pytest.mark.parametrize("weighting", ["tfidf", "bm25"])
+@pytest.mark.parametrize(("alpha", "shrinkage"), [(0.5, 0.0), (0.3, 2.0)])
+def test_item_knn_feature_weighting_matches_a_dense_computation(weighting, alpha, shrinkage):
+    rng = np.random.default_rng(7)
+    rated = rng.random((9, 6)) < 0.55
+    rated[:, 5] = False  # an item nobody rated: no neighbours, no division by zero
+    rated[0, :5] = True  # a user with every rated item: idf = log(6 / 5), small but not 0
+    users, items = np.nonzero(rated)
+    ratings = pd.DataFrame(
+        {"user_id": users, "item_id": items, "rating": rng.integers(1, 6, users.size) * 1.0}
+    )
+    similarity = "cosine" if alpha == 0.5 else "asymmetric_cosine"
+    catalogue = pd.DataFrame({"item_id": np.arange(6)})
+    config = dict(similarity=similarity, asymmetry=alpha, shrinkage=shrinkage, n_neighbours=5)
+    model = ItemKNN(feature_weighting=weighting, **config).fit(ratings, catalogue)
+    expected = _dense_weighted_similarities(ratings, 6, weighting, alpha, shrinkage)
+    np.testing.assert_allclose(model.neighbours.toarray(), np.clip(expected, 0, None), atol=1e-12)
+    unweighted = ItemKNN(**config).fit(ratings, catalogue).neighbours.toarray()
+    assert not np.allclose(expected, unweighted)  # the weighting changed the similarities
+
+
+def test_item_knn_idf_ignores_a_user_with_the_whole_catalogue():
+    # idf = log(n_items / n_u) is 0 for a user who has every item: adding one leaves the TF-IDF
+    # similarities (without shrinkage, which counts users) unchanged, unlike the plain cosine's.
+    # (Not so for BM25, whose item lengths count the new user's ratings.)
+    everything = pd.DataFrame({"user_id": 5, "item_id": np.arange(6), "rating": 3.0})
+    with_user = pd.concat([TOY, everything], ignore_index=True)
+    for config in (dict(feature_weighting="tfidf"), {}):
+        alone = ItemKNN(shrinkage=0.0, **config).fit(TOY, TOY_ITEMS).neighbours.toarray()
+        added = ItemKNN(shrinkage=0.0, **config).fit(with_user, TOY_ITEMS).neighbours.toarray()
+        # Items 0-4 (item 5 only gains the new user, whose weight is 0).
+        unchanged = np.allclose(added[:5, :5], alone[:5, :5], rtol=1e-12, atol=1e-12)
+        assert unchanged == bool(config)
+
+
+def test_item_knn_binary_cosine_tfidf_and_bm25_agree():
+    # On binary input BM25 only rescales each item vector, which the cosine divides out.
+    tfidf = ItemKNN(implicit=True, feature_weighting="tfidf", shrinkage=2.0).fit(TOY, TOY_ITEMS)
+    bm25 = ItemKNN(implicit=True, feature_weighting="bm25", shrinkage=2.0).fit(TOY, TOY_ITEMS)
+    np.testing.assert_allclose(bm25.neighbours.toarray(), tfidf.neighbours.toarray(), atol=1e-12)
+    # ... but not under the asymmetric cosine, which weighs the two items' norms differently.
+    asym = dict(similarity="asymmetric_cosine", asymmetry=0.2, implicit=True, shrinkage=2.0)
+    a = ItemKNN(feature_weighting="tfidf", **asym).fit(TOY, TOY_ITEMS).neighbours.toarray()
+    b = ItemKNN(feature_weighting="bm25", **asym).fit(TOY, TOY_ITEMS).neighbours.toarray()
+    assert not np.allclose(a, b)
+
+
+def test_item_knn_feature_weighting_rejects_bad_values():
+    with pytest.raises(
+        ValueError, match="feature_weighting must be 'none', 'tfidf' or 'bm25'; got 'BM25'"
+    ):
+        ItemKNN(feature_weighting="BM25")
+    with pytest.raises(ValueError, match="similarity='adjusted_cosine' centres them"):
+        ItemKNN(similarity="adjusted_cosine", feature_weighting="tfidf")
+    with pytest.raises(ValueError, match="bm25_k1 must be finite and > 0; got 0.0"):
+        ItemKNN(feature_weighting="bm25", bm25_k1=0.0)
+    with pytest.raises(ValueError, match=r"bm25_b must lie in \[0, 1\]; got 1.5"):
+        ItemKNN(feature_weighting="bm25", bm25_b=1.5)
+    with pytest.raises(ValueError, match="bm25_b=0.5 need feature_weighting='bm25'; got 'tfidf'"):
+        ItemKNN(feature_weighting="tfidf", bm25_b=0.5)
+    negative = TOY.assign(rating=TOY.rating - 3.0)
+    with pytest.raises(ValueError, match="feature_weighting='bm25' needs non-negative ratings"):
+        ItemKNN(feature_weighting="bm25").fit(negative)
+    ItemKNN(feature_weighting="bm25", implicit=True).fit(negative)  # binary input: fine
 
 
 def test_item_knn_prediction_is_baseline_plus_weighted_residuals():

@@ -57,8 +57,11 @@ def test_full_candidate_set_equals_slim_solved_by_a_generic_solver():
 )  # fmt: skip
 def test_weights_satisfy_the_optimality_conditions(x, l1, l2, n_candidates):
     """KKT of min 1/2 w'(G + l2 I)w - w'g + l1 sum(w), w >= 0: gradient 0 where w > 0, >= 0 at 0."""
-    weights, _ = slim_weights(sp.csr_matrix(x), l1, l2, n_candidates, n_sweeps=3000,
-                              tolerance=1e-13)  # fmt: skip
+    # Rank-one inputs with a small l2 converge slowly (an all-3 3 x 3 matrix at l2 = 0.055
+    # needs 5,865 sweeps): the cap only bounds the run, convergence is asserted.
+    weights, sweeps = slim_weights(sp.csr_matrix(x), l1, l2, n_candidates, n_sweeps=50_000,
+                                   tolerance=1e-13)  # fmt: skip
+    assert sweeps < 50_000
     w = weights.toarray()
     gram = x.T @ x
     assert np.all(w >= 0) and np.all(np.diag(w) == 0)
