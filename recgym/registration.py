@@ -30,9 +30,9 @@ _register("RecGym-MovieLensStatic-v0", entry_point="recgym.envs.movielens.env:Mo
 _register("RecGym-MovieLensFairness-v0", entry_point="recgym.envs.movielens.env:MovieLensEnv",
           vector_entry_point="recgym.envs.movielens.env:MovieLensVectorEnv",
           kwargs={"preset": "fairness"})
-# InTune-style DLRM ingestion-pipeline tuning (cores per stage, batch, prefetch; scenario=, action_mode=)
+# InTune-style DLRM ingestion-pipeline tuning (cores per stage, batch, prefetch; scenario=, action_mode=, track_optimum=)
 _register(
     "RecGym-Pipeline-v0",
-    entry_point="recgym.envs.pipeline.env:PipelineEnv",
-    vector_entry_point="recgym.envs.pipeline.env:PipelineVectorEnv",
+    entry_point="recgym.envs.pipeline.env:env_entry_point",
+    vector_entry_point="recgym.envs.pipeline.env:vector_env_entry_point",
 )

@@ -29,10 +29,11 @@ COLUMNS = [
 
 
 def run_episode(env, policy, seed: int) -> dict:
-    """One episode of ``policy``; per-step efficiencies (0 after a crash) and the crash flag."""
+    """One episode of ``policy`` on ``env`` (wrapped in ``PipelineOptimum``); per-step efficiencies
+    (0 after a crash) and the crash flag."""
     obs, info = env.reset(seed=seed)
     policy.reset(seed=seed)
-    horizon = env.params.max_episode_steps
+    horizon = env.unwrapped.params.max_episode_steps
     efficiency = np.zeros(horizon)
     crashed = False
     for t in range(horizon):
@@ -56,15 +57,17 @@ def run(ctx: RunContext) -> ExperimentResult:
     from recgym.envs.pipeline.baselines import BASELINES, make_baseline
     from recgym.envs.pipeline.env import PipelineEnv
     from recgym.envs.pipeline.params import HELD_OUT_SEED_START, SCENARIOS
+    from recgym.envs.pipeline.wrappers import PipelineOptimum
 
     n_seeds = 3 if ctx.quick else 20
     seeds = [HELD_OUT_SEED_START + 1000 * ctx.seed + i for i in range(n_seeds)]
     rows, records = [], []
     for scenario in SCENARIOS:
-        env = PipelineEnv(scenario=scenario, action_mode="absolute")
-        change = env.params.change_step
+        env = PipelineOptimum(PipelineEnv(scenario=scenario, action_mode="absolute"))
+        params = env.unwrapped.params
+        change = params.change_step
         for name in BASELINES:
-            policy = make_baseline(name, env.params)
+            policy = make_baseline(name, params)
             episodes = [run_episode(env, policy, seed) for seed in seeds]
             per_seed = [float(ep["efficiency"].mean()) for ep in episodes]
             before = [float(ep["efficiency"][:change].mean()) for ep in episodes]
