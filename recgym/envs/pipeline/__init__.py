@@ -13,7 +13,8 @@ See ``docs/environments/pipeline.md`` for the spec card and the model. Modules:
 
 # Convenience imports (documented in their own modules, hence no ``__all__`` here).
 from recgym.envs.pipeline.core import PipelineCore  # noqa: F401
-from recgym.envs.pipeline.env import PipelineEnv, PipelineVectorEnv  # noqa: F401
+from recgym.envs.pipeline.env import PipelineEnv, PipelineVectorEnv
+from recgym.envs.pipeline.evaluation import PipelineMetrics
 from recgym.envs.pipeline.params import (  # noqa: F401
     ACTION_MODES,
     HELD_OUT_SEED_START,
@@ -26,3 +27,6 @@ from recgym.envs.pipeline.params import (  # noqa: F401
     make_params,
 )
 from recgym.envs.pipeline.wrappers import PipelineOptimum, PipelineVectorOptimum  # noqa: F401
+from recgym.evaluation import register_episode_metrics
+
+register_episode_metrics((PipelineEnv, PipelineVectorEnv), PipelineMetrics)
