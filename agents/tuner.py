@@ -942,7 +942,7 @@ def evaluate_policy(policy: Any, scenario: str, action_mode: str, n_episodes: in
     table = result.episodes
     steps = table["steps_to_90"].to_numpy()
     return {
-        "name": result.name, "scenario": scenario, "action_mode": action_mode,
+        "name": result.policy, "scenario": scenario, "action_mode": action_mode,
         "seeds": table["seed"].astype(int).tolist(),
         "efficiency": table["efficiency"].tolist(),
         "before": table["efficiency_before_change"].tolist(),

@@ -334,3 +334,28 @@ def test_a_short_training_run_beats_static_even_on_steady():
     assert not any(agent["oom"])
     assert np.mean(agent["efficiency"]) > np.mean(even["efficiency"]) + 0.1, (
         np.mean(agent["efficiency"]), np.mean(even["efficiency"]))
+
+
+# ------------------------------------------------------------------------------------ docs and CLI
+def test_the_docs_config_table_is_the_config():
+    from pathlib import Path
+
+    from agents.config import config_table
+
+    page = (Path(__file__).parents[2] / "docs" / "agents_tuner.md").read_text()
+    start, end = "<!-- config-table:start -->\n", "\n<!-- config-table:end -->"
+    assert page[page.index(start) + len(start):page.index(end)] == config_table(TunerConfig)
+
+
+def test_the_command_line_help_lists_every_field(capsys):
+    with pytest.raises(SystemExit):
+        tuner.main(["--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(TunerConfig):
+        assert "--" + field.name.replace("_", "-") in text
+
+
+def test_the_command_line_rejects_a_bad_value_by_name(capsys):
+    with pytest.raises(SystemExit):
+        tuner.main(["--gamma", "2"])
+    assert "gamma must be in [0, 1], got 2.0" in capsys.readouterr().err
