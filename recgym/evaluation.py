@@ -209,9 +209,18 @@ BASELINES: dict[str, PolicyFactory] = {
     "boredom-aware": lambda ctx: BoredomAwarePolicy(
         _require_access(ctx), ctx.n_items, slate_size=ctx.slate_size
     ),
+    # privileged, model-predictive: simulates each candidate's future with the true dynamics (the ceiling)
+    "planner": lambda ctx: _planner(ctx),
 }
 """Factories of the built-in RecGym-MovieLens baselines, by display name; append entries to
 evaluate more. (RecGym-Pipeline's baseline tuners: ``recgym.envs.pipeline.baselines.BASELINES``.)"""
+
+
+def _planner(ctx: PolicyContext) -> Policy:
+    # imported here: the MovieLens package imports this module to register its metrics
+    from recgym.envs.movielens.planner import PlannerPolicy
+
+    return PlannerPolicy(_require_access(ctx), slate_size=ctx.slate_size)
 
 
 def _require_access(ctx: PolicyContext) -> Any:
@@ -329,14 +338,26 @@ def make_eval_env(env_id: str = "RecGym-MovieLens-v0", num_envs: int | None = 25
     """
     import recgym  # noqa: F401  (registers the ids)
 
+    def build(env_kwargs: dict[str, Any]):
+        if num_envs is None:
+            return gym.make(env_id, **env_kwargs)
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
+
     spec = gym.spec(env_id)
     entry = spec.entry_point if num_envs is None else spec.vector_entry_point
     env_class = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
     if isinstance(env_class, type):
-        kwargs = {**_metrics_for(env_class).env_kwargs, **kwargs}
-    if num_envs is None:
-        return gym.make(env_id, **kwargs)
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+        return build({**_metrics_for(env_class).env_kwargs, **kwargs})
+    # A factory entry point (it may wrap the env, e.g. in the pipeline's optimum instrumentation):
+    # the plug-in is known only from what it builds, so build, then rebuild with the plug-in's
+    # defaults if any is missing.
+    env = build(kwargs)
+    defaults = _metrics_for(type(env.unwrapped)).env_kwargs
+    missing = {key: value for key, value in defaults.items() if key not in kwargs}
+    if not missing:
+        return env
+    env.close()
+    return build({**missing, **kwargs})
 
 
 class _Batch:

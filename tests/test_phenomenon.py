@@ -27,6 +27,7 @@ def assert_phenomenon(dataset: str, n_dynamic: int, n_static: int) -> None:
     returns = {
         name: evaluate(factory, static, n_static, seed=0).episodes["return"].to_numpy()
         for name, factory in BASELINES.items()
+        if name != "planner"  # a sampling planner ties with the oracle only within noise: tests/test_planner.py
     }
     best = returns["oracle-greedy"]
     for name, other in returns.items():

@@ -7,7 +7,9 @@
   NumPy by the single env and on ``jax.numpy`` by the vector env and agents;
 * :mod:`~recgym.envs.movielens.env` has the gymnasium adapters;
 * :mod:`~recgym.envs.movielens.evaluation` plugs its episode metrics and privileged access into
-  the evaluation harness (:func:`recgym.evaluation.evaluate`).
+  the evaluation harness (:func:`recgym.evaluation.evaluate`);
+* :mod:`~recgym.envs.movielens.planner` is the privileged model-predictive planner, the ceiling
+  of the baselines (``BASELINES["planner"]``).
 
 See docs/environments/movielens.md for the spec card.
 """
@@ -30,6 +32,7 @@ from recgym.envs.movielens.params import (
     WorldArrays,
     make_params,
 )
+from recgym.envs.movielens.planner import PlannerConfig, PlannerPolicy
 from recgym.envs.movielens.world import MovieLensWorld, WorldSettings, build_world
 from recgym.evaluation import register_episode_metrics
 
@@ -45,6 +48,8 @@ __all__ = [
     "MovieLensVectorEnv",
     "MovieLensWorld",
     "ObservationField",
+    "PlannerConfig",
+    "PlannerPolicy",
     "WorldArrays",
     "WorldSettings",
     "boredom_cost",

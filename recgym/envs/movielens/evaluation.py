@@ -42,22 +42,43 @@ class MovieLensAccess:
 
     Args:
         env: The unwrapped :class:`~recgym.envs.movielens.MovieLensEnv` or ``MovieLensVectorEnv``.
+        cache: Keep answers until :meth:`invalidate` (the harness's mode); ``False`` reads the env
+            afresh at every call (for loops that do not call :meth:`invalidate`).
     """
 
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, cache: bool = True) -> None:
         self.env = env
+        self.cache = bool(cache)
         self._cache: dict[str, Any] = {}
+        self._active: np.ndarray | None = None
 
     @property
     def params(self) -> Any:
         """The env's :class:`~recgym.envs.movielens.MovieLensParams` (hidden world included)."""
         return self.env.params
 
+    def active(self) -> np.ndarray:
+        """``(num_envs,)`` bool: the envs whose current episode is still being scored.
+
+        The evaluation harness marks an env inactive once its episode has ended: the vector env
+        keeps stepping it (auto-reset) until the whole wave is done, but those steps are not
+        scored. Costly policies (the planner) skip inactive envs. All ``True`` outside the harness.
+        """
+        if self._active is None:
+            return np.ones(int(getattr(self.env, "num_envs", 1)), dtype=bool)
+        return self._active.copy()
+
+    def set_active(self, env_mask: np.ndarray) -> None:
+        """Mark the envs being scored (``(num_envs,)`` bool); the harness calls it before each step."""
+        self._active = np.asarray(env_mask, dtype=bool).copy()
+
     def invalidate(self) -> None:
         """Forget cached answers (the env's state changed)."""
         self._cache.clear()
 
     def _get(self, name: str, compute) -> Any:
+        if not self.cache:
+            return compute()
         if name not in self._cache:
             self._cache[name] = compute()
         return self._cache[name]
@@ -149,6 +170,7 @@ class MovieLensMetrics(EpisodeMetrics):
             "ndcg": np.full((n, h), np.nan),
         }
         self.user = np.asarray(info["user"], dtype=np.int64).reshape(n)
+        self.scored = episodes < self.n_episodes  # the last wave's spare envs run but are not scored
         self.candidates = self._candidates(info, n)
         self.utilities = None
 
@@ -160,7 +182,9 @@ class MovieLensMetrics(EpisodeMetrics):
         return np.asarray(info["candidates"], dtype=np.int64).reshape(n, -1)
 
     def before_step(self, t: int, alive: np.ndarray) -> None:
-        """Read the current true utilities (the NDCG's ideal) before the step changes them."""
+        """Read the current true utilities (the NDCG's ideal) before the step changes them, and tell
+        the access which envs are still scored."""
+        self.access.set_active(alive & self.scored)
         self.utilities = self.access.true_utilities() if alive.any() else None
 
     def record_step(self, t: int, alive: np.ndarray, actions: np.ndarray, reward: np.ndarray,

@@ -97,7 +97,8 @@ class PipelineEnv(FunctionalGymEnv):
     ``gym.make("RecGym-Pipeline-v0", track_optimum=True)`` (default ``False``) wraps the env in
     :class:`~recgym.envs.pipeline.wrappers.PipelineOptimum`: ``info`` then also holds ``optimum``,
     ``efficiency`` and ``optimal_action`` (``env.unwrapped`` is still this class). Bad values
-    raise ``ValueError`` naming the field and the value.
+    raise ``ValueError`` naming the field and the value. The env keeps the scenario's name in
+    :attr:`scenario` (``None`` when built from ``params``; the params do not store it).
 
     **Vectorized.** :class:`PipelineVectorEnv` via ``gym.make_vec(..., vectorization_mode=
     "vector_entry_point")`` (one jitted, vmapped call per step, next-step auto-reset; env ``i``
@@ -126,7 +127,7 @@ class PipelineEnv(FunctionalGymEnv):
 
     def __init__(self, scenario: str = "steady", action_mode: str = "increment", params: PipelineParams | None = None,
                  render_mode: str | None = None, **overrides: Any):
-        self.scenario = scenario
+        self.scenario = scenario if params is None else None
         params = _resolve_params(scenario, action_mode, params, overrides)
         super().__init__(PipelineCore(params), params, render_mode)
 
@@ -142,7 +143,7 @@ class PipelineVectorEnv(FunctionalVectorEnv):
 
     def __init__(self, num_envs: int, scenario: str = "steady", action_mode: str = "increment",
                  params: PipelineParams | None = None, render_mode: str | None = None, **overrides: Any):
-        self.scenario = scenario
+        self.scenario = scenario if params is None else None
         params = _resolve_params(scenario, action_mode, params, overrides)
         super().__init__(PipelineCore(params), num_envs, params, render_mode)
 

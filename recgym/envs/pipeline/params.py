@@ -317,7 +317,9 @@ class RandomRanges:
 _FLOAT_FIELDS = ("event_core_factor", "event_memory_factor", "neighbour_cores", "neighbour_p_on", "neighbour_p_off",
                  "cost_jitter", "measurement_noise", "reward_scale", "oom_penalty", "oversubscription_overhead")
 _INT_FIELDS = ("change_step", "initial_batch_log2", "initial_prefetch")
-_STATIC_INT_FIELDS = ("max_episode_steps", "max_cores_per_stage", "min_batch_log2", "max_batch_log2", "max_prefetch")
+#: The static int fields and their least value.
+_STATIC_INT_FIELDS = {"max_episode_steps": 1, "max_cores_per_stage": 1, "min_batch_log2": 0, "max_batch_log2": 0,
+                      "max_prefetch": 0}
 
 
 @struct.dataclass
@@ -396,10 +398,8 @@ class PipelineParams:
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
         require(lambda v: isinstance(v, bool | np.bool_), "randomize", self.randomize, "a bool")
-        for name in _STATIC_INT_FIELDS:
-            _require_static_int(name, getattr(self, name), 0)
-        _require_static_int("max_episode_steps", self.max_episode_steps, 1)
-        _require_static_int("max_cores_per_stage", self.max_cores_per_stage, 1)
+        for name, minimum in _STATIC_INT_FIELDS.items():
+            _require_static_int(name, getattr(self, name), minimum)
         if not 0 <= self.min_batch_log2 <= self.max_batch_log2 <= 20:
             raise ValueError(
                 "batch sizes need 0 <= min_batch_log2 <= max_batch_log2 <= 20, got "

@@ -116,6 +116,26 @@ def test_vmap_over_params_stacked_from_different_scenarios_equals_each_scenario(
     assert memory_cap[machine, -1] == 24 and memory_cap[names.index("memory-tight"), 0] == 40
 
 
+def test_vmap_over_random_ranges_equals_each_range():
+    """The ``random`` scenario's ranges are leaves too: one compiled core draws worlds from several."""
+    core = PipelineCore()
+    variants = [make_params("random"), make_params("random", random_ranges=RandomRanges(
+        core_budget=(4, 6), memory_gib=(100.0, 120.0), cpu_scale_log=(1.0, 1.5)))]
+    keys = jax.random.split(seed_key(0), 8)
+
+    def worlds(params):
+        return jax.vmap(lambda key: core.start(key, params)[1].state.world)(keys)
+
+    batched = jax.jit(jax.vmap(worlds))(_stack(variants))
+    for i, params in enumerate(variants):
+        alone = worlds(params)  # the ranges as Python constants
+        for got, want in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(alone)):
+            np.testing.assert_allclose(np.asarray(got)[i], np.asarray(want), rtol=1e-5)
+    budgets = np.asarray(batched.core_budget)
+    assert budgets[0].max() > 6 and set(budgets[1].tolist()) <= {4.0, 5.0, 6.0}
+    assert np.all((np.asarray(batched.memory_gib)[1] >= 100.0) & (np.asarray(batched.memory_gib)[1] <= 120.0))
+
+
 def test_stacked_params_are_validated_elementwise():
     good = _stack([make_params("steady"), make_params("drift")])
     assert good.event_cost_factor[1].shape == (2,)

@@ -126,8 +126,8 @@ def test_wrapped_env_passes_check_env():
 
 
 def test_wrappers_reject_other_envs():
-    with pytest.raises(TypeError, match="PipelineOptimum wraps a RecGym-Pipeline-v0 FunctionalGymEnv, got CartPoleEnv"):
+    with pytest.raises(TypeError, match=r"PipelineOptimum wraps a RecGym-Pipeline-v0 single env \(PipelineEnv\), got CartPoleEnv"):
         PipelineOptimum(gym.make("CartPole-v1"))
     venv = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="sync")  # a SyncVectorEnv of single envs
-    with pytest.raises(TypeError, match="PipelineVectorOptimum wraps .* got SyncVectorEnv"):
+    with pytest.raises(TypeError, match=r"PipelineVectorOptimum wraps a RecGym-Pipeline-v0 native vector env \(PipelineVectorEnv\), got SyncVectorEnv"):
         PipelineVectorOptimum(venv)
