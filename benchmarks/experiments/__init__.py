@@ -16,4 +16,6 @@ EXPERIMENTS: dict[str, str] = {
     "recommenders_offline": "benchmarks.experiments.recommenders_offline",
     # RecGym-Pipeline-v0: every baseline tuner x scenario, efficiency vs the exact optimum
     "pipeline_baselines": "benchmarks.experiments.pipeline_baselines",
+    # RecGym-Pipeline-v0: the PPO tuner (agents.tuner) trained on random pipelines, beside the baselines
+    "pipeline_tuner": "benchmarks.experiments.pipeline_tuner",
 }

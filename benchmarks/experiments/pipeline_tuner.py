@@ -34,9 +34,12 @@ from benchmarks.common import ExperimentResult, RunContext
 MODES: tuple[str, ...] = ("increment", "absolute")
 """Action modes trained and evaluated (InTune's increments first)."""
 
-FULL = {"total_steps": 8_388_608, "random_pipelines": 200, "scenario_seeds": 20}
-"""Full run: environment steps per mode, held-out random pipelines, held-out seeds per named scenario."""
-QUICK = {"total_steps": 128 * 16 * 6, "random_pipelines": 10, "scenario_seeds": 3}
+FULL = {"total_steps": {"increment": 4_194_304, "absolute": 1_048_576}, "random_pipelines": 200,
+        "scenario_seeds": 20}
+"""Full run: environment steps of each mode's training (about 8 and 3 CPU-minutes: the main job's
+~10-minute training budget on 2 cores), held-out random pipelines, held-out seeds per named scenario."""
+QUICK = {"total_steps": {"increment": 128 * 16 * 6, "absolute": 128 * 16 * 6}, "random_pipelines": 10,
+         "scenario_seeds": 3}
 """Quick run (CI): a few updates and episodes."""
 
 SHIFTS: dict[str, float] = {"transform cost x2": 2.0, "transform cost x4": 4.0}
@@ -54,7 +57,7 @@ def tuner_config(ctx: RunContext, action_mode: str):
 
     size = QUICK if ctx.quick else FULL
     extra = {"num_envs": 128, "rollout_steps": 16} if ctx.quick else {}
-    return TunerConfig(action_mode=action_mode, seed=ctx.seed, total_steps=size["total_steps"],
+    return TunerConfig(action_mode=action_mode, seed=ctx.seed, total_steps=size["total_steps"][action_mode],
                        eval_random_pipelines=0, eval_scenario_seeds=0, progress=False, tensorboard=False,
                        **extra)
 
@@ -122,7 +125,10 @@ def run(ctx: RunContext) -> list[ExperimentResult]:
                 row = evaluation_row(record)
                 general_rows.append({"pipelines": label, **row})
 
-    figure = _plot_throughput(ctx, tuners, first_seed, size["scenario_seeds"])
+    figure = plot_throughput(
+        Path(ctx.out_dir) / "pipeline_tuner_throughput.png",
+        {mode: (lambda p, t=training, s=state: TunerPolicy.from_training(t, s, p)) for mode, (training, state) in tuners.items()},
+        first_seed, size["scenario_seeds"])
     n_random, n_named = size["random_pipelines"], size["scenario_seeds"]
     notes = [
         f"{n_random} held-out random pipelines and {n_named} held-out seeds of each named scenario from seed "
@@ -185,8 +191,18 @@ def _episode_throughput(policy_factory, scenario: str, action_mode: str, seeds: 
     return {"throughput": throughput.mean(axis=0), "optimum": optimum.mean(axis=0)}
 
 
-def _plot_throughput(ctx: RunContext, tuners: dict, first_seed: int, n_seeds: int) -> Path | None:
-    """Throughput over an episode: the tuners, AUTOTUNE-style (absolute mode, as published) and the optimum."""
+def plot_throughput(path: Path, tuners: dict[str, Any], first_seed: int, n_seeds: int) -> Path | None:
+    """Throughput over an episode: the tuners, AUTOTUNE-style (absolute mode, as published) and the optimum.
+
+    Args:
+        path: Where to write the PNG.
+        tuners: ``{action_mode: factory(env_params) -> Policy}``, one trained tuner per mode.
+        first_seed: First held-out scenario seed.
+        n_seeds: Seeds averaged per curve.
+
+    Returns:
+        ``path``, or ``None`` when matplotlib is missing.
+    """
     try:
         import matplotlib
 
@@ -194,17 +210,13 @@ def _plot_throughput(ctx: RunContext, tuners: dict, first_seed: int, n_seeds: in
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a dependency; the tables do not need it
         return None
-    from agents.tuner import TunerPolicy
     from recgym.envs.pipeline.baselines import make_baseline
 
     seeds = [first_seed + i for i in range(n_seeds)]
     fig, axes = plt.subplots(1, len(PLOT_SCENARIOS), figsize=(6 * len(PLOT_SCENARIOS), 4), sharey=False)
     for ax, scenario in zip(np.atleast_1d(axes), PLOT_SCENARIOS):
-        curves = {}
-        for mode, (training, state) in tuners.items():
-            curves[f"PPO tuner ({mode})"] = _episode_throughput(
-                lambda p, training=training, state=state: TunerPolicy.from_training(training, state, p),
-                scenario, mode, seeds)
+        curves = {f"PPO tuner ({mode})": _episode_throughput(factory, scenario, mode, seeds)
+                  for mode, factory in tuners.items()}
         curves["AUTOTUNE-style (absolute)"] = _episode_throughput(lambda p: make_baseline("autotune", p), scenario,
                                                                   "absolute", seeds)
         steps = np.arange(1, len(next(iter(curves.values()))["throughput"]) + 1)
@@ -217,8 +229,6 @@ def _plot_throughput(ctx: RunContext, tuners: dict, first_seed: int, n_seeds: in
         ax.set_ylim(bottom=0)
     np.atleast_1d(axes)[0].legend(fontsize=8)
     fig.tight_layout()
-    path = Path(ctx.out_dir) / "pipeline_tuner_throughput.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
