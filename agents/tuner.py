@@ -19,7 +19,7 @@ Command line (every flag is a field of :class:`TunerConfig`)::
     python -m agents.tuner --total-steps 20_000_000 --seed 0 --out runs/tuner
     python -m agents.tuner --resume runs/tuner      # continue an interrupted run
 
-See docs/agents.md (the tuner section).
+See docs/agents_tuner.md.
 """
 
 from __future__ import annotations
@@ -577,7 +577,8 @@ class TunerTraining:
         self.core = PipelineCore(env_params)
         self.env_params = env_params
         self.heads = ActionHeads.from_config(config, env_params)
-        self.graphdef, _ = nnx.split(self.build_model(jax.random.key(0)))
+        # Only the structure: the abstract model draws no parameters (init(key) does).
+        self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: self.build_model(jax.random.key(0))))
         self.optimizer = make_optimizer(
             config.optimizer, config.learning_rate, config.max_grad_norm,
             anneal_steps=(config.num_updates * config.update_epochs * config.num_minibatches
@@ -807,9 +808,8 @@ class TunerPolicy(Policy):
         self.deterministic = bool(deterministic)
         if name is not None:
             self.name = name
-        self._key = jax.random.key(0)
         self.previous = None
-        self._act = jax.jit(functools.partial(_policy_act, graphdef, heads, self.deterministic))
+        self._act = _compiled_policy_act(graphdef, heads, self.deterministic)
 
     @classmethod
     def from_training(cls, training: TunerTraining, state: TunerState, env_params: PipelineParams | None = None,
@@ -848,10 +848,8 @@ class TunerPolicy(Policy):
         return cls(graphdef, restored, heads, params, **kwargs)
 
     def reset(self, num_envs: int = 1, seed: int | None = None) -> None:
-        """See :meth:`recgym.policies.Policy.reset`; the seed also keys the policy's sampling."""
+        """See :meth:`recgym.policies.Policy.reset`; the seed also seeds the policy's sampling."""
         self.previous = None
-        if seed is not None:
-            self._key = jax.random.key(seed)
         super().reset(num_envs, seed)
 
     def begin_episode(self, env_mask: np.ndarray) -> None:
@@ -870,7 +868,8 @@ class TunerPolicy(Policy):
         if self.previous is None:
             self.previous = np.full_like(observations, np.nan)
         previous = np.where(np.isnan(self.previous), observations, self.previous)
-        self._key, key = jax.random.split(self._key)
+        # Sampling keys come from the policy's seeded generator (Policy.rng, set by reset(seed=)).
+        key = jax.random.key(int(self.rng.integers(2**31)))
         actions = np.asarray(self._act(self.params, self.env_params, observations, previous, key), np.int64)
         self.previous = observations.copy()
         return actions
@@ -881,6 +880,13 @@ class TunerPolicy(Policy):
             raise RuntimeError(f"act() serves one env but the policy was reset for num_envs={self.num_envs}")
         action = self.act_batch(np.asarray(observation)[None], {})[0]
         return int(action) if self.heads.mode == "increment" else action
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_policy_act(graphdef: Any, heads: ActionHeads, deterministic: bool) -> Any:
+    # One jitted function per network structure, shared by every policy built from it (a policy per
+    # episode or per scenario must not recompile).
+    return jax.jit(functools.partial(_policy_act, graphdef, heads, deterministic))
 
 
 def _policy_act(graphdef, heads: ActionHeads, deterministic: bool, params, env_params, observations, previous, key):

@@ -1,6 +1,6 @@
 """Training speed of the pipeline tuner (PPO over the vectorised RecGym-Pipeline-v0 core).
 
-Run (figures in docs/agents.md)::
+Run (figures in docs/agents_tuner.md)::
 
     python -m pytest benchmarks/test_tuner_speed.py --benchmark-only -s
 
