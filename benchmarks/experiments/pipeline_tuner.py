@@ -1,11 +1,11 @@
 """The pipeline tuner (PPO, :mod:`agents.tuner`): trained on random pipelines, scored like every baseline.
 
 For each action mode of :data:`MODES` the experiment trains one tuner on the ``random`` scenario
-(a fresh pipeline from the documented ranges at every reset; scenario seeds below the held-out
-range), then scores it and every baseline tuner of :mod:`recgym.envs.pipeline.baselines` in the
-same action mode with the evaluation harness on the same held-out episodes: :data:`FULL`
-``random_pipelines`` held-out ``random`` pipelines and ``scenario_seeds`` held-out seeds of each
-named scenario. It writes
+(a fresh pipeline from the documented ranges at every reset, drawn from the training run's key
+chain, not from the harness's held-out integer seeds), then scores it and every baseline tuner of
+:mod:`recgym.envs.pipeline.baselines` in the same action mode with the evaluation harness on the
+same held-out episodes: :data:`FULL` ``random_pipelines`` held-out ``random`` pipelines and
+``scenario_seeds`` held-out seeds of each named scenario. It writes
 
 * ``pipeline_tuner``: the tuner's rows beside the baselines' (mean efficiency ± 95% t-interval
   over episodes, before / after the change, OOM crashes, steps to 90%), with the best non-oracle
@@ -136,7 +136,7 @@ def run(ctx: RunContext) -> list[ExperimentResult]:
         "mean ± 95% t-interval over episodes of the per-episode mean efficiency.",
         "A step's efficiency is the true throughput over the exact optimum of that step's conditions; every step "
         "after an OOM crash counts as 0 (recgym.evaluation.evaluate with the pipeline metrics plug-in).",
-        "The tuner trained on the random scenario only (seeds below the held-out range); the named scenarios are "
+        "The tuner trained on the random scenario only (pipelines from its own key chain); the named scenarios are "
         "evaluation scenarios it never trained on. '(best baseline)' marks the best non-oracle baseline.",
         "Workload model, not a measured machine (docs/environments/pipeline.md).",
     ]
