@@ -41,7 +41,9 @@ def tiny_config(**overrides) -> TunerConfig:
 
 
 def leaves(tree):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+    """Every leaf as a NumPy array (typed PRNG keys as their key data, so they are compared too)."""
+    return [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+            for x in jax.tree_util.tree_leaves(tree)]
 
 
 def observation(cores=(1, 2, 3, 4, 5, 6), rates=(10.0, 20.0, 30.0, 40.0, 50.0, 60.0), batch=256.0, prefetch=2.0,
