@@ -18,4 +18,6 @@ EXPERIMENTS: dict[str, str] = {
     "pipeline_baselines": "benchmarks.experiments.pipeline_baselines",
     # RecGym-PipelineLive-v0: calibration, simulator-vs-live validity, sim-to-real, baselines live
     "pipeline_live": "benchmarks.experiments.pipeline_live",
+    # RecGym-Pipeline-v0: the PPO tuner (agents.tuner) trained on random pipelines, beside the baselines
+    "pipeline_tuner": "benchmarks.experiments.pipeline_tuner",
 }

@@ -1,0 +1,356 @@
+"""Flax NNX networks and the item-choice distribution of the recommender agents.
+
+* :class:`MLP` — the torso every network uses (orthogonal init, CleanRL's gains).
+* :class:`FactorisedItemHead` — scores a whole catalogue as ``query . item_embedding + item_bias``,
+  the item embeddings computed from the env's *observable* item features (genres, logged CF
+  embedding), optionally plus a learned per-item table. Parameters grow with the feature size,
+  not with the catalogue (but for the bias and the optional table), and every item shares what is
+  learned about its features.
+* :class:`ActorCritic` — an actor (observation -> query -> item scores) and a separate critic
+  (observation -> value).
+* Slates: :func:`sample_slate` draws ``k`` distinct items from the scores (Plackett–Luce: item
+  after item, each from the softmax of the scores of the items not yet drawn), and
+  :func:`slate_log_prob` gives the log-probability of a slate and the entropy of the distribution.
+  ``k = 1`` is the categorical policy over items.
+* The agent's own memory of what it served this episode is a bitset (:func:`mark_served`,
+  :func:`served_mask`), so that it can mask served items without reading the env's hidden state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "ActorCritic",
+    "FactorisedItemHead",
+    "ItemFeatures",
+    "greedy_slate",
+    "mark_served",
+    "sample_slate",
+    "served_mask",
+    "served_words",
+    "slate_log_prob",
+]
+
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+"""Hidden-layer activations by config name."""
+
+# A blocked item's score: finite (so that masked softmax terms and their gradients stay finite)
+# and far enough below any reachable score that exp() underflows to exactly 0.
+_BLOCKED_SCORE = -1e9
+_BLOCK = 64  # items per block of the two-level sampler
+_LOG_WEIGHT_FLOOR = -80.0  # exp(-80) ~ 1.8e-35: still a normal float32
+
+
+class ItemFeatures(nnx.Variable):
+    """The catalogue's observable item features: stored with the model, never trained."""
+
+
+class MLP(nnx.Module):
+    """A multi-layer perceptron with orthogonal initialisation.
+
+    Args:
+        in_features: Input size.
+        hidden_sizes: Width of each hidden layer.
+        out_features: Output size.
+        activation: ``"tanh"`` or ``"relu"``.
+        out_scale: Gain of the output layer's orthogonal init (CleanRL: 0.01 for policy logits,
+            1 for values); hidden layers use ``sqrt(2)``.
+        rngs: Parameter initialisation keys.
+    """
+
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_features: int, *,
+                 activation: str = "tanh", out_scale: float = 1.0, rngs: nnx.Rngs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        sizes = [in_features, *hidden_sizes]
+        self.hidden = nnx.List([
+            nnx.Linear(a, b, kernel_init=nnx.initializers.orthogonal(np.sqrt(2.0)), rngs=rngs)
+            for a, b in zip(sizes[:-1], sizes[1:])
+        ])
+        self.out = nnx.Linear(sizes[-1], out_features, kernel_init=nnx.initializers.orthogonal(out_scale),
+                              rngs=rngs)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(..., in_features)`` -> ``(..., out_features)``."""
+        act = ACTIVATIONS[self.activation]
+        for layer in self.hidden:
+            x = act(layer(x))
+        return self.out(x)
+
+
+class FactorisedItemHead(nnx.Module):
+    """Item scores ``query . e_i + b_i`` with ``e_i = [W f_i (+ t_i), f_i]`` from item features ``f_i``.
+
+    An item's embedding is a learned projection of its features (plus, optionally, a learned
+    per-item vector) followed by the features themselves, so a query scores items both through
+    learned factors and bilinearly in the raw features.
+
+    Args:
+        item_features: ``(n_items, n_features)`` observable item features (stored as
+            :class:`ItemFeatures`, not trained).
+        embedding_dim: Size ``d`` of the learned part of the item embeddings; the query has
+            ``d + n_features`` entries (:attr:`query_size`).
+        learned_item_table: Add a learned ``(n_items, d)`` embedding table ``t`` (zero-initialised)
+            to the projected features: lets the agent learn what the features do not say about an
+            item, at ``n_items * d`` more parameters.
+        rngs: Parameter initialisation keys.
+    """
+
+    def __init__(self, item_features: jax.Array | np.ndarray, embedding_dim: int, *,
+                 learned_item_table: bool = False, rngs: nnx.Rngs):
+        features = jnp.asarray(item_features, jnp.float32)
+        if features.ndim != 2 or features.shape[0] < 1:
+            raise ValueError(f"item_features must be (n_items, n_features), got shape {features.shape}")
+        self.item_features = ItemFeatures(features)
+        n_items, n_features = features.shape
+        self.embed = nnx.Linear(n_features, embedding_dim, kernel_init=nnx.initializers.orthogonal(1.0),
+                                rngs=rngs)
+        self.item_table = nnx.Param(jnp.zeros((n_items, embedding_dim))) if learned_item_table else None
+        self.item_bias = nnx.Param(jnp.zeros((n_items,)))
+
+    @property
+    def n_items(self) -> int:
+        """Catalogue size."""
+        return self.item_features.shape[0]
+
+    @property
+    def query_size(self) -> int:
+        """Length of a query: the learned embedding size plus the number of item features."""
+        return self.embed.out_features + self.item_features.shape[1]
+
+    def item_embeddings(self) -> jax.Array:
+        """``(n_items, query_size)`` the embedding of every item."""
+        features = self.item_features[...]
+        learned = self.embed(features)
+        if self.item_table is not None:
+            learned = learned + self.item_table[...]
+        return jnp.concatenate([learned, features], axis=-1)
+
+    def __call__(self, query: jax.Array) -> jax.Array:
+        """``(..., query_size)`` queries -> ``(..., n_items)`` scores (unnormalised log-probabilities)."""
+        return query @ self.item_embeddings().T + self.item_bias[...]
+
+
+class ActorCritic(nnx.Module):
+    """Separate actor and critic over one observation vector, the actor scoring a catalogue.
+
+    The actor's query has a deep part, an MLP of the observation that meets the learned item
+    factors, and a wide part, a linear map of the observation that meets the raw item features:
+    ``score_i = MLP(o) . (W f_i) + o^T B f_i + b_i``. The wide part is zero-initialised and linear
+    in its parameters, so from the first update the policy gradient can fit e.g. the dot product
+    of the observation's logged user embedding with the items' logged embedding (a logged
+    matrix-factorisation score), or the overlap of recently consumed genres with an item's genres
+    (boredom), without waiting for two small factors to grow together.
+
+    Args:
+        observation_size: Length of the observation vector.
+        item_features: ``(n_items, n_features)`` observable item features.
+        hidden_sizes: Hidden widths of the actor's and the critic's torsos.
+        embedding_dim: Size of the learned item factors (and of the deep query).
+        activation: ``"tanh"`` or ``"relu"``.
+        learned_item_table: See :class:`FactorisedItemHead`.
+        rngs: Parameter initialisation keys.
+    """
+
+    def __init__(self, observation_size: int, item_features: jax.Array | np.ndarray,
+                 hidden_sizes: Sequence[int] = (256, 256), embedding_dim: int = 32, *,
+                 activation: str = "tanh", learned_item_table: bool = False, rngs: nnx.Rngs):
+        self.head = FactorisedItemHead(item_features, embedding_dim, learned_item_table=learned_item_table,
+                                       rngs=rngs)
+        n_features = self.head.query_size - embedding_dim
+        self.actor = MLP(observation_size, hidden_sizes, embedding_dim, activation=activation, out_scale=0.01,
+                         rngs=rngs)
+        self.actor_wide = nnx.Linear(observation_size, n_features, use_bias=False,
+                                     kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+        self.critic = MLP(observation_size, hidden_sizes, 1, activation=activation, out_scale=1.0, rngs=rngs)
+
+    def scores(self, observation: jax.Array) -> jax.Array:
+        """``(..., observation_size)`` -> ``(..., n_items)`` item scores."""
+        query = jnp.concatenate([self.actor(observation), self.actor_wide(observation)], axis=-1)
+        return self.head(query)
+
+    def value(self, observation: jax.Array) -> jax.Array:
+        """``(..., observation_size)`` -> ``(...)`` state values (in scaled-reward units)."""
+        return self.critic(observation)[..., 0]
+
+    def __call__(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(scores, value)`` of a batch of observations."""
+        return self.scores(observation), self.value(observation)
+
+
+# ------------------------------------------------------------------------------ served-item memory
+def served_words(n_items: int) -> int:
+    """uint32 words of a served-items bitset over ``n_items`` items."""
+    return (n_items + 31) // 32
+
+
+def mark_served(served: jax.Array, items: jax.Array) -> jax.Array:
+    """Add ``items`` to the bitsets ``served``.
+
+    Args:
+        served: ``(..., served_words(n_items))`` uint32 bitsets (item ``i`` is bit ``i % 32`` of
+            word ``i // 32``).
+        items: ``(..., k)`` int item ids to add.
+
+    Returns:
+        The updated bitsets (a new array).
+    """
+    items = items.astype(jnp.uint32)
+    bits = jnp.left_shift(jnp.uint32(1), items & 31)                       # (..., k)
+    words = items >> 5
+    onehot = words[..., None] == jnp.arange(served.shape[-1], dtype=jnp.uint32)  # (..., k, W)
+    add = jnp.where(onehot, bits[..., None], jnp.uint32(0))
+    return served | jax.lax.reduce(add, jnp.uint32(0), jax.lax.bitwise_or, (add.ndim - 2,))
+
+
+def served_mask(served: jax.Array, n_items: int) -> jax.Array:
+    """``(..., n_items)`` bool: the bitsets ``served`` unpacked."""
+    # Shifts and a reshape, no gather: XLA fuses this into every consumer, and a fused gather
+    # per consumer costs ~10x the whole loss on CPU.
+    bits = (served[..., :, None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return bits.reshape(*served.shape[:-1], served.shape[-1] * 32)[..., :n_items].astype(bool)
+
+
+# ------------------------------------------------------------------------------ Plackett–Luce slates
+def _unblock_if_exhausted(blocked: jax.Array, slate_size: int) -> jax.Array:
+    """Rows with fewer than ``slate_size`` allowed items start over with every item allowed."""
+    exhausted = jnp.sum(~blocked, axis=-1, keepdims=True) < slate_size
+    return blocked & ~exhausted
+
+
+def greedy_slate(scores: jax.Array, blocked: jax.Array, slate_size: int) -> jax.Array:
+    """The mode of the Plackett–Luce policy: the ``slate_size`` best allowed items, best first.
+
+    Args:
+        scores: ``(B, n_items)`` float scores.
+        blocked: ``(B, n_items)`` bool, as for :func:`sample_slate`.
+        slate_size: ``k`` (static).
+
+    Returns:
+        ``(B, k)`` int32 item ids.
+    """
+    blocked = _unblock_if_exhausted(blocked, slate_size)
+    return jax.lax.top_k(jnp.where(blocked, -jnp.inf, scores), slate_size)[1].astype(jnp.int32)
+
+
+def _shifted_scores(scores: jax.Array, blocked: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(shifted, weights)``: scores minus the row's best allowed score, floored at
+    :data:`_LOG_WEIGHT_FLOOR`, and their exponentials (0 for blocked items).
+
+    The floor keeps every allowed item's weight a normal float32 number, so the mass left after
+    any draw is positive; it changes only probabilities below ``exp(-80)`` of the best item's.
+    """
+    best = jax.lax.stop_gradient(jnp.max(jnp.where(blocked, -jnp.inf, scores), axis=-1, keepdims=True))
+    shifted = jnp.maximum(scores - best, _LOG_WEIGHT_FLOOR)
+    return shifted, jnp.where(blocked, 0.0, jnp.exp(shifted))
+
+
+def sample_slate(key: jax.Array, scores: jax.Array, blocked: jax.Array, slate_size: int) -> jax.Array:
+    """Draw ``slate_size`` distinct items per row from the Plackett–Luce distribution of ``scores``.
+
+    Item ``j`` of the slate is drawn from ``softmax(scores)`` restricted to the items neither
+    blocked nor drawn before. The draw is an inverse-CDF search in two levels (blocks of 64
+    items, then items within the chosen block): one exponential per item and a sum over the
+    catalogue per slate position, instead of a random number per item (Gumbel top-k) or a full
+    cumulative sum per position.
+
+    Args:
+        key: A JAX key for the whole batch, or ``(B,)`` keys, one per row (a row's draw then
+            depends only on its own key: the same whatever the batch it is part of).
+        scores: ``(B, n_items)`` float scores.
+        blocked: ``(B, n_items)`` bool, items that must not be drawn (if fewer than
+            ``slate_size`` items are allowed in a row, that row ignores ``blocked``).
+        slate_size: ``k`` (static), ``1 <= k <= n_items``.
+
+    Returns:
+        ``(B, k)`` int32 item ids, distinct within each row.
+    """
+    batch, n_items = scores.shape
+    if not 1 <= slate_size <= n_items:
+        raise ValueError(f"slate_size must lie in [1, n_items={n_items}], got {slate_size}")
+    blocked = _unblock_if_exhausted(blocked, slate_size)
+    _, weights = _shifted_scores(scores, blocked)
+    n_blocks = -(-n_items // _BLOCK)
+    padded = jnp.pad(weights, ((0, 0), (0, n_blocks * _BLOCK - n_items))).reshape(batch, n_blocks, _BLOCK)
+    item_ids = jnp.arange(n_blocks * _BLOCK, dtype=jnp.int32).reshape(n_blocks, _BLOCK)
+    tiny = float(np.finfo(np.float32).tiny)
+    if jnp.ndim(key) == 0:
+        uniforms = jax.random.uniform(key, (batch, slate_size), minval=tiny)
+    else:
+        uniforms = jax.vmap(lambda row_key: jax.random.uniform(row_key, (slate_size,), minval=tiny))(key)
+    rows = jnp.arange(batch)
+    prefix_blocks = jnp.tril(jnp.ones((n_blocks, n_blocks), jnp.float32)).T  # cumulative sums as matmuls
+    prefix_items = jnp.tril(jnp.ones((_BLOCK, _BLOCK), jnp.float32)).T
+    items: list[jax.Array] = []
+    for j in range(slate_size):
+        remaining = padded
+        for drawn in items:  # (compares fused into the sum below: no copy of the weights)
+            remaining = jnp.where(item_ids == drawn[:, None, None], 0.0, remaining)
+        block_mass = remaining.sum(axis=-1)                                # (B, n_blocks)
+        cumulative = block_mass @ prefix_blocks
+        target = uniforms[:, j] * cumulative[:, -1]
+        block = _first_reaching(cumulative, target, block_mass > 0)
+        before = cumulative[rows, block] - block_mass[rows, block]
+        inside = remaining[rows, block]                                    # (B, 64)
+        offset = _first_reaching(inside @ prefix_items, target - before, inside > 0)
+        items.append((block * _BLOCK + offset).astype(jnp.int32))
+    return jnp.stack(items, axis=-1)
+
+
+def _first_reaching(cumulative: jax.Array, target: jax.Array, positive: jax.Array) -> jax.Array:
+    """Per row, the first slot whose cumulative mass reaches ``target`` among slots of positive mass.
+
+    Restricting to ``positive`` slots makes rounding harmless: the pick always has positive mass
+    (if rounding puts ``target`` past the last cumulative value, the last positive slot is taken).
+    """
+    reached = (cumulative >= target[:, None]) & positive
+    first = jnp.argmax(reached, axis=-1)
+    last_positive = positive.shape[-1] - 1 - jnp.argmax(positive[:, ::-1], axis=-1)
+    return jnp.where(reached.any(axis=-1), first, last_positive)
+
+
+def slate_log_prob(scores: jax.Array, blocked: jax.Array, slates: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Log-probability of each slate under :func:`sample_slate`, and the policy's entropy.
+
+    Args:
+        scores: ``(B, n_items)`` float scores.
+        blocked: ``(B, n_items)`` bool, as given to :func:`sample_slate`.
+        slates: ``(B, k)`` int item ids.
+
+    Returns:
+        ``(log_prob, entropy)``, each ``(B,)``: ``log_prob = sum_j log p(slate_j | slate_<j)``;
+        ``entropy = sum_j H(position j | slate_<j)``, the chain rule's estimate of the slate
+        distribution's entropy (its expectation over slates is the exact entropy; for ``k = 1`` it
+        is the exact categorical entropy). Both are differentiable in ``scores``.
+    """
+    slate_size = slates.shape[-1]
+    blocked = _unblock_if_exhausted(blocked, slate_size)
+    shifted, weights = _shifted_scores(scores, blocked)
+    item_ids = jnp.arange(scores.shape[-1], dtype=slates.dtype)
+    log_prob = jnp.zeros(scores.shape[0])
+    entropy = jnp.zeros(scores.shape[0])
+    for j in range(slate_size):
+        drawn_before = jnp.zeros(scores.shape, bool)
+        for earlier in range(j):  # (compares fused into the sums: no scatter, no copy)
+            drawn_before = drawn_before | (item_ids == slates[:, earlier:earlier + 1])
+        remaining = jnp.where(drawn_before, 0.0, weights)
+        # Relative to the best remaining item (constant for the gradient, >= exp(-80) > 0), the
+        # weights lie in (0, 1] with a sum >= 1: no 1 / mass**2 underflow in the gradients even
+        # when the items drawn before held all but exp(-80) of the mass.
+        top = jax.lax.stop_gradient(jnp.max(remaining, axis=-1, keepdims=True))
+        relative = remaining / top
+        mass = jnp.sum(relative, axis=-1)
+        log_mass = jnp.log(mass) + jnp.log(top[:, 0])
+        chosen = jnp.take_along_axis(shifted, slates[:, j:j + 1], axis=-1)[:, 0]
+        log_prob = log_prob + chosen - log_mass
+        entropy = entropy + log_mass - jnp.sum(relative * shifted, axis=-1) / mass
+    return log_prob, entropy

@@ -1,0 +1,1103 @@
+"""The InTune-style pipeline tuner: PPO over the vectorised RecGym-Pipeline-v0 core.
+
+After Netflix's InTune (Nagrecha et al., RecSys '23): an RL agent distributes a trainer machine's
+CPU cores over the stages of a DLRM ingestion pipeline, and chooses its batch size and prefetch
+depth, to feed the trainer as fast as possible without running out of memory. The agent here is
+PPO (clipped surrogate, GAE with truncation bootstrapping) with separate actor and critic MLPs,
+trained on the ``random`` scenario — a fresh pipeline drawn from
+:class:`~recgym.envs.pipeline.params.RandomRanges` at every reset, with a change event and a noisy
+neighbour — and evaluated on held-out scenario seeds and on every named scenario.
+
+PureJaxRL's shape: :func:`make_train` returns a pure ``train(key) -> (state, metrics)`` whose
+rollout (``vmap`` of :meth:`PipelineCore.step_autoreset` over pipelines, ``lax.scan`` over
+steps), advantages (:func:`agents.returns.gae`) and PPO epochs run under one ``jit``. The agent
+reads only the observation (what a pipeline monitor measures) and its own memory of the previous
+observation; the optimum is never computed in training.
+
+Command line (every flag is a field of :class:`TunerConfig`)::
+
+    python -m agents.tuner --total-steps 20_000_000 --seed 0 --out runs/tuner
+    python -m agents.tuner --resume runs/tuner      # continue an interrupted run
+
+See docs/agents_tuner.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from agents.checkpoint import Checkpointer, abstract_like
+from agents.config import config_to_dict, load_config, parse_config, save_config
+from agents.logging import TrainingLogger
+from agents.networks import ACTIVATIONS, MLP
+from agents.optim import OPTIMIZERS, make_optimizer
+from agents.parallel import PARALLEL_MODES, DeviceAxis, data_parallel
+from agents.returns import gae
+from recgym.core import EnvCarry
+from recgym.envs.pipeline import ACTION_MODES, SCENARIOS, PipelineCore, PipelineParams, make_params
+from recgym.envs.pipeline import dynamics as D
+from recgym.envs.pipeline.params import NUM_STAGES
+from recgym.policies import Policy
+
+__all__ = [
+    "FEATURE_SIZE",
+    "ActionHeads",
+    "TunerConfig",
+    "TunerNetwork",
+    "TunerPolicy",
+    "TunerState",
+    "TunerTraining",
+    "episode_throughput_scale",
+    "main",
+    "make_train",
+    "observation_features",
+]
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class TunerConfig:
+    """PPO tuner for RecGym-Pipeline-v0 (one field per command-line flag).
+
+    Attributes:
+        scenario: Scenario trained on: "random" (a new pipeline from the documented ranges at
+            every reset) or a named one.
+        action_mode: "increment" (InTune's one-knob moves) or "absolute" (a whole configuration
+            per step, chosen as bounded moves of every knob at once).
+        seed: Seed of everything random in training: parameters, pipelines, actions.
+        total_steps: Environment steps to train for, all pipelines together (rounded down to
+            whole updates).
+        num_envs: Pipelines stepped in parallel (divisible by num_devices).
+        rollout_steps: Steps per pipeline between updates.
+        gamma: Discount factor of the returns.
+        gae_lambda: GAE trace decay.
+        learning_rate: Adam step size (the initial one when annealed).
+        anneal_lr: Decay the step size linearly to 0 over the run.
+        optimizer: "adam" or "rmsprop" (after global-norm clipping).
+        max_grad_norm: Clip the gradient's global L2 norm to this.
+        update_epochs: PPO epochs over each rollout.
+        num_minibatches: Minibatches per epoch (the rollout's steps x pipelines split evenly).
+        clip_coef: PPO's probability-ratio clip.
+        entropy_coef: Weight of the entropy bonus in the loss.
+        value_coef: Weight of the value loss in the loss.
+        oom_penalty: Reward on the step that runs the trainer out of memory, in units of the
+            episode's throughput scale (the episode also ends: every later reward is lost).
+        hidden_width: Width of the stage encoders and torsos of the actor and of the critic.
+        activation: Hidden-layer activation: "tanh" or "relu".
+        core_moves: Absolute mode: the moves a stage's worker count may make in one step.
+        batch_moves: Absolute mode: the moves of log2(batch size) in one step.
+        prefetch_moves: Absolute mode: the moves of the prefetch depth in one step.
+        num_devices: Devices to train on, gradients averaged across them.
+        parallel: How several devices run the step: "pmap" or "shard_map".
+        updates_per_call: Updates compiled into one call; the progress bar, the learning curve
+            and checkpoints advance between calls.
+        checkpoint_every: Save a checkpoint every this many updates (a multiple of
+            updates_per_call; 0: only at the end).
+        keep_checkpoints: Most recent checkpoints kept on disk.
+        out: Run folder: config, checkpoints, learning curve, evaluation ("" writes nothing).
+        resume: Folder of an interrupted run to continue from its last checkpoint; its saved
+            config is used (other flags must agree with it).
+        eval_random_pipelines: Held-out random pipelines the trained tuner is evaluated on at the
+            end (0: no evaluation).
+        eval_scenario_seeds: Held-out seeds of each named scenario in the final evaluation.
+        progress: Show a progress bar.
+        tensorboard: Also write TensorBoard logs (when tensorboardX or torch is installed).
+    """
+
+    scenario: str = "random"
+    action_mode: str = "increment"
+    seed: int = 0
+    total_steps: int = 20_000_000
+    num_envs: int = 512
+    rollout_steps: int = 32
+    gamma: float = 0.98
+    gae_lambda: float = 0.95
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True
+    optimizer: str = "adam"
+    max_grad_norm: float = 0.5
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    clip_coef: float = 0.2
+    entropy_coef: float = 0.005
+    value_coef: float = 0.5
+    oom_penalty: float = 10.0
+    hidden_width: int = 64
+    activation: str = "tanh"
+    core_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
+    batch_moves: tuple[int, ...] = (-2, -1, 0, 1, 2)
+    prefetch_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
+    num_devices: int = 1
+    parallel: str = "pmap"
+    updates_per_call: int = 20
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    out: str = ""
+    resume: str = ""
+    eval_random_pipelines: int = 200
+    eval_scenario_seeds: int = 20
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("total_steps", "num_envs", "hidden_width", "rollout_steps", "update_epochs", "num_minibatches", "num_devices",
+                    "updates_per_call", "keep_checkpoints")
+        for name in positive:
+            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, getattr(self, name),
+                     "an integer >= 1")
+        for name in ("seed", "checkpoint_every", "eval_random_pipelines", "eval_scenario_seeds"):
+            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
+                     "an integer >= 0")
+        _require(self.scenario in SCENARIOS, "scenario", self.scenario, f"one of {tuple(SCENARIOS)}")
+        _require(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"one of {ACTION_MODES}")
+        for name in ("gamma", "gae_lambda"):
+            _require(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "in [0, 1]")
+        for name in ("learning_rate", "max_grad_norm", "clip_coef"):
+            _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
+                     "finite and > 0")
+        for name in ("entropy_coef", "value_coef", "oom_penalty"):
+            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
+                     "finite and >= 0")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        _require(self.activation in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
+        _require(self.parallel in PARALLEL_MODES, "parallel", self.parallel, f"one of {PARALLEL_MODES}")
+        for name in ("core_moves", "batch_moves", "prefetch_moves"):
+            moves = getattr(self, name)
+            _require(len(moves) >= 2 and all(_is_int(m) for m in moves) and 0 in moves
+                     and len(set(moves)) == len(moves), name, moves, "distinct integers including 0")
+        _require(self.num_envs % self.num_devices == 0, "num_envs", self.num_envs,
+                 f"divisible by num_devices={self.num_devices}")
+        _require((self.num_envs // self.num_devices) * self.rollout_steps % self.num_minibatches == 0,
+                 "num_minibatches", self.num_minibatches,
+                 f"a divisor of the per-device batch {(self.num_envs // self.num_devices) * self.rollout_steps}")
+        _require(self.checkpoint_every % self.updates_per_call == 0, "checkpoint_every", self.checkpoint_every,
+                 f"a multiple of updates_per_call={self.updates_per_call}")
+        _require(self.total_steps >= self.steps_per_update, "total_steps", self.total_steps,
+                 f">= num_envs * rollout_steps = {self.steps_per_update} (one update)")
+
+    @property
+    def steps_per_update(self) -> int:
+        """Environment steps per update: ``num_envs * rollout_steps``."""
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates of the whole run: ``total_steps // steps_per_update``."""
+        return self.total_steps // self.steps_per_update
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{field} must be {expected}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------ observation
+def _log(x: jax.Array) -> jax.Array:
+    # Rates read 0 after a crash (and only then); the floor keeps the features finite there.
+    return jnp.log(jnp.maximum(x, 1e-3))
+
+
+def _stage_and_global(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Scale-free features of one observation: ``(..., 6, 5)`` per stage and ``(..., 10)`` global."""
+    cores = obs[..., D.OBS_CORES]
+    rates = obs[..., D.OBS_RATES]
+    available = obs[..., D.OBS_AVAILABLE, None]
+    cap = jnp.maximum(obs[..., D.OBS_MEMORY_CAP, None], 1e-3)
+    log_rates = _log(rates)
+    log_bottleneck = jnp.min(log_rates, axis=-1, keepdims=True)
+    stage = jnp.stack([
+        jnp.log(cores) / jnp.log(32.0),
+        cores / available,
+        # Each stage's capacity, and one worker's, relative to the bottleneck's: how many workers
+        # a stage has to spare, and how many the bottleneck would need to catch up.
+        jnp.clip(log_rates - log_bottleneck, 0.0, 8.0) / 2.0,
+        jnp.clip(log_rates - jnp.log(cores) - log_bottleneck, -8.0, 8.0) / 2.0,
+        jnp.clip(_log(obs[..., D.OBS_UTILISATION]), -8.0, 8.0) / 2.0,
+    ], axis=-1)
+    overall = jnp.concatenate([
+        # The absolute scale against the trainer (which consumes 50-100k samples/s).
+        (log_bottleneck - jnp.log(50.0)) / 2.0,
+        jnp.clip(_log(obs[..., D.OBS_THROUGHPUT, None]) - log_bottleneck, -8.0, 8.0) / 2.0,
+        obs[..., D.OBS_IDLE, None],
+        (jnp.log2(jnp.maximum(obs[..., D.OBS_BATCH, None], 1.0)) - 6.0) / 7.0,
+        obs[..., D.OBS_PREFETCH, None] / 16.0,
+        obs[..., D.OBS_MEMORY, None] / cap,
+        jnp.log(cap) / 4.0,
+        jnp.sum(cores, axis=-1, keepdims=True) / available,
+        jnp.log(available) / 4.0,
+        available / jnp.maximum(obs[..., D.OBS_BUDGET, None], 1.0),
+    ], axis=-1)
+    return stage, overall
+
+
+STAGE_FEATURES = 2 * 5 + 1 + NUM_STAGES
+"""Features per stage in :func:`observation_features`: 5 per observation for two observations,
+the change of the stage's workers, and the stage's one-hot identity."""
+GLOBAL_FEATURES = 2 * 10 + 2
+"""Global features in :func:`observation_features`: 10 per observation for two observations, the
+change of memory use and of log throughput."""
+FEATURE_SIZE = NUM_STAGES * STAGE_FEATURES + GLOBAL_FEATURES
+"""Length of :func:`observation_features`: the per-stage block (stage-major), then the global one."""
+
+
+def observation_features(observation: jax.Array, previous_observation: jax.Array) -> jax.Array:
+    """What the tuner's networks read: scale-free features of the last two measurements.
+
+    Rates span orders of magnitude across pipelines, so they enter as logs relative to the
+    bottleneck's; memory as a fraction of the cap; cores as a fraction of those available. The
+    previous observation (the agent's own memory; the current one again at an episode's start)
+    and the change between the two let the agent see what its last move did — e.g. how much
+    memory the workers it added cost, which no single measurement shows.
+
+    Args:
+        observation: ``(..., 26)`` the latest observation.
+        previous_observation: ``(..., 26)`` the one before it.
+
+    Returns:
+        ``(..., FEATURE_SIZE)`` float32: ``NUM_STAGES`` blocks of :data:`STAGE_FEATURES` (one per
+        stage, in pipeline order), then :data:`GLOBAL_FEATURES` (see :func:`split_features`).
+    """
+    stage_now, global_now = _stage_and_global(observation)
+    stage_before, global_before = _stage_and_global(previous_observation)
+    cap = jnp.maximum(observation[..., D.OBS_MEMORY_CAP, None], 1e-3)
+    core_change = observation[..., D.OBS_CORES] - previous_observation[..., D.OBS_CORES]
+    identity = jnp.broadcast_to(jnp.eye(NUM_STAGES), (*observation.shape[:-1], NUM_STAGES, NUM_STAGES))
+    stage = jnp.concatenate([stage_now, stage_before, core_change[..., None] / 4.0, identity], axis=-1)
+    overall = jnp.concatenate([
+        global_now, global_before,
+        (observation[..., D.OBS_MEMORY, None] - previous_observation[..., D.OBS_MEMORY, None]) / cap,
+        jnp.clip(_log(observation[..., D.OBS_THROUGHPUT, None]) - _log(previous_observation[..., D.OBS_THROUGHPUT, None]),
+                 -4.0, 4.0),
+    ], axis=-1)
+    flat_stage = stage.reshape(*stage.shape[:-2], NUM_STAGES * STAGE_FEATURES)
+    return jnp.concatenate([flat_stage, overall], axis=-1).astype(jnp.float32)
+
+
+def split_features(features: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(..., FEATURE_SIZE)`` -> ``(per-stage (..., 6, STAGE_FEATURES), global (..., GLOBAL_FEATURES))``."""
+    stage = features[..., : NUM_STAGES * STAGE_FEATURES]
+    return stage.reshape(*stage.shape[:-1], NUM_STAGES, STAGE_FEATURES), features[..., NUM_STAGES * STAGE_FEATURES:]
+
+
+def episode_throughput_scale(observation: jax.Array) -> jax.Array:
+    """An observable throughput scale of a pipeline, from its first observation (k samples/s).
+
+    The rate the machine's core budget would reach if every stage scaled perfectly: with one
+    worker per stage the measured rates give each stage's CPU seconds per sample, and
+    ``budget / sum_i seconds_i`` is the throughput of a perfectly balanced, perfectly parallel
+    pipeline. Rewards are divided by it, so that pipelines of very different speeds weigh alike.
+
+    Args:
+        observation: ``(..., 26)`` an episode's first observation.
+
+    Returns:
+        ``(...)`` float32, positive.
+    """
+    seconds = observation[..., D.OBS_CORES] / jnp.maximum(observation[..., D.OBS_RATES], 1e-3)
+    return jnp.maximum(observation[..., D.OBS_BUDGET] / jnp.sum(seconds, axis=-1), 1e-3)
+
+
+# ------------------------------------------------------------------------------------ actions
+@dataclasses.dataclass(frozen=True)
+class ActionHeads:
+    """How the policy's categorical heads become an environment action.
+
+    ``increment`` mode: one head over the 17 increment actions. ``absolute`` mode: one head per
+    knob — each stage's workers, log2 of the batch size, the prefetch depth — choosing a *move*
+    from the knob's current value (read from the observation, which reports the allocation
+    exactly); the moves are applied together and clipped to the bounds, and the result is the
+    absolute action. Moves rather than values: the same move means the same thing in every
+    pipeline, and a large move lets the agent jump in one step.
+
+    Attributes:
+        mode: ``"increment"`` or ``"absolute"``.
+        moves: Per head, the moves it chooses from (absolute mode); empty in increment mode.
+        sizes: Number of choices of each head.
+    """
+
+    mode: str
+    moves: tuple[tuple[int, ...], ...]
+    sizes: tuple[int, ...]
+
+    @classmethod
+    def from_config(cls, config: TunerConfig, params: PipelineParams) -> ActionHeads:
+        """The heads of ``config.action_mode`` for an env with ``params``."""
+        if config.action_mode == "increment":
+            return cls("increment", (), (params.num_increment_actions,))
+        moves = (tuple(config.core_moves),) * NUM_STAGES + (tuple(config.batch_moves), tuple(config.prefetch_moves))
+        return cls("absolute", moves, tuple(len(m) for m in moves))
+
+    @property
+    def num_logits(self) -> int:
+        """Total logits over all heads."""
+        return sum(self.sizes)
+
+    @property
+    def per_stage_logits(self) -> int:
+        """Logits each stage contributes: its +1 / -1 moves (increment), or its moves (absolute)."""
+        return 2 if self.mode == "increment" else self.sizes[0]
+
+    def split(self, logits: jax.Array) -> list[jax.Array]:
+        """``(..., num_logits)`` -> one ``(..., size)`` array per head."""
+        bounds = np.cumsum(self.sizes)[:-1].tolist()
+        return jnp.split(logits, bounds, axis=-1)
+
+    def to_env_action(self, choices: jax.Array, observation: jax.Array, params: PipelineParams) -> jax.Array:
+        """The environment action of head choices ``(..., num_heads)`` int32 given the observation.
+
+        Returns:
+            ``(...)`` int32 increment actions, or ``(..., 8)`` int32 absolute actions (workers - 1
+            per stage, batch-size index, prefetch depth), always within the action space.
+        """
+        if self.mode == "increment":
+            return choices[..., 0]
+        table = np.zeros((len(self.sizes), max(self.sizes)), np.int32)
+        for i, moves in enumerate(self.moves):
+            table[i, : len(moves)] = moves
+        move = jnp.asarray(table)[jnp.arange(len(self.sizes)), choices]
+        current = jnp.concatenate([
+            observation[..., D.OBS_CORES],
+            jnp.log2(jnp.maximum(observation[..., D.OBS_BATCH, None], 1.0)),
+            observation[..., D.OBS_PREFETCH, None],
+        ], axis=-1)
+        current = jnp.round(current).astype(jnp.int32)
+        low = jnp.asarray([1] * NUM_STAGES + [params.min_batch_log2, 0], jnp.int32)
+        high = jnp.asarray([params.max_cores_per_stage] * NUM_STAGES + [params.max_batch_log2, params.max_prefetch],
+                           jnp.int32)
+        target = jnp.clip(current + move, low, high)
+        return target - jnp.asarray([1] * NUM_STAGES + [params.min_batch_log2, 0], jnp.int32)
+
+
+def _log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Log-probability of ``choices`` (summed over heads) and the summed entropy."""
+    log_prob = jnp.zeros(logits.shape[:-1])
+    entropy = jnp.zeros(logits.shape[:-1])
+    for i, head in enumerate(heads.split(logits)):
+        logp = jax.nn.log_softmax(head, axis=-1)
+        log_prob = log_prob + jnp.take_along_axis(logp, choices[..., i : i + 1], axis=-1)[..., 0]
+        entropy = entropy - jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    return log_prob, entropy
+
+
+def _sample(heads: ActionHeads, key: jax.Array, logits: jax.Array) -> jax.Array:
+    keys = jax.random.split(key, len(heads.sizes))
+    return jnp.stack([jax.random.categorical(k, head, axis=-1) for k, head in zip(keys, heads.split(logits))],
+                     axis=-1).astype(jnp.int32)
+
+
+def _greedy(heads: ActionHeads, logits: jax.Array) -> jax.Array:
+    return jnp.stack([jnp.argmax(head, axis=-1) for head in heads.split(logits)], axis=-1).astype(jnp.int32)
+
+
+# ------------------------------------------------------------------------------------ networks
+class _StageTower(nnx.Module):
+    """One tower of :class:`TunerNetwork`: a stage encoder shared by the six stages, pooled over
+    them, and a torso over the pool and the global features."""
+
+    def __init__(self, width: int, activation: str, rngs: nnx.Rngs):
+        self.encoder = MLP(STAGE_FEATURES + GLOBAL_FEATURES, (width,), width, activation=activation, rngs=rngs)
+        self.torso = MLP(2 * width + GLOBAL_FEATURES, (width,), width, activation=activation, rngs=rngs)
+        self.act = ACTIVATIONS[activation]
+
+    def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(per-stage embeddings (..., 6, width), context (..., width))``."""
+        stage, overall = split_features(features)
+        context = jnp.broadcast_to(overall[..., None, :], (*stage.shape[:-1], overall.shape[-1]))
+        embedded = self.act(self.encoder(jnp.concatenate([stage, context], axis=-1)))
+        pooled = jnp.concatenate([embedded.mean(axis=-2), embedded.max(axis=-2), overall], axis=-1)
+        return embedded, self.act(self.torso(pooled))
+
+
+class TunerNetwork(nnx.Module):
+    """Actor and critic with one encoder shared by the six stages (each has its own weights).
+
+    A stage's decisions (grow it, shrink it, by how much) come from the same weights for every
+    stage, applied to that stage's features with the global context — so "grow the bottleneck"
+    is learned once, not six times — while its one-hot identity lets it learn what differs
+    between stages (the read stage's I/O ceiling, the batch stage's per-batch cost). Pooled over
+    stages, the embeddings feed the global decisions (batch size, prefetch depth, no-op) and the
+    value.
+
+    Args:
+        heads: The action heads (their layout: per-stage heads first, in pipeline order).
+        width: Hidden width of the encoders and torsos.
+        activation: ``"tanh"`` or ``"relu"``.
+        rngs: Parameter initialisation keys.
+    """
+
+    def __init__(self, heads: ActionHeads, width: int = 64, *, activation: str = "tanh", rngs: nnx.Rngs):
+        self.per_stage = heads.per_stage_logits
+        init = nnx.initializers.orthogonal(0.01)
+        self.actor = _StageTower(width, activation, rngs)
+        self.stage_logits = nnx.Linear(2 * width, self.per_stage, kernel_init=init, rngs=rngs)
+        self.global_logits = nnx.Linear(width, heads.num_logits - NUM_STAGES * self.per_stage, kernel_init=init,
+                                        rngs=rngs)
+        self.critic = _StageTower(width, activation, rngs)
+        self.value_head = nnx.Linear(width, 1, kernel_init=nnx.initializers.orthogonal(1.0), rngs=rngs)
+
+    def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(..., FEATURE_SIZE)`` -> ``(logits (..., num_logits), value (...))``."""
+        embedded, context = self.actor(features)
+        both = jnp.concatenate([embedded, jnp.broadcast_to(context[..., None, :], embedded.shape)], axis=-1)
+        stage = self.stage_logits(both)
+        logits = jnp.concatenate([stage.reshape(*stage.shape[:-2], -1), self.global_logits(context)], axis=-1)
+        _, critic_context = self.critic(features)
+        return logits, self.value_head(critic_context)[..., 0]
+
+
+# ------------------------------------------------------------------------------------ state
+@struct.dataclass
+class LearnerState:
+    """What the update changes (identical on every device).
+
+    Attributes:
+        params: The network's parameters (``nnx.State``).
+        opt_state: The optax optimiser state.
+        key: The learner's typed PRNG key; each update splits off its rollout and minibatch keys.
+        update: int32 scalar, updates done.
+    """
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    update: jax.Array
+
+
+@struct.dataclass
+class PipelinesState:
+    """What the rollout changes: one row per pipeline (sharded over devices).
+
+    Attributes:
+        env: The pipelines' :class:`~recgym.core.EnvCarry` (state and key chain).
+        observation: ``(n, 26)`` the latest observations.
+        previous_observation: ``(n, 26)`` the observations before them (the agent's memory).
+        throughput_scale: ``(n,)`` each episode's reward scale (:func:`episode_throughput_scale`).
+        episode_return: ``(n,)`` scaled reward summed so far this episode.
+        episode_length: ``(n,)`` int32 steps so far this episode.
+    """
+
+    env: EnvCarry
+    observation: jax.Array
+    previous_observation: jax.Array
+    throughput_scale: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+@struct.dataclass
+class TunerState:
+    """The whole state of a training run (what a checkpoint holds).
+
+    Attributes:
+        learner: :class:`LearnerState` (replicated over devices).
+        pipelines: :class:`PipelinesState` (the global batch of pipelines).
+    """
+
+    learner: LearnerState
+    pipelines: PipelinesState
+
+
+@struct.dataclass
+class Rollout:
+    """One rollout step of every local pipeline (fields gain a leading time axis in the scan).
+
+    Attributes:
+        features: ``(n, FEATURE_SIZE)`` what the policy acted on.
+        choices: ``(n, heads)`` int32 head choices.
+        log_prob: ``(n,)`` their log-probability under the acting policy.
+        value: ``(n,)`` the critic's value of ``features``.
+        reward: ``(n,)`` scaled reward.
+        terminated: ``(n,)`` bool, the trainer ran out of memory.
+        truncated: ``(n,)`` bool, the time limit was reached.
+        next_features: ``(n, FEATURE_SIZE)`` features of the observation reached, before any reset.
+        finished_return: ``(n,)`` return of the episode that ended at this step (0 otherwise).
+        crashed: ``(n,)`` bool, an episode ended in an OOM crash here.
+    """
+
+    features: jax.Array
+    choices: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    next_features: jax.Array
+    finished_return: jax.Array
+    crashed: jax.Array
+
+
+# ------------------------------------------------------------------------------------ training
+def training_params(config: TunerConfig) -> PipelineParams:
+    """The env params the tuner trains on: ``config.scenario`` in ``config.action_mode``."""
+    return make_params(config.scenario, config.action_mode)
+
+
+class TunerTraining:
+    """PPO for one config: ``init``, compiled update blocks, and ``train``.
+
+    Built by :func:`make_train`. Calling it, ``training(key)``, is the pure ``train(key) ->
+    (state, metrics)``: init, then every update of the run in one ``lax.scan``, under one ``jit``;
+    with ``num_devices=1`` it can be ``jax.vmap``-ed over keys (seeds).
+
+    Attributes:
+        config: The config.
+        core: The pipeline's functional core.
+        env_params: The params trained on.
+        heads: The action heads.
+        graphdef: The network's NNX graph definition (static).
+        traces: How many times the update body was traced (a recompilation guard for tests).
+    """
+
+    def __init__(self, config: TunerConfig, env_params: PipelineParams | None = None):
+        env_params = training_params(config) if env_params is None else env_params
+        if env_params.action_mode != config.action_mode:
+            raise ValueError(f"config.action_mode={config.action_mode!r} but the env params have "
+                             f"action_mode={env_params.action_mode!r}")
+        self.config = config
+        self.core = PipelineCore(env_params)
+        self.env_params = env_params
+        self.heads = ActionHeads.from_config(config, env_params)
+        # Only the structure: the abstract model draws no parameters (init(key) does).
+        self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: self.build_model(jax.random.key(0))))
+        self.optimizer = make_optimizer(
+            config.optimizer, config.learning_rate, config.max_grad_norm,
+            anneal_steps=(config.num_updates * config.update_epochs * config.num_minibatches
+                          if config.anneal_lr else None))
+        self.traces = 0
+        self._compiled: dict[int, Any] = {}
+
+    # ---------------------------------------------------------------- model
+    def build_model(self, key: jax.Array) -> TunerNetwork:
+        """A freshly initialised network (parameters drawn from ``key``)."""
+        c = self.config
+        return TunerNetwork(self.heads, c.hidden_width, activation=c.activation, rngs=nnx.Rngs(params=key))
+
+    def model(self, params: Any) -> TunerNetwork:
+        """The network with ``params``."""
+        return nnx.merge(self.graphdef, params)
+
+    # ---------------------------------------------------------------- init
+    def init(self, key: jax.Array) -> TunerState:
+        """The state before the first update, all randomness drawn from ``key`` (a typed key)."""
+        model_key, env_key, learner_key = jax.random.split(key, 3)
+        _, params = nnx.split(self.build_model(model_key))
+        env_keys = jax.random.split(env_key, self.config.num_envs)
+        observation, env = jax.vmap(self.core.start, in_axes=(0, None))(env_keys, self.env_params)
+        n = self.config.num_envs
+        pipelines = PipelinesState(
+            env=env, observation=observation, previous_observation=observation,
+            throughput_scale=episode_throughput_scale(observation),
+            episode_return=jnp.zeros((n,), jnp.float32), episode_length=jnp.zeros((n,), jnp.int32))
+        learner = LearnerState(params=params, opt_state=self.optimizer.init(params), key=learner_key,
+                               update=jnp.zeros((), jnp.int32))
+        return TunerState(learner=learner, pipelines=pipelines)
+
+    # ---------------------------------------------------------------- one update (per device)
+    def _rollout(self, axis: DeviceAxis, env_params: PipelineParams, params: Any, pipelines: PipelinesState,
+                 rollout_key: jax.Array) -> tuple[PipelinesState, Rollout]:
+        c = self.config
+        model = self.model(params)
+        n_local = pipelines.observation.shape[0]
+        env_ids = axis.index() * n_local + jnp.arange(n_local)  # global: the same draws on any device count
+
+        def env_step(p: PipelinesState, t: jax.Array):
+            step_key = jax.random.fold_in(rollout_key, t)
+            env_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, env_ids)
+            features = observation_features(p.observation, p.previous_observation)
+            logits, value = model(features)
+            choices = jax.vmap(functools.partial(_sample, self.heads))(env_keys, logits)
+            log_prob, _ = _log_probs(self.heads, logits, choices)
+            action = self.heads.to_env_action(choices, p.observation, env_params)
+            observation, env, env_reward, terminated, truncated, info = jax.vmap(
+                self.core.step_autoreset, in_axes=(0, 0, None))(p.env, action, env_params)
+            done = terminated | truncated
+            measured = info["final_obs"][:, D.OBS_THROUGHPUT]
+            reward = jnp.where(terminated, -c.oom_penalty, measured / p.throughput_scale)
+            episode_return = p.episode_return + reward
+            rollout = Rollout(
+                features=features, choices=choices, log_prob=log_prob, value=value, reward=reward,
+                terminated=terminated, truncated=truncated,
+                next_features=observation_features(info["final_obs"], p.observation),
+                finished_return=jnp.where(done, episode_return, 0.0), crashed=terminated)
+            next_p = PipelinesState(
+                env=env, observation=observation,
+                previous_observation=jnp.where(done[:, None], observation, p.observation),
+                throughput_scale=jnp.where(done, episode_throughput_scale(observation), p.throughput_scale),
+                episode_return=jnp.where(done, 0.0, episode_return),
+                episode_length=jnp.where(done, 0, p.episode_length + 1))
+            return next_p, rollout
+
+        return jax.lax.scan(env_step, pipelines, jnp.arange(c.rollout_steps))
+
+    def _loss(self, params: Any, batch: Rollout, advantages: jax.Array, targets: jax.Array):
+        c = self.config
+        logits, values = self.model(params)(batch.features)
+        log_prob, entropy = _log_probs(self.heads, logits, batch.choices)
+        ratio = jnp.exp(log_prob - batch.log_prob)
+        policy_loss = -jnp.mean(jnp.minimum(ratio * advantages,
+                                            jnp.clip(ratio, 1.0 - c.clip_coef, 1.0 + c.clip_coef) * advantages))
+        value_loss = 0.5 * jnp.mean((values - targets) ** 2)
+        entropy = jnp.mean(entropy)
+        total = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
+        aux = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss, "losses/entropy": entropy,
+               "losses/total_loss": total,
+               "losses/approx_kl": jnp.mean((ratio - 1.0) - jnp.log(ratio)),
+               "losses/clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > c.clip_coef)}
+        return total, aux
+
+    def _update(self, axis: DeviceAxis, env_params: PipelineParams, learner: LearnerState,
+                pipelines: PipelinesState) -> tuple[LearnerState, PipelinesState, dict[str, jax.Array]]:
+        self.traces += 1  # Python side effect: runs once per trace, never per executed update
+        c = self.config
+        key, rollout_key, epoch_key = jax.random.split(learner.key, 3)
+        pipelines, batch = self._rollout(axis, env_params, learner.params, pipelines, rollout_key)
+        _, next_values = self.model(learner.params)(batch.next_features)
+        advantages, targets = gae(batch.reward, batch.value, next_values, batch.terminated, batch.truncated,
+                                  c.gamma, c.gae_lambda)
+        mean = axis.mean(advantages.mean())
+        std = jnp.sqrt(axis.mean(jnp.mean((advantages - mean) ** 2)) + 1e-8)
+        advantages = (advantages - mean) / std
+
+        flat = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]),
+                                      (batch, advantages, targets))
+        size = flat[1].shape[0]
+        per_minibatch = size // c.num_minibatches
+
+        def epoch(carry, key):
+            params, opt_state = carry
+            order = jax.random.permutation(key, size)
+            shuffled = jax.tree_util.tree_map(
+                lambda x: x[order].reshape(c.num_minibatches, per_minibatch, *x.shape[1:]), flat)
+
+            def minibatch(carry, mb):
+                params, opt_state = carry
+                mb_batch, mb_adv, mb_targets = mb
+                grads, aux = jax.grad(self._loss, has_aux=True)(params, mb_batch, mb_adv, mb_targets)
+                grads = axis.mean_gradients(grads)
+                updates, opt_state = self.optimizer.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+                return (params, opt_state), aux | {"losses/grad_norm": optax.global_norm(grads)}
+
+            return jax.lax.scan(minibatch, (params, opt_state), shuffled)
+
+        epoch_keys = jax.random.split(epoch_key, c.update_epochs)
+        (params, opt_state), aux = jax.lax.scan(epoch, (learner.params, learner.opt_state), epoch_keys)
+        done = batch.terminated | batch.truncated
+        finished = axis.sum(jnp.sum(done))
+        metrics = axis.mean(jax.tree_util.tree_map(jnp.mean, aux))
+        metrics |= {
+            "charts/episodes": finished,
+            "charts/episodic_return": axis.sum(jnp.sum(batch.finished_return)) / jnp.maximum(finished, 1),
+            "charts/oom_crashes": axis.sum(jnp.sum(batch.crashed)),
+            "charts/reward_per_step": axis.mean(jnp.mean(jnp.where(batch.terminated, 0.0, batch.reward))),
+            "global_step": (learner.update + 1) * c.steps_per_update,
+        }
+        learner = LearnerState(params=params, opt_state=opt_state, key=key, update=learner.update + 1)
+        return learner, pipelines, metrics
+
+    def _block(self, axis: DeviceAxis, env_params: PipelineParams, learner: LearnerState, pipelines: PipelinesState,
+               *, num_updates: int):
+        def body(carry, _):
+            learner, pipelines = carry
+            learner, pipelines, metrics = self._update(axis, env_params, learner, pipelines)
+            return (learner, pipelines), metrics
+
+        (learner, pipelines), metrics = jax.lax.scan(body, (learner, pipelines), None, length=num_updates)
+        return learner, pipelines, metrics
+
+    # ---------------------------------------------------------------- public API
+    def run(self, state: TunerState, num_updates: int) -> tuple[TunerState, dict[str, jax.Array]]:
+        """Run ``num_updates`` updates from ``state`` (one compiled call, cached per block size).
+
+        Returns:
+            ``(state, metrics)``: ``{name: (num_updates,) array}``, one entry per update.
+        """
+        if num_updates not in self._compiled:
+            step = functools.partial(self._block, num_updates=num_updates)
+            self._compiled[num_updates] = data_parallel(step, self.config.parallel, self.config.num_devices)
+        learner, pipelines, metrics = self._compiled[num_updates](self.env_params, state.learner, state.pipelines)
+        return TunerState(learner=learner, pipelines=pipelines), metrics
+
+    def __call__(self, key: jax.Array) -> tuple[TunerState, dict[str, jax.Array]]:
+        """``train(key)``: initialise from ``key`` and run every update of the config."""
+        state = self.init(key)
+        if self.config.num_devices == 1:  # pure: jittable and vmappable as a whole
+            learner, pipelines, metrics = self._block(DeviceAxis(), self.env_params, state.learner,
+                                                      state.pipelines, num_updates=self.config.num_updates)
+            return TunerState(learner=learner, pipelines=pipelines), metrics
+        return self.run(state, self.config.num_updates)
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """What :meth:`TunerPolicy.from_checkpoint` needs to rebuild the network."""
+        return {"algorithm": "ppo-tuner", "config": config_to_dict(self.config), "feature_size": FEATURE_SIZE}
+
+    def checkpoint_items(self, state: TunerState) -> dict[str, Any]:
+        """What a checkpoint of ``state`` holds: the whole state (to resume) and the policy's
+        parameters (to act, see :meth:`TunerPolicy.from_checkpoint`)."""
+        return {"train_state": state, "policy": {"params": state.learner.params}}
+
+
+def make_train(config: TunerConfig, env_params: PipelineParams | None = None) -> TunerTraining:
+    """Build PPO training of the tuner for ``config``.
+
+    Args:
+        config: The run's :class:`TunerConfig`.
+        env_params: Params of the training env (default: ``config.scenario`` in
+            ``config.action_mode``); their action mode must be the config's.
+
+    Returns:
+        ``train``: call ``train(key)`` for ``(state, metrics)`` (see :class:`TunerTraining`).
+
+    Example:
+        >>> import jax
+        >>> config = TunerConfig(total_steps=2048, num_envs=64, rollout_steps=8)
+        >>> state, metrics = jax.jit(make_train(config))(jax.random.key(0))
+        >>> metrics["losses/total_loss"].shape
+        (4,)
+    """
+    return TunerTraining(config, env_params)
+
+
+# ------------------------------------------------------------------------------------ policy
+class TunerPolicy(Policy):
+    """A trained tuner as a :class:`recgym.policies.Policy` (single env, vector env, live pipeline).
+
+    It reads only the observation and remembers the previous one per env (reset by
+    ``begin_episode``); ``info`` is ignored. Deterministic by default (each head's most likely
+    choice), as evaluated.
+
+    Args:
+        graphdef: The network's NNX graph definition.
+        params: Its parameters (``nnx.State``).
+        heads: The action heads the network was trained with.
+        env_params: Params of the env it acts in (the action mode and bounds must match).
+        deterministic: Take each head's most likely choice instead of sampling.
+        name: Display name.
+    """
+
+    name = "ppo-tuner"
+
+    def __init__(self, graphdef: Any, params: Any, heads: ActionHeads, env_params: PipelineParams, *,
+                 deterministic: bool = True, name: str | None = None):
+        super().__init__()
+        if env_params.action_mode != heads.mode:
+            raise ValueError(f"the tuner was trained for action_mode={heads.mode!r}, "
+                             f"the env has action_mode={env_params.action_mode!r}")
+        self.graphdef, self.params, self.heads = graphdef, params, heads
+        self.env_params = env_params
+        self.deterministic = bool(deterministic)
+        if name is not None:
+            self.name = name
+        self.previous = None
+        self._act = _compiled_policy_act(graphdef, heads, self.deterministic)
+
+    @classmethod
+    def from_training(cls, training: TunerTraining, state: TunerState, env_params: PipelineParams | None = None,
+                      **kwargs: Any) -> TunerPolicy:
+        """The policy of a finished training run, acting in ``env_params`` (default: the training env's)."""
+        return cls(training.graphdef, state.learner.params, training.heads,
+                   training.env_params if env_params is None else env_params, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, env_params: PipelineParams | None = None, step: int | None = None,
+                        **kwargs: Any) -> TunerPolicy:
+        """Load a trained tuner (no training state needed).
+
+        Args:
+            path: A run folder (with ``checkpoints/``) or the checkpoints folder itself.
+            env_params: Params of the env it will act in (default: the training scenario's).
+            step: Which checkpoint (default: the latest).
+            **kwargs: ``deterministic``, ``name``.
+
+        Raises:
+            FileNotFoundError: No checkpoint at ``path``.
+        """
+        path = Path(path)
+        folder = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no checkpoints folder at {path}")
+        with Checkpointer(folder) as checkpoints:
+            metadata = checkpoints.metadata(step)
+            config = config_from_saved(metadata["config"])
+            params = training_params(config) if env_params is None else env_params
+            heads = ActionHeads.from_config(config, params)
+            abstract = nnx.eval_shape(lambda: TunerNetwork(heads, config.hidden_width, activation=config.activation,
+                                                           rngs=nnx.Rngs(0)))
+            graphdef, state = nnx.split(abstract)
+            restored = checkpoints.restore({"policy": {"params": state}}, step)["policy"]["params"]
+        return cls(graphdef, restored, heads, params, **kwargs)
+
+    def reset(self, num_envs: int = 1, seed: int | None = None) -> None:
+        """See :meth:`recgym.policies.Policy.reset`; the seed also seeds the policy's sampling."""
+        self.previous = None
+        super().reset(num_envs, seed)
+
+    def begin_episode(self, env_mask: np.ndarray) -> None:
+        """Forget the previous observation of the envs starting a new episode."""
+        if self.previous is not None:
+            self.previous[np.asarray(env_mask, dtype=bool)] = np.nan
+
+    def act_batch(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
+        """``(num_envs,)`` increment actions or ``(num_envs, 8)`` absolute actions (int64).
+
+        Reads only ``observations`` (``infos`` is ignored: the tuner never sees the optimum).
+        """
+        observations = np.asarray(observations, np.float32)
+        if observations.ndim != 2 or observations.shape != (self.num_envs, D.OBS_DIM):
+            raise ValueError(f"expected observations of shape ({self.num_envs}, {D.OBS_DIM}), got {observations.shape}")
+        if self.previous is None:
+            self.previous = np.full_like(observations, np.nan)
+        previous = np.where(np.isnan(self.previous), observations, self.previous)
+        # Sampling keys come from the policy's seeded generator (Policy.rng, set by reset(seed=)).
+        key = jax.random.key(int(self.rng.integers(2**31)))
+        actions = np.asarray(self._act(self.params, self.env_params, observations, previous, key), np.int64)
+        self.previous = observations.copy()
+        return actions
+
+    def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> Any:
+        """The action for one env (an ``int`` in increment mode, an ``(8,)`` array in absolute mode)."""
+        if self.num_envs != 1:
+            raise RuntimeError(f"act() serves one env but the policy was reset for num_envs={self.num_envs}")
+        action = self.act_batch(np.asarray(observation)[None], {})[0]
+        return int(action) if self.heads.mode == "increment" else action
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_policy_act(graphdef: Any, heads: ActionHeads, deterministic: bool) -> Any:
+    # One jitted function per network structure, shared by every policy built from it (a policy per
+    # episode or per scenario must not recompile).
+    return jax.jit(functools.partial(_policy_act, graphdef, heads, deterministic))
+
+
+def _policy_act(graphdef, heads: ActionHeads, deterministic: bool, params, env_params, observations, previous, key):
+    logits, _ = nnx.merge(graphdef, params)(observation_features(observations, previous))
+    if deterministic:
+        choices = _greedy(heads, logits)
+    else:
+        choices = jax.vmap(functools.partial(_sample, heads))(jax.random.split(key, observations.shape[0]), logits)
+    return heads.to_env_action(choices, observations, env_params)
+
+
+def config_from_saved(values: dict[str, Any]) -> TunerConfig:
+    """A :class:`TunerConfig` from its saved JSON form."""
+    from agents.config import config_from_dict
+
+    return config_from_dict(TunerConfig, values)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+#: Columns of :func:`evaluation_rows` (those of the pipeline baselines table, plus the action mode).
+EVALUATION_COLUMNS = ("policy", "action mode", "scenario", "efficiency", "before change", "after change",
+                      "OOM crashes", "steps to 90%")
+
+
+def evaluate_policy(policy: Any, scenario: str, action_mode: str, n_episodes: int, *, seed: int | None = None,
+                    num_envs: int = 100, **overrides: Any) -> dict[str, Any]:
+    """Score a pipeline policy on held-out episodes with the project's evaluation harness.
+
+    The episodes and the scoring are those of every pipeline baseline
+    (:func:`recgym.evaluation.evaluate` with :class:`~recgym.envs.pipeline.evaluation.PipelineMetrics`):
+    episode ``e`` is the one a single env seeded ``seed + e`` gives; a step's efficiency is the true
+    throughput over the exact optimum of that step's conditions, 0 after an OOM crash.
+
+    Args:
+        policy: A :class:`~recgym.policies.Policy`, or a factory ``factory(ctx) -> Policy``
+            (``ctx.params`` are the env's params, e.g. for :func:`~recgym.envs.pipeline.baselines.make_baseline`).
+        scenario: Scenario name.
+        action_mode: ``"increment"`` or ``"absolute"``.
+        n_episodes: Episodes (scenario seeds).
+        seed: First scenario seed (default :data:`~recgym.envs.pipeline.params.HELD_OUT_SEED_START`).
+        num_envs: Episodes stepped together in the native vector env.
+        **overrides: :class:`~recgym.envs.pipeline.params.PipelineParams` fields (e.g. a shifted
+            ``random_ranges`` for the generalisation table).
+
+    Returns:
+        ``{"name", "scenario", "action_mode", "seeds", "efficiency", "before", "after", "oom",
+        "steps_to_90"}`` with one value per episode (lists).
+    """
+    from recgym.envs.pipeline import HELD_OUT_SEED_START
+    from recgym.evaluation import evaluate, make_eval_env
+
+    seed = HELD_OUT_SEED_START if seed is None else seed
+    env = make_eval_env("RecGym-Pipeline-v0", num_envs=min(num_envs, n_episodes), scenario=scenario,
+                        action_mode=action_mode, track_optimum=True, **overrides)
+    try:
+        result = evaluate(policy, env, n_episodes, seed=seed)
+    finally:
+        env.close()
+    table = result.episodes
+    steps = table["steps_to_90"].to_numpy()
+    return {
+        "name": result.policy, "scenario": scenario, "action_mode": action_mode,
+        "seeds": table["seed"].astype(int).tolist(),
+        "efficiency": table["efficiency"].tolist(),
+        "before": table["efficiency_before_change"].tolist(),
+        "after": table["efficiency_after_change"].tolist(),
+        "oom": table["oom"].astype(bool).tolist(),
+        "steps_to_90": [None if math.isnan(s) else int(s) for s in steps],
+    }
+
+
+def evaluation_row(record: Mapping[str, Any]) -> dict[str, str]:
+    """A results-table row of :func:`evaluate_policy`'s record (mean ± 95% t-interval over episodes)."""
+    from recgym.evaluation import mean_ci
+
+    mean, half = mean_ci(record["efficiency"])
+    reached = [s for s in record["steps_to_90"] if s is not None]
+    n = len(record["efficiency"])
+    return {
+        "policy": record["name"], "action mode": record["action_mode"], "scenario": record["scenario"],
+        "efficiency": f"{mean:.3f}" if math.isnan(half) else f"{mean:.3f} ± {half:.3f}",
+        "before change": f"{np.mean(record['before']):.3f}", "after change": f"{np.mean(record['after']):.3f}",
+        "OOM crashes": f"{sum(record['oom'])}/{n}",
+        "steps to 90%": f"{int(np.median(reached))} ({len(reached)}/{n})" if reached else "-",
+    }
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = EVALUATION_COLUMNS) -> str:
+    """Rows as a GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def evaluate_against_baselines(policy_for: Any, action_mode: str, random_pipelines: int, scenario_seeds: int,
+                               baselines: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The tuner and baseline tuners on held-out random pipelines and on every named scenario.
+
+    Args:
+        policy_for: ``policy_for(env_params) -> Policy``: the tuner acting in a scenario's env.
+        action_mode: The action mode of every run.
+        random_pipelines: Held-out ``random`` pipelines (0: skip that scenario).
+        scenario_seeds: Held-out seeds of each named scenario (0: skip them).
+        baselines: Names of :data:`recgym.envs.pipeline.baselines.BASELINES` run on the same episodes.
+
+    Returns:
+        One :func:`evaluate_policy` record per (policy, scenario), the tuner's first in each scenario.
+    """
+    from recgym.envs.pipeline.baselines import make_baseline
+
+    records = []
+    for scenario in SCENARIOS:
+        n = random_pipelines if scenario == "random" else scenario_seeds
+        if n == 0:
+            continue
+        records.append(evaluate_policy(lambda ctx: policy_for(ctx.params), scenario, action_mode, n))
+        for name in baselines:
+            records.append(evaluate_policy(lambda ctx, name=name: make_baseline(name, ctx.params), scenario,
+                                           action_mode, n))
+    return records
+
+
+# ------------------------------------------------------------------------------------ command line
+def _check_finite(metrics: dict[str, np.ndarray], first_update: int, checkpoints: Checkpointer | None) -> None:
+    for name in ("losses/total_loss", "losses/grad_norm"):
+        values = metrics[name]
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            last = checkpoints.latest_step() if checkpoints is not None else None
+            kept = (f"the last good checkpoint (update {last}) is kept in {checkpoints.directory}"
+                    if last is not None else "no checkpoint was written")
+            raise FloatingPointError(f"non-finite {name} ({values[bad[0]]}) at update "
+                                     f"{first_update + int(bad[0]) + 1}: training stopped; {kept}.")
+
+
+def _resolve_config(argv: Sequence[str] | None) -> TunerConfig:
+    config, given = parse_config(TunerConfig, argv, prog="python -m agents.tuner")
+    if not config.resume:
+        return config
+    saved = load_config(TunerConfig, Path(config.resume) / CONFIG_FILE)
+    conflicts = {name: (getattr(config, name), getattr(saved, name)) for name in given
+                 if name not in ("resume", "out", "progress", "tensorboard")
+                 and getattr(config, name) != getattr(saved, name)}
+    if conflicts:
+        shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})" for name, (mine, theirs) in sorted(conflicts.items()))
+        raise SystemExit(f"--resume {config.resume}: flags disagree with the saved config: {shown}")
+    return dataclasses.replace(saved, resume=config.resume, out=config.resume, progress=config.progress,
+                               tensorboard=config.tensorboard)
+
+
+def train_run(config: TunerConfig) -> tuple[TunerTraining, TunerState]:
+    """Train as the command line does: blocks of updates, logging, checkpoints, resume.
+
+    Returns:
+        ``(training, final_state)``.
+
+    Raises:
+        FloatingPointError: A loss became non-finite (the last good checkpoint is kept).
+    """
+    out = Path(config.out) if config.out else None
+    training = make_train(config)
+    checkpoints = Checkpointer(out / CHECKPOINT_DIR, config.keep_checkpoints) if out else None
+    state = training.init(jax.random.key(config.seed))
+    start = 0
+    if config.resume:
+        if checkpoints is None or checkpoints.latest_step() is None:
+            raise SystemExit(f"--resume {config.resume}: no checkpoint in {config.resume}/{CHECKPOINT_DIR}")
+        state = checkpoints.restore({"train_state": abstract_like(state)})["train_state"]
+        start = int(state.learner.update)
+        print(f"resumed {config.resume} at update {start} of {config.num_updates}", file=sys.stderr)
+    elif out is not None:
+        if checkpoints.latest_step() is not None:
+            raise SystemExit(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+        save_config(config, out / CONFIG_FILE)
+    metadata = training.checkpoint_metadata()
+    with TrainingLogger(out, config.num_updates * config.steps_per_update, start * config.steps_per_update,
+                        progress=config.progress, tensorboard=config.tensorboard) as logger:
+        update = start
+        while update < config.num_updates:
+            block = min(config.updates_per_call, config.num_updates - update)
+            new_state, metrics = training.run(state, block)
+            metrics = jax.tree_util.tree_map(np.asarray, metrics)
+            _check_finite(metrics, update, checkpoints)
+            state, update = new_state, update + block
+            logger.log(metrics)
+            due = config.checkpoint_every and update % config.checkpoint_every == 0
+            if checkpoints is not None and (due or update == config.num_updates):
+                checkpoints.save(update, training.checkpoint_items(state), metadata)
+    if checkpoints is not None:
+        checkpoints.close()
+    return training, state
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m agents.tuner --help``)."""
+    config = _resolve_config(argv)
+    start = time.perf_counter()
+    training, state = train_run(config)
+    print(f"trained {config.num_updates * config.steps_per_update:,} steps in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    if config.eval_random_pipelines or config.eval_scenario_seeds:
+        from recgym.envs.pipeline.baselines import BASELINES
+
+        records = evaluate_against_baselines(
+            lambda env_params: TunerPolicy.from_training(training, state, env_params), config.action_mode,
+            config.eval_random_pipelines, config.eval_scenario_seeds, baselines=tuple(BASELINES))
+        print(markdown_table([evaluation_row(r) for r in records]))
+        if config.out:
+            (Path(config.out) / "evaluation.json").write_text(json.dumps(records, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""The pipeline tuner: features, actions, PPO training (one trace, finite, deterministic, resumable)
+and the trained policy in the single and the vector env; a real learning test on ``steady``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import recgym  # noqa: F401  (registers the ids)
+from agents import tuner
+from agents.checkpoint import Checkpointer
+from agents.logging import read_curve
+from agents.tuner import (
+    FEATURE_SIZE,
+    ActionHeads,
+    TunerConfig,
+    TunerPolicy,
+    episode_throughput_scale,
+    evaluate_policy,
+    make_train,
+    observation_features,
+    train_run,
+)
+from recgym.envs.pipeline import dynamics as D
+from recgym.envs.pipeline import make_params
+
+
+def tiny_config(**overrides) -> TunerConfig:
+    """A tuner small enough to compile and train in seconds."""
+    values = dict(total_steps=16 * 4 * 6, num_envs=16, rollout_steps=4, num_minibatches=2, update_epochs=2,
+                  hidden_width=16, updates_per_call=2, checkpoint_every=2, eval_random_pipelines=0,
+                  eval_scenario_seeds=0, progress=False, tensorboard=False)
+    return TunerConfig(**(values | overrides))
+
+
+def leaves(tree):
+    """Every leaf as a NumPy array (typed PRNG keys as their key data, so they are compared too)."""
+    return [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+            for x in jax.tree_util.tree_leaves(tree)]
+
+
+def observation(cores=(1, 2, 3, 4, 5, 6), rates=(10.0, 20.0, 30.0, 40.0, 50.0, 60.0), batch=256.0, prefetch=2.0,
+                throughput=9.0, memory=20.0, cap=32.0, available=16.0, budget=16.0):
+    """A hand-made observation in the env's layout (utilisation as the env computes it)."""
+    rates = np.asarray(rates, np.float32)
+    lowest, second = np.sort(rates)[:2]
+    utilisation = np.where(rates <= lowest, second, lowest) / rates
+    return np.asarray([*cores, *rates, *utilisation, batch, prefetch, throughput, 0.1, memory, cap, available, budget],
+                      np.float32)
+
+
+# ------------------------------------------------------------------------------------ features
+features_of = jax.jit(observation_features)  # one compile for every example below
+
+observations = st.builds(
+    observation,
+    cores=st.lists(st.integers(1, 32), min_size=6, max_size=6),
+    rates=st.lists(st.floats(1e-2, 1e4), min_size=6, max_size=6),
+    batch=st.sampled_from([2.0**k for k in range(6, 14)]),
+    prefetch=st.integers(0, 16).map(float),
+    throughput=st.floats(0.0, 1e4),
+    memory=st.floats(1.0, 100.0),
+    cap=st.floats(1.0, 100.0),
+    available=st.floats(1.0, 32.0),
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(observations, observations)
+def test_features_are_finite_and_bounded_for_any_observation(now, before):
+    features = np.asarray(features_of(jnp.asarray(now), jnp.asarray(before)))
+    assert features.shape == (FEATURE_SIZE,)
+    assert np.all(np.isfinite(features))
+    # Logs are clipped; the ratio features are bounded by the allocation limits: at most
+    # 6 stages x 32 workers over at least one available core.
+    assert np.all(np.abs(features) <= 6 * 32)
+
+
+def test_features_are_finite_after_a_crash():
+    crashed = observation()
+    crashed[D.OBS_RATES] = 0.0
+    crashed[D.OBS_UTILISATION] = 0.0
+    crashed[D.OBS_THROUGHPUT] = 0.0
+    assert np.all(np.isfinite(np.asarray(features_of(jnp.asarray(crashed), jnp.asarray(observation())))))
+
+
+@settings(max_examples=30, deadline=None)
+@given(observations, st.floats(0.01, 100.0))
+def test_features_do_not_depend_on_the_rate_unit_but_through_the_absolute_scale(obs, factor):
+    # Rates, and throughput alike, times a constant: only the one absolute-scale feature (the
+    # bottleneck against the trainer's rate) may change, in both observations' blocks. Rates are
+    # floored at 1e-3 (they read 0 only after a crash), so the invariance holds above the floor.
+    rate_like = np.append(obs[D.OBS_RATES], obs[D.OBS_THROUGHPUT])
+    assume(np.all(rate_like * min(factor, 1.0) > 2e-3))
+    scaled = obs.copy()
+    scaled[D.OBS_RATES] *= factor
+    scaled[D.OBS_THROUGHPUT] *= factor
+    a = np.asarray(features_of(jnp.asarray(obs), jnp.asarray(obs)))
+    b = np.asarray(features_of(jnp.asarray(scaled), jnp.asarray(scaled)))
+    changed = np.flatnonzero(~np.isclose(a, b, atol=1e-4))
+    absolute = tuner.NUM_STAGES * tuner.STAGE_FEATURES + np.array([0, 10])
+    assert set(changed.tolist()) <= set(absolute.tolist())
+
+
+def test_throughput_scale_is_the_budget_over_the_per_sample_cpu_seconds():
+    obs = observation(cores=(1,) * 6, rates=(10.0, 20.0, 40.0, 40.0, 80.0, 80.0), budget=12.0)
+    seconds = 1 / 10 + 1 / 20 + 2 / 40 + 2 / 80
+    np.testing.assert_allclose(float(episode_throughput_scale(jnp.asarray(obs))), 12.0 / seconds, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ actions
+@settings(max_examples=60, deadline=None)
+@given(observations, st.data())
+def test_absolute_actions_move_each_knob_and_stay_in_the_action_space(obs, data):
+    config = TunerConfig(action_mode="absolute")
+    params = make_params("random", "absolute")
+    heads = ActionHeads.from_config(config, params)
+    choices = np.asarray([data.draw(st.integers(0, size - 1)) for size in heads.sizes], np.int32)
+    action = np.asarray(heads.to_env_action(jnp.asarray(choices), jnp.asarray(obs), params))
+    space = gym.spaces.MultiDiscrete([32] * 6 + [8, 17])
+    assert space.contains(action.astype(np.int64))
+    moves = [heads.moves[i][c] for i, c in enumerate(choices)]
+    current = [*obs[D.OBS_CORES], np.log2(obs[D.OBS_BATCH]), obs[D.OBS_PREFETCH]]
+    low = [1] * 6 + [6, 0]
+    high = [32] * 6 + [13, 16]
+    expected = np.clip(np.round(current).astype(int) + moves, low, high) - np.asarray([1] * 6 + [6, 0])
+    np.testing.assert_array_equal(action, expected)
+
+
+def test_increment_heads_are_the_env_actions():
+    config = TunerConfig(action_mode="increment")
+    heads = ActionHeads.from_config(config, make_params("random", "increment"))
+    assert heads.sizes == (17,) and heads.per_stage_logits == 2
+    choices = jnp.arange(17, dtype=jnp.int32)[:, None]
+    np.testing.assert_array_equal(np.asarray(heads.to_env_action(choices, jnp.zeros((17, 26)), None)), np.arange(17))
+
+
+# ------------------------------------------------------------------------------------ config
+@pytest.mark.parametrize("field, value, message", [
+    ("num_envs", 0, "num_envs must be an integer >= 1, got 0"),
+    ("scenario", "busy", "scenario must be one of"),
+    ("action_mode", "relative", "action_mode must be one of"),
+    ("gamma", 1.5, "gamma must be in \\[0, 1\\], got 1.5"),
+    ("clip_coef", 0.0, "clip_coef must be finite and > 0, got 0.0"),
+    ("core_moves", (1, 2), "core_moves must be distinct integers including 0"),
+    ("num_minibatches", 3, "num_minibatches must be a divisor of the per-device batch"),
+    ("total_steps", 10, "total_steps must be >= num_envs \\* rollout_steps"),
+])
+def test_bad_config_values_are_rejected_by_name(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{field: value})
+
+
+def test_config_and_env_must_agree_on_the_action_mode():
+    with pytest.raises(ValueError, match="action_mode"):
+        make_train(tiny_config(action_mode="absolute"), make_params("random", "increment"))
+
+
+# ------------------------------------------------------------------------------------ training
+def test_the_update_traces_once_across_many_updates():
+    train = make_train(tiny_config())
+    state = train.init(jax.random.key(0))
+    for _ in range(4):
+        state, _ = train.run(state, 2)
+    assert train.traces == 1
+    assert int(state.learner.update) == 8
+
+
+@pytest.mark.parametrize("action_mode", ["increment", "absolute"])
+def test_every_loss_is_finite_over_a_short_run(action_mode):
+    train = make_train(tiny_config(total_steps=16 * 4 * 10, action_mode=action_mode))
+    state, metrics = jax.jit(train)(jax.random.key(1))
+    for name, values in metrics.items():
+        assert np.all(np.isfinite(np.asarray(values))), name
+    assert all(np.all(np.isfinite(leaf)) for leaf in leaves(state.learner.params))
+    assert np.asarray(metrics["global_step"]).tolist() == [64 * (i + 1) for i in range(10)]
+
+
+def test_same_seed_same_parameters_and_another_seed_others():
+    train = jax.jit(make_train(tiny_config()))
+    first, second, other = (train(jax.random.key(s))[0].learner.params for s in (3, 3, 4))
+    for a, b in zip(leaves(first), leaves(second)):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(first), leaves(other)))
+
+
+def test_vmap_over_seeds_equals_training_each_seed():
+    train = make_train(tiny_config(total_steps=16 * 4 * 2))
+    keys = jax.random.split(jax.random.key(0), 2)
+    batched, _ = jax.jit(jax.vmap(train))(keys)
+    single, _ = jax.jit(train)(keys[1])
+    for a, b in zip(leaves(batched.learner.params), leaves(single.learner.params)):
+        np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_gives_bit_identical_parameters(tmp_path, monkeypatch):
+    config = tiny_config(total_steps=16 * 4 * 8)
+    _, uninterrupted = train_run(dataclasses.replace(config, out=str(tmp_path / "whole")))
+
+    calls = {"n": 0}
+    original = tuner.TunerTraining.run
+
+    def interrupted_run(self, state, num_updates):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # after two blocks (and their checkpoints)
+        return original(self, state, num_updates)
+
+    monkeypatch.setattr(tuner.TunerTraining, "run", interrupted_run)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(dataclasses.replace(config, out=str(tmp_path / "split")))
+    monkeypatch.setattr(tuner.TunerTraining, "run", original)
+    assert Checkpointer(tmp_path / "split" / "checkpoints").latest_step() == 4
+    _, resumed = train_run(dataclasses.replace(config, out=str(tmp_path / "split"), resume=str(tmp_path / "split")))
+    for a, b in zip(leaves(uninterrupted), leaves(resumed)):
+        np.testing.assert_array_equal(a, b)
+    whole, split = read_curve(tmp_path / "whole"), read_curve(tmp_path / "split")
+    np.testing.assert_array_equal(whole["global_step"], split["global_step"])  # no duplicated rows
+    np.testing.assert_array_equal(whole["losses/total_loss"], split["losses/total_loss"])
+
+
+def test_a_run_folder_is_not_overwritten(tmp_path):
+    config = tiny_config(total_steps=16 * 4 * 2, out=str(tmp_path))
+    train_run(config)
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train_run(config)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original = tuner.TunerTraining.run
+    calls = {"n": 0}
+
+    def poisoned(self, state, num_updates):
+        state, metrics = original(self, state, num_updates)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            metrics = dict(metrics, **{"losses/total_loss": metrics["losses/total_loss"].at[1].set(np.nan)})
+        return state, metrics
+
+    monkeypatch.setattr(tuner.TunerTraining, "run", poisoned)
+    with pytest.raises(FloatingPointError, match=r"non-finite losses/total_loss \(nan\) at update 4.*update 2"):
+        train_run(tiny_config(out=str(tmp_path)))
+    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 2
+
+
+# ------------------------------------------------------------------------------------ policy
+@pytest.fixture(scope="module", params=["increment", "absolute"])
+def trained(request, tmp_path_factory):
+    """A briefly trained tuner of each action mode, with its checkpoint folder."""
+    out = tmp_path_factory.mktemp(f"tuner-{request.param}")
+    training, state = train_run(tiny_config(action_mode=request.param, out=str(out)))
+    return training, state, out
+
+
+def test_the_policy_acts_validly_in_the_single_env(trained):
+    training, state, _ = trained
+    mode = training.config.action_mode
+    env = gym.make("RecGym-Pipeline-v0", scenario="memory-tight", action_mode=mode)
+    policy = TunerPolicy.from_training(training, state, env.unwrapped.params)
+    policy.reset(seed=0)
+    obs, info = env.reset(seed=5)
+    for _ in range(30):
+        action = policy.act(obs, info)
+        assert env.action_space.contains(np.asarray(action, np.int64) if mode == "absolute" else action)
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            policy.begin_episode(np.ones(1, bool))
+            obs, info = env.reset()
+
+
+def test_the_policy_acts_validly_in_the_vector_env(trained):
+    training, state, _ = trained
+    mode = training.config.action_mode
+    env = gym.make_vec("RecGym-Pipeline-v0", num_envs=8, vectorization_mode="vector_entry_point",
+                       scenario="random", action_mode=mode)
+    policy = TunerPolicy.from_training(training, state, env.unwrapped.params)
+    policy.reset(num_envs=8, seed=0)
+    obs, info = env.reset(seed=0)
+    for _ in range(30):
+        actions = policy.act_batch(obs, info)
+        assert actions.shape == ((8,) if mode == "increment" else (8, 8))
+        assert all(env.single_action_space.contains(a) for a in actions)
+        obs, _, terminated, truncated, info = env.step(actions)
+        policy.begin_episode(terminated | truncated)
+
+
+def test_the_checkpointed_policy_acts_like_the_trained_one(trained):
+    training, state, out = trained
+    params = make_params("steady", training.config.action_mode)
+    live = TunerPolicy.from_training(training, state, params)
+    loaded = TunerPolicy.from_checkpoint(out, params)
+    env = gym.make_vec("RecGym-Pipeline-v0", num_envs=4, vectorization_mode="vector_entry_point",
+                       scenario="steady", action_mode=training.config.action_mode)
+    obs, info = env.reset(seed=1)
+    for policy in (live, loaded):
+        policy.reset(num_envs=4, seed=0)
+    for _ in range(5):
+        actions = live.act_batch(obs, info)
+        np.testing.assert_array_equal(actions, loaded.act_batch(obs, info))
+        obs, _, _, _, info = env.step(actions)
+
+
+def test_the_policy_remembers_the_previous_observation_per_episode(trained):
+    training, state, _ = trained
+    params = make_params("steady", training.config.action_mode)
+    policy = TunerPolicy.from_training(training, state, params)
+    policy.reset(num_envs=2)
+    first, second = observation(), observation(cores=(2, 2, 2, 2, 2, 2))
+    policy.act_batch(np.stack([first, first]), {})
+    np.testing.assert_array_equal(policy.previous, np.stack([first, first]))
+    policy.act_batch(np.stack([second, second]), {})
+    policy.begin_episode(np.array([True, False]))
+    assert np.isnan(policy.previous[0]).all() and np.array_equal(policy.previous[1], second)
+
+
+def test_a_policy_trained_for_one_action_mode_refuses_the_other(trained):
+    training, state, _ = trained
+    other = "absolute" if training.config.action_mode == "increment" else "increment"
+    with pytest.raises(ValueError, match="action_mode"):
+        TunerPolicy.from_training(training, state, make_params("steady", other))
+
+
+# ------------------------------------------------------------------------------------ learning
+def test_a_short_training_run_beats_static_even_on_steady():
+    """A real learning test: seconds of seeded training on ``steady``, scored by the harness on
+    held-out seeds against the static even split in the same (increment) action mode."""
+    from recgym.envs.pipeline.baselines import make_baseline
+
+    config = TunerConfig(scenario="steady", total_steps=64 * 16 * 40, num_envs=64, rollout_steps=16,
+                         hidden_width=32, learning_rate=3e-3, eval_random_pipelines=0, eval_scenario_seeds=0,
+                         progress=False, tensorboard=False)
+    train = make_train(config)
+    state, _ = jax.jit(train)(jax.random.key(0))
+    agent = evaluate_policy(lambda ctx: TunerPolicy.from_training(train, state, ctx.params), "steady", "increment", 20)
+    even = evaluate_policy(lambda ctx: make_baseline("static-even", ctx.params), "steady", "increment", 20)
+    assert not any(agent["oom"])
+    assert np.mean(agent["efficiency"]) > np.mean(even["efficiency"]) + 0.1, (
+        np.mean(agent["efficiency"]), np.mean(even["efficiency"]))
+
+
+# ------------------------------------------------------------------------------------ docs and CLI
+def test_the_docs_config_table_is_the_config():
+    from pathlib import Path
+
+    from agents.config import config_table
+
+    page = (Path(__file__).parents[2] / "docs" / "agents_tuner.md").read_text()
+    start, end = "<!-- config-table:start -->\n", "\n<!-- config-table:end -->"
+    assert page[page.index(start) + len(start):page.index(end)] == config_table(TunerConfig)
+
+
+def test_the_command_line_help_lists_every_field(capsys):
+    with pytest.raises(SystemExit):
+        tuner.main(["--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(TunerConfig):
+        assert "--" + field.name.replace("_", "-") in text
+
+
+def test_the_command_line_rejects_a_bad_value_by_name(capsys):
+    with pytest.raises(SystemExit):
+        tuner.main(["--gamma", "2"])
+    assert "gamma must be in [0, 1], got 2.0" in capsys.readouterr().err
