@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 __all__ = ["AXIS_NAME", "PARALLEL_MODES", "DeviceAxis", "data_parallel", "to_device_major", "from_device_major"]
@@ -134,7 +133,8 @@ def data_parallel(
 
         return run_pmap
 
-    mesh = jax.sharding.Mesh(np.asarray(chosen), (AXIS_NAME,))
+    # Auto axis: shardings propagate as in jit; the step's collectives name the axis explicitly
+    mesh = jax.make_mesh((num_devices,), (AXIS_NAME,), axis_types=(jax.sharding.AxisType.Auto,), devices=chosen)
     replicated_spec, sharded_spec = PartitionSpec(), PartitionSpec(AXIS_NAME)
     mapped = jax.jit(jax.shard_map(functools.partial(step, axis), mesh=mesh,
                                    in_specs=(replicated_spec, replicated_spec, sharded_spec),
