@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
+
+from recgym.evaluation import mean_ci  # noqa: F401  (the one mean_ci, re-exported for experiments)
 
 
 @dataclass(frozen=True)
@@ -85,26 +86,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def mean_ci(values, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval of the mean.
-
-    Args:
-        values: 1-D sample (e.g. one return per episode).
-        confidence: Two-sided confidence level.
-
-    Returns:
-        ``(mean, half_width)``; the half-width is ``nan`` for fewer than two values.
-    """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if x.size == 0:
-        raise ValueError("mean_ci needs at least one value")
-    mean = float(x.mean())
-    if x.size < 2:
-        return mean, math.nan
-    sem = float(x.std(ddof=1) / math.sqrt(x.size))
-    return mean, float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * sem)
 
 
 def format_ci(mean: float, half_width: float, digits: int = 3) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("recgym.envs.movielens.env")
-
 from recgym.evaluation import BASELINES, evaluate, make_eval_env
 
 # (num_envs, episodes): a full vector wave, and a few episodes through one gymnasium env.
@@ -23,7 +21,7 @@ def case_env(request, movielens_home):
     return env, episodes
 
 
-@pytest.mark.parametrize("policy", ["oracle-greedy", "most-popular"])
+@pytest.mark.parametrize("policy", ["oracle-greedy", "most-popular", "planner"])
 def test_evaluate_throughput(benchmark, case_env, policy):
     env, episodes = case_env
     evaluate(BASELINES[policy], env, 4, seed=10_000)  # compile and warm up outside the timing

@@ -1,6 +1,12 @@
-"""Biased matrix factorisation: the one implementation shared by the recommender and the simulator.
+"""Biased matrix factorisation: the one model shared by the simulator and the recommenders.
 
-The model is ``r_ui ≈ mu + b_u + b_i + p_u · q_i``. :func:`fit_biased_mf` fits it by alternating
+The model is ``r_ui ≈ mu + b_u + b_i + p_u · q_i``; :func:`mf_scores` (a user against items) and
+:func:`mf_pair_scores` (aligned user-item pairs) are the only places the formula is written. The
+MovieLens world builder fits it as the simulator's hidden ground truth, the simulator's dynamics
+evaluate it at every step (NumPy and ``jax.numpy`` alike: the two functions use operators only),
+and :class:`~recgym.recommenders.MatrixFactorization` wraps it as a recommender.
+
+:func:`fit_biased_mf` fits it by alternating
 least squares (ALS) with the biases learned jointly with the factors: with the item side fixed,
 every user's ``(p_u, b_u)`` is the exact minimiser of a small ridge regression, and vice versa.
 All users (items) are solved at once: the normal-equation matrices of every user are one
@@ -26,7 +32,46 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["BiasedMFModel", "fit_biased_mf"]
+from recgym.core import finite, require
+
+__all__ = ["BiasedMFModel", "fit_biased_mf", "mf_pair_scores", "mf_scores"]
+
+
+def mf_scores(global_mean, user_bias, item_bias, user_factors, item_factors):
+    """``mu + b_u + b_i + p_u · q_i`` of one user (or each of several users) against items.
+
+    Operators only, so it runs on NumPy arrays, JAX arrays and tracers alike (the simulator calls it
+    under ``jit``/``vmap``). A cold user is one with zero bias and zero factors.
+
+    Args:
+        global_mean: ``mu`` (scalar).
+        user_bias: ``b_u``: a scalar for one user, ``(m,)`` for several.
+        item_bias: ``b_i``: ``(n,)`` (or a scalar for one item).
+        user_factors: ``p_u``: ``(k,)`` for one user, ``(m, k)`` for several.
+        item_factors: ``q_i``: ``(n, k)`` (or ``(k,)`` for one item).
+
+    Returns:
+        ``(n,)`` for one user (a scalar for one user and one item), ``(m, n)`` users x items.
+    """
+    if user_factors.ndim == 1:  # one user, the simulator's hot path: one matrix-vector product
+        return item_bias + item_factors @ user_factors + (global_mean + user_bias)
+    return item_bias + user_factors @ item_factors.T + (global_mean + user_bias)[..., None]
+
+
+def mf_pair_scores(global_mean, user_bias, item_bias, user_factors, item_factors):
+    """``mu + b_u + b_i + p_u · q_i`` of aligned (user, item) pairs (operators only, see :func:`mf_scores`).
+
+    Args:
+        global_mean: ``mu`` (scalar).
+        user_bias: ``(...)`` ``b_u`` of each pair's user.
+        item_bias: ``(...)`` ``b_i`` of each pair's item.
+        user_factors: ``(..., k)`` ``p_u`` of each pair's user.
+        item_factors: ``(..., k)`` ``q_i`` of each pair's item.
+
+    Returns:
+        ``(...)`` one score per pair.
+    """
+    return item_bias + (user_factors * item_factors).sum(-1) + (global_mean + user_bias)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,21 +139,17 @@ class BiasedMFModel:
         users = _check_index(user_ids, self.n_users, "user_ids")
         items = _check_index(item_ids, self.n_items, "item_ids")
         users, items = np.broadcast_arrays(users, items)
-        dot = np.einsum(
-            "...k,...k->...", self.user_factors[users], self.item_factors[items], dtype=np.float32
-        )
-        return (
-            np.float32(self.global_mean) + self.user_bias[users] + self.item_bias[items] + dot
+        return mf_pair_scores(
+            np.float32(self.global_mean), self.user_bias[users], self.item_bias[items],
+            self.user_factors[users], self.item_factors[items],
         ).astype(np.float32, copy=False)
 
     def score_all(self, user_id: int) -> np.ndarray:
         """Predicted ratings of one user for every item, ``(n_items,)`` float32."""
         (user,) = _check_index([user_id], self.n_users, "user_id")
-        return (
-            np.float32(self.global_mean)
-            + self.user_bias[user]
-            + self.item_bias
-            + self.item_factors @ self.user_factors[user]
+        return mf_scores(
+            np.float32(self.global_mean), self.user_bias[user], self.item_bias,
+            self.user_factors[user], self.item_factors,
         ).astype(np.float32, copy=False)
 
 
@@ -169,20 +210,18 @@ def fit_biased_mf(
         )
     if users.size == 0:
         raise ValueError("fit_biased_mf needs at least one rating; got an empty training set")
-    _require(int(n_users) == n_users and n_users > 0, "n_users", n_users, "a positive integer")
-    _require(int(n_items) == n_items and n_items > 0, "n_items", n_items, "a positive integer")
+    require(lambda v: int(v) == v and v > 0, "n_users", n_users, "a positive integer")
+    require(lambda v: int(v) == v and v > 0, "n_items", n_items, "a positive integer")
     users = _check_index(users, n_users, "user_ids")
     items = _check_index(items, n_items, "item_ids")
     if not np.all(np.isfinite(values)):
         raise ValueError("ratings must be finite; got NaN or inf")
-    _require(
-        int(n_factors) == n_factors and n_factors > 0, "n_factors", n_factors, "a positive integer"
-    )
-    _require(int(n_iters) == n_iters and n_iters > 0, "n_iters", n_iters, "a positive integer")
-    _require(np.isfinite(reg) and reg >= 0, "reg", reg, "finite and >= 0")
-    _require(np.isfinite(bias_reg) and bias_reg >= 0, "bias_reg", bias_reg, "finite and >= 0")
-    _require(np.isfinite(reg_exponent) and reg_exponent >= 0, "reg_exponent", reg_exponent, ">= 0")
-    _require(np.isfinite(init_scale) and init_scale >= 0, "init_scale", init_scale, ">= 0")
+    require(lambda v: int(v) == v and v > 0, "n_factors", n_factors, "a positive integer")
+    require(lambda v: int(v) == v and v > 0, "n_iters", n_iters, "a positive integer")
+    require(lambda v: finite(v) and v >= 0, "reg", reg, "finite and >= 0")
+    require(lambda v: finite(v) and v >= 0, "bias_reg", bias_reg, "finite and >= 0")
+    require(lambda v: finite(v) and v >= 0, "reg_exponent", reg_exponent, ">= 0")
+    require(lambda v: finite(v) and v >= 0, "init_scale", init_scale, ">= 0")
     n_users, n_items, k = int(n_users), int(n_items), int(n_factors)
 
     mu = float(values.mean())
@@ -287,8 +326,3 @@ def _check_index(ids, size: int, name: str) -> np.ndarray:
         bad = low if low < 0 else high
         raise ValueError(f"{name} must lie in [0, {size}); got {bad}")
     return arr.astype(np.int64, copy=False)
-
-
-def _require(ok: bool, name: str, value, what: str) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {what}; got {value!r}")

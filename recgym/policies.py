@@ -69,11 +69,13 @@ def top_k_items(scores: np.ndarray, k: int) -> np.ndarray:
         return np.argmax(s, axis=1)[:, None].astype(np.int64)
     if k < n_items:
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        # argpartition does not break ties by id: widen to every item tied with the k-th score.
+        # argpartition does not break ties by id: take every item above the k-th score, then the
+        # lowest ids tied with it (no full sort: scores clipped at the rating maximum tie often)
         kth = np.take_along_axis(s, part, axis=1).min(axis=1, keepdims=True)
-        if ((s >= kth).sum(axis=1) > k).any():
-            order = np.lexsort((np.broadcast_to(np.arange(n_items), s.shape), -s), axis=1)
-            return order[:, :k].astype(np.int64)
+        above = s > kth
+        tied = s == kth
+        fill = k - above.sum(axis=1, keepdims=True)
+        part = np.nonzero(above | (tied & (np.cumsum(tied, axis=1) <= fill)))[1].reshape(-1, k)
         vals = np.take_along_axis(s, part, axis=1)
         order = np.lexsort((part, -vals), axis=1)
         return np.take_along_axis(part, order, axis=1).astype(np.int64)
@@ -183,6 +185,22 @@ class ScoringPolicy(Policy):
     def scores(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
         """``(num_envs, n_items)`` scores, higher is better (``-inf``: never serve)."""
 
+    def select(self, scores: np.ndarray, k: int) -> np.ndarray:
+        """Choose each env's ``k`` items from its masked scores: the top ``k``, best first.
+
+        The hook a stochastic policy overrides (see :mod:`recgym.stochastic_policy`): everything
+        else in :meth:`act_batch` (candidates, served-item memory) stays the same.
+
+        Args:
+            scores: ``(num_envs, n_choices)`` float64 scores, ``-inf`` where an item must not be
+                served; ``n_choices`` is ``n_items``, or ``K`` in candidate mode.
+            k: Items per action.
+
+        Returns:
+            ``(num_envs, k)`` int64 column indices into ``scores``.
+        """
+        return top_k_items(scores, k)
+
     def act_batch(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
         """Top-``k`` items by :meth:`scores`, skipping served ones; see :meth:`Policy.act_batch`.
 
@@ -210,7 +228,7 @@ class ScoringPolicy(Policy):
                 # Catalogue: start over (served is the memory itself); candidates: ignore it once.
                 served[exhausted] = False
             scores[served] = -np.inf
-        choice = top_k_items(scores, k)
+        choice = self.select(scores, k)
         items = choice if candidates is None else np.take_along_axis(candidates, choice, axis=1)
         if self.exclude_served:
             np.put_along_axis(self.served, items, True, axis=1)
@@ -281,9 +299,9 @@ class MostPopularPolicy(ScoringPolicy):
 class PrivilegedAccess(Protocol):
     """Read access to the simulator's hidden state, for the privileged baselines.
 
-    An implementation wraps one env or vector env (see
-    :func:`recgym.evaluation.privileged_access`) and answers for the state it is in *now*, one
-    row per env.
+    An implementation wraps one env or vector env (RecGym-MovieLens:
+    :class:`recgym.envs.movielens.MovieLensAccess`, which the evaluation harness hands to policy
+    factories as ``ctx.access``) and answers for the state it is in *now*, one row per env.
     """
 
     def true_utilities(self) -> np.ndarray:

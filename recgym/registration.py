@@ -1,6 +1,10 @@
 """The one table of gymnasium registrations for recgym (one line of comment per id).
 
-Every id's ``max_episode_steps`` agrees with the functional core's own truncation limit.
+No id registers ``max_episode_steps``: every functional core truncates itself at its params'
+``max_episode_steps`` (so a preset or a keyword that changes the limit cannot disagree with a
+``TimeLimit`` wrapper, and ``gym.make`` and ``gym.make_vec`` give the same episodes), and the made
+env's ``spec.max_episode_steps`` reports that limit. ``gym.make(id, max_episode_steps=n)`` still
+adds gymnasium's ``TimeLimit`` for an earlier cut.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -17,19 +21,18 @@ def _register(env_id: str, **kwargs) -> None:
 # MovieLens user simulator, full dynamic world: habit (addiction), satiation (boredom), session budget
 _register("RecGym-MovieLens-v0", entry_point="recgym.envs.movielens.env:MovieLensEnv",
           vector_entry_point="recgym.envs.movielens.env:MovieLensVectorEnv",
-          max_episode_steps=200, kwargs={"preset": "dynamic"})
+          kwargs={"preset": "dynamic"})
 # MovieLens static world: no habit, no satiation, fixed length (myopic greedy is optimal)
 _register("RecGym-MovieLensStatic-v0", entry_point="recgym.envs.movielens.env:MovieLensEnv",
           vector_entry_point="recgym.envs.movielens.env:MovieLensVectorEnv",
-          max_episode_steps=100, kwargs={"preset": "static"})
+          kwargs={"preset": "static"})
 # ML-Fairness-Gym-compatible MovieLens: deterministic clip(dot), liked genres x (1 + delta), 50 steps
 _register("RecGym-MovieLensFairness-v0", entry_point="recgym.envs.movielens.env:MovieLensEnv",
           vector_entry_point="recgym.envs.movielens.env:MovieLensVectorEnv",
-          max_episode_steps=50, kwargs={"preset": "fairness"})
-# InTune-style DLRM ingestion-pipeline tuning (cores per stage, batch, prefetch; scenario=, action_mode=)
+          kwargs={"preset": "fairness"})
+# InTune-style DLRM ingestion-pipeline tuning (cores per stage, batch, prefetch; scenario=, action_mode=, track_optimum=)
 _register(
     "RecGym-Pipeline-v0",
-    entry_point="recgym.envs.pipeline.env:PipelineEnv",
-    vector_entry_point="recgym.envs.pipeline.env:PipelineVectorEnv",
-    max_episode_steps=100,
+    entry_point="recgym.envs.pipeline.env:env_entry_point",
+    vector_entry_point="recgym.envs.pipeline.env:vector_env_entry_point",
 )

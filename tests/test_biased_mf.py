@@ -123,3 +123,25 @@ def test_model_rejects_inconsistent_shapes_and_bad_ids():
     )
     with pytest.raises(ValueError, match=r"item_ids must lie in \[0, 2\)"):
         model.predict([0], [2])
+
+
+def test_simulator_world_and_recommender_share_one_utility():
+    """The world builder, the dynamics and the recommender evaluate the same MF function: equal
+    scores for the same parameters, and the environment package never imports the recommenders."""
+    import subprocess
+    import sys
+
+    from recgym.biased_mf import mf_pair_scores, mf_scores
+
+    rng = np.random.default_rng(0)
+    mu, bu, bi = 3.5, rng.normal(size=4), rng.normal(size=6)
+    p, q = rng.normal(size=(4, 3)), rng.normal(size=(6, 3))
+    table = mf_scores(mu, bu, bi, p, q)
+    assert table.shape == (4, 6)
+    np.testing.assert_allclose(table[2], mf_scores(mu, bu[2], bi, p[2], q), rtol=1e-12)
+    users, items = np.array([0, 3, 1]), np.array([5, 0, 2])
+    np.testing.assert_allclose(mf_pair_scores(mu, bu[users], bi[items], p[users], q[items]),
+                               table[users, items], rtol=1e-12)
+    code = ("import sys, recgym.envs.movielens; "
+            "assert not [m for m in sys.modules if m.startswith('recgym.recommenders')], 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("recgym.envs.movielens.env")
-
+from recgym.envs.movielens import MOVIELENS_COLUMNS
 from recgym.evaluation import (
     BASELINES,
-    METRIC_COLUMNS,
+    GENERIC_COLUMNS,
     EvaluationResult,
     evaluate,
     make_eval_env,
@@ -38,7 +37,7 @@ def test_result_table_is_complete_and_sane(vec_env):
     table = result.episodes
     assert list(table["episode"]) == list(range(20))
     assert list(table["seed"]) == [3 + e for e in range(20)]
-    for col in METRIC_COLUMNS:
+    for col in GENERIC_COLUMNS + MOVIELENS_COLUMNS:
         assert col in table
     assert (table["length"] >= 1).all() and (table["length"] <= 200).all()
     assert ((table["ctr"] >= 0) & (table["ctr"] <= 1)).all()
@@ -52,7 +51,7 @@ def test_result_table_is_complete_and_sane(vec_env):
     pool = np.asarray(vec_env.unwrapped.params.world.user_pool)
     np.testing.assert_array_equal(table["user"], pool[np.arange(20) % len(pool)])
     summary = result.summary()
-    assert set(summary) == set(METRIC_COLUMNS)
+    assert set(summary) == set(GENERIC_COLUMNS + MOVIELENS_COLUMNS)
     mean, half = summary["return"]
     assert mean == pytest.approx(table["return"].mean()) and half > 0
 
@@ -122,8 +121,10 @@ def test_bad_inputs(vec_env):
         evaluate(BASELINES["random"], vec_env, 2, user_order="shuffle")
     with pytest.raises(ValueError, match="ndcg_k"):
         evaluate(BASELINES["random"], vec_env, 2, ndcg_k=2)
-    with pytest.raises(TypeError, match="not a recgym MovieLens env"):
+    with pytest.raises(TypeError, match="no episode metrics registered"):
         evaluate(lambda ctx: RandomPolicy(2), object(), 2)
+    with pytest.raises(TypeError, match="unexpected keyword|ndcg_cutoff"):
+        evaluate(BASELINES["random"], vec_env, 2, ndcg_cutoff=1)
 
 
 def test_mean_ci_and_paired_ratio_ci_by_hand():

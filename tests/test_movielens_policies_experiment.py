@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("recgym.envs.movielens.env")
-
 from benchmarks.common import RunContext
 from benchmarks.experiments import EXPERIMENTS, movielens_policies
 from recgym.evaluation import BASELINES
@@ -33,3 +31,33 @@ def test_experiment_runs_registered_policies_and_worlds(tmp_path, monkeypatch):
     assert record["episodes"] == 120 and record["return"]["n"] == 120
     assert result.figures and result.figures[0].is_file()
     assert "| dynamic | oracle-greedy |" in result.to_markdown()
+
+
+def test_every_row_reports_its_fraction_of_the_planner(tmp_path, monkeypatch):
+    from recgym.envs.movielens import PlannerConfig, PlannerPolicy
+
+    cheap = PlannerConfig(horizon=2, candidates=2, base_candidates=1, samples=2, shortlist=8)
+    monkeypatch.setattr(movielens_policies, "WORLDS", {"dynamic": ("RecGym-MovieLens-v0", {})})
+    monkeypatch.setattr(
+        movielens_policies,
+        "POLICIES",
+        {"oracle-greedy": BASELINES["oracle-greedy"],
+         "planner": lambda ctx: PlannerPolicy(ctx.access, cheap, ctx.slate_size)},
+    )
+    ctx = RunContext(quick=True, out_dir=tmp_path, dataset="synthetic", synthetic=True, seed=1)
+    result = movielens_policies.run(ctx)
+    assert result.columns[-1] == "fraction of planner"
+    greedy, planner = result.records
+    ratio = greedy["return"]["mean"] / planner["return"]["mean"]
+    assert greedy["fraction_of_planner"]["ratio"] == pytest.approx(ratio)
+    low, high = greedy["fraction_of_planner"]["low"], greedy["fraction_of_planner"]["high"]
+    assert low < ratio < high
+    assert result.rows[0]["fraction of planner"] == f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
+    assert result.rows[1]["fraction of planner"] == "1.000 [1.000, 1.000]"
+
+
+def test_rows_without_a_planner_say_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(movielens_policies, "WORLDS", {"dynamic": ("RecGym-MovieLens-v0", {})})
+    monkeypatch.setattr(movielens_policies, "POLICIES", {"random": BASELINES["random"]})
+    ctx = RunContext(quick=True, out_dir=tmp_path, dataset="synthetic", synthetic=True, seed=1)
+    assert movielens_policies.run(ctx).rows[0]["fraction of planner"] == "n/a"

@@ -9,9 +9,6 @@ same users), see :func:`recgym.evaluation.paired_ratio_ci`.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-pytest.importorskip("recgym.envs.movielens.env")
 
 from recgym.evaluation import BASELINES, evaluate, make_eval_env, paired_ratio_ci
 
@@ -30,6 +27,7 @@ def assert_phenomenon(dataset: str, n_dynamic: int, n_static: int) -> None:
     returns = {
         name: evaluate(factory, static, n_static, seed=0).episodes["return"].to_numpy()
         for name, factory in BASELINES.items()
+        if name != "planner"  # a sampling planner ties with the oracle only within noise: tests/test_planner.py
     }
     best = returns["oracle-greedy"]
     for name, other in returns.items():

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recgym.recommenders import (
+    EASE,
+    SLIM,
     ContentBased,
     Ensemble,
     ItemKNN,
@@ -73,6 +75,10 @@ def _all_models() -> list[Recommender]:
         MatrixFactorization(n_factors=2, n_iters=5, seed=3),
         ItemKNN(n_neighbours=3, shrinkage=1.0),
         ItemKNN(similarity="adjusted_cosine", implicit=False),
+        ItemKNN(similarity="asymmetric_cosine", asymmetry=0.3, implicit=True, shrinkage=2.0),
+        EASE(l2=1.0),
+        EASE(l2=0.5, implicit=False),
+        SLIM(l1=0.1, l2=0.5, n_candidates=3),
         Ensemble(
             [MatrixFactorization(n_factors=2, n_iters=3), Popularity(kind="mean")],
             validation_fraction=0.3,
@@ -81,7 +87,20 @@ def _all_models() -> list[Recommender]:
     ]
 
 
-MODEL_IDS = ["pop-count", "pop-mean", "pop-weighted", "content", "mf", "knn", "knn-adj", "ensemble"]
+MODEL_IDS = [
+    "pop-count",
+    "pop-mean",
+    "pop-weighted",
+    "content",
+    "mf",
+    "knn",
+    "knn-adj",
+    "knn-asym",
+    "ease",
+    "ease-ratings",
+    "slim",
+    "ensemble",
+]
 
 
 # ----------------------------------------------------------------------------- Popularity
@@ -266,6 +285,30 @@ def test_item_knn_adjusted_cosine_centres_by_user_mean():
     assert model.neighbours.nnz == 0
     plain = ItemKNN(similarity="cosine", shrinkage=0.0).fit(rows)
     assert plain.neighbours[0, 1] == pytest.approx(10 / 26)
+
+
+def test_item_knn_asymmetric_cosine_by_hand():
+    # Binary: item 0 has users {0, 1}, item 2 has {0}; they share one user. With alpha = 0.25
+    # the scored item's norm^2 enters as n^0.25 and the neighbour's as n^0.75.
+    rows = _frame([(0, 0, 5.0), (0, 1, 3.0), (0, 2, 4.0), (1, 0, 2.0), (1, 1, 4.0), (2, 3, 1.0)])
+    asym = ItemKNN(
+        similarity="asymmetric_cosine", asymmetry=0.25, implicit=True, shrinkage=0.0
+    ).fit(rows)
+    s = asym.neighbours.toarray()
+    assert s[0, 2] == pytest.approx(1 / 2**0.25)  # scored item 0 (2 users), neighbour 2 (1)
+    assert s[2, 0] == pytest.approx(1 / 2**0.75)  # scored item 2 (1 user), neighbour 0 (2)
+    assert s[0, 1] == pytest.approx(2 / (2**0.25 * 2**0.75))  # equal norms: the cosine, 1
+    # alpha = 0.5 is the cosine bit for bit, with ratings or binary, shrunk or not.
+    for implicit in (True, False):
+        cos = ItemKNN(implicit=implicit, shrinkage=3.0).fit(TOY).neighbours
+        half = ItemKNN(
+            similarity="asymmetric_cosine", asymmetry=0.5, implicit=implicit, shrinkage=3.0
+        ).fit(TOY).neighbours
+        assert (cos != half).nnz == 0
+    with pytest.raises(ValueError, match=r"asymmetry must lie in \[0, 1\]; got 1.5"):
+        ItemKNN(similarity="asymmetric_cosine", asymmetry=1.5)
+    with pytest.raises(ValueError, match="asymmetry=0.3 needs similarity='asymmetric_cosine'"):
+        ItemKNN(asymmetry=0.3)
 
 
 def test_item_knn_prediction_is_baseline_plus_weighted_residuals():

@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("recgym.envs.movielens.env")
-
 from recgym.evaluation import BASELINES, evaluate, make_eval_env
 from recgym.recommenders import ItemKNN, MatrixFactorization, Popularity
 from recgym.recommenders.simulator_policy import (
@@ -92,3 +90,22 @@ def test_mf_policy_learns_from_feedback_beyond_popularity(vec_env):
     mf = evaluate(recommender_policy(MatrixFactorization, "mf"), vec_env, 32, seed=0)
     pop = evaluate(BASELINES["most-popular"], vec_env, 32, seed=0)
     assert mf.episodes["return"].mean() > pop.episodes["return"].mean()
+
+
+def test_new_collaborative_filtering_policies_are_registered_and_fold_in_clicks(vec_env):
+    from benchmarks.experiments.recommenders_offline import TUNED_KNN
+    from recgym.evaluation import PolicyContext
+    from recgym.recommenders import EASE
+
+    assert {"EASE^R", "item-kNN (tuned)", "SLIM"} <= set(RECOMMENDER_POLICIES)
+    world = vec_env.unwrapped.world
+    ctx = PolicyContext(vec_env.unwrapped, world, len(world.item_ids), None, 8, seed=0)
+    knn = RECOMMENDER_POLICIES["item-kNN (tuned)"](ctx).recommender
+    assert {k: getattr(knn.config, k) for k in TUNED_KNN} == TUNED_KNN  # one tuned config
+    ease = RECOMMENDER_POLICIES["EASE^R"](ctx)
+    assert isinstance(ease.recommender, EASE) and ease.recommender.n_items == ctx.n_items
+    # A short episode through the harness: folding in the clicks must beat random serving.
+    ours = evaluate(RECOMMENDER_POLICIES["EASE^R"], vec_env, 16, seed=0, name="EASE^R")
+    rand = evaluate(BASELINES["random"], vec_env, 16, seed=0)
+    assert ours.policy == "EASE^R" and np.isfinite(ours.episodes["return"]).all()
+    assert ours.episodes["return"].mean() > rand.episodes["return"].mean()

@@ -12,6 +12,8 @@ EXPERIMENTS: dict[str, str] = {
     "movielens_agent": "benchmarks.experiments.movielens_agent",
     # RecGym-MovieLens baselines x worlds on held-out users: the myopic-vs-far-sighted phenomenon
     "movielens_policies": "benchmarks.experiments.movielens_policies",
+    # RecGym-MovieLens's privileged planner: return vs horizon, sensitivity to its settings, its cost
+    "planner_horizon": "benchmarks.experiments.planner_horizon",
     # classical recommenders offline: k-fold RMSE (vs Surprise), leave-last-out top-N, NCF ML-1M
     "recommenders_offline": "benchmarks.experiments.recommenders_offline",
     # RecGym-Pipeline-v0: every baseline tuner x scenario, efficiency vs the exact optimum

@@ -2,7 +2,9 @@
 
 Every policy of :data:`POLICIES` runs the same seeded episodes (same held-out users, same noise)
 in every world of :data:`WORLDS`; the table reports the mean and 95% confidence interval of each
-per-episode metric, and the notes the paired ratio boredom-aware / oracle-greedy. To add a policy,
+per-episode metric, the column "fraction of planner" each policy's mean return over the
+privileged planner's (the ceiling, ``BASELINES["planner"]``; paired ratio with 95% CI), and the
+notes the paired ratios boredom-aware / oracle-greedy and planner / boredom-aware. To add a policy,
 append one line to :data:`POLICIES` (a name and a factory ``PolicyContext -> Policy``).
 """
 
@@ -17,7 +19,7 @@ from recgym.evaluation import BASELINES, PolicyFactory, evaluate, make_eval_env,
 from recgym.recommenders.simulator_policy import RECOMMENDER_POLICIES
 
 POLICIES: dict[str, PolicyFactory] = {
-    **BASELINES,
+    **BASELINES,  # random, most-popular, oracle-greedy, boredom-aware, planner (the ceiling)
     # (the recommenders issue appends its policies here, one line each)
     # classical recommenders fitted on the train users' logged ratings, folding in each episode's
     # clicks and ratings (recgym.recommenders.simulator_policy; never the hidden state)
@@ -51,6 +53,26 @@ METRICS = {
     "genre HHI": "genre_concentration",
 }
 
+# --- the planner issue: every policy's return as a fraction of the ceiling's --------------------
+CEILING = "planner"
+"""The policy the column "fraction of planner" divides by (paired by episode)."""
+FRACTION = "fraction of planner"
+
+
+def _fraction_of_ceiling(rows: list[dict], records: list[dict], returns: dict, world: str) -> None:
+    """Fill :data:`FRACTION` for ``world``'s rows: mean return / the planner's, paired 95% CI."""
+    ceiling = returns.get((world, CEILING))
+    for row, record in zip(rows, records, strict=True):
+        if row["world"] != world:
+            continue
+        if ceiling is None or ceiling.mean() <= 0:
+            row[FRACTION] = "n/a"
+            continue
+        ratio, low, high = paired_ratio_ci(returns[world, row["policy"]], ceiling)
+        row[FRACTION] = f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
+        record["fraction_of_planner"] = {"ratio": ratio, "low": low, "high": high}
+# -------------------------------------------------------------------------------------------------
+
 
 def run(ctx: RunContext) -> ExperimentResult:
     """Evaluate every policy in every world; write the table, the JSON records and a plot."""
@@ -82,6 +104,7 @@ def run(ctx: RunContext) -> ExperimentResult:
             rows.append(row)
             records.append(record)
         env.close()
+        _fraction_of_ceiling(rows, records, returns, world_name)
         _add_ratio_columns(world_name, rows, records, returns)
 
     notes = [
@@ -101,6 +124,12 @@ def run(ctx: RunContext) -> ExperimentResult:
                 f"{world}: boredom-aware / oracle-greedy return = {ratio:.2f} "
                 f"(paired 95% CI [{low:.2f}, {high:.2f}])."
             )
+    for world, reference in (("dynamic", "boredom-aware"), ("dynamic, slate 5", "boredom-aware"),
+                             ("static", "oracle-greedy")):
+        if (world, CEILING) in returns and (world, reference) in returns:
+            ratio, low, high = paired_ratio_ci(returns[world, CEILING], returns[world, reference])
+            notes.append(f"{world}: {CEILING} / {reference} return = {ratio:.3f} "
+                         f"(paired 95% CI [{low:.3f}, {high:.3f}]).")
     static = {p: r.mean() for (w, p), r in returns.items() if w == "static"}
     if static:
         best = max(static, key=static.get)
@@ -110,7 +139,7 @@ def run(ctx: RunContext) -> ExperimentResult:
     return ExperimentResult(
         name="movielens_policies",
         title=f"RecGym-MovieLens: policies x worlds on held-out users ({ctx.dataset})",
-        columns=["world", "policy", *METRICS, "coverage", *RATIOS],
+        columns=["world", "policy", *METRICS, "coverage", FRACTION, *RATIOS],
         rows=rows,
         notes=notes,
         records=records,

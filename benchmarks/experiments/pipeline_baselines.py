@@ -1,5 +1,8 @@
 """Pipeline baselines: every baseline tuner on every RecGym-Pipeline-v0 scenario.
 
+Scored by the project's harness (:func:`recgym.evaluation.evaluate` with the pipeline metrics plug-in,
+:class:`~recgym.envs.pipeline.evaluation.PipelineMetrics`), like every other policy.
+
 For each (baseline, scenario) it runs one episode per held-out scenario seed in the ``absolute``
 action mode and reports, over seeds: the mean per-step efficiency (true throughput / the optimum
 of the step's conditions, with every step after an OOM crash counted as 0 — the trainer is down)
@@ -28,49 +31,30 @@ COLUMNS = [
 ]
 
 
-def run_episode(env, policy, seed: int) -> dict:
-    """One episode of ``policy``; per-step efficiencies (0 after a crash) and the crash flag."""
-    obs, info = env.reset(seed=seed)
-    policy.reset(seed=seed)
-    horizon = env.params.max_episode_steps
-    efficiency = np.zeros(horizon)
-    crashed = False
-    for t in range(horizon):
-        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
-        efficiency[t] = info["efficiency"]
-        if terminated:
-            crashed = True
-            break
-        if truncated:
-            break
-    reached = np.flatnonzero(efficiency >= 0.9)
-    return {
-        "efficiency": efficiency,
-        "crashed": crashed,
-        "steps_to_90": int(reached[0]) + 1 if reached.size else None,
-    }
-
-
 def run(ctx: RunContext) -> ExperimentResult:
     """The baselines table (synthetic workload model; the dataset setting does not apply)."""
     from recgym.envs.pipeline.baselines import BASELINES, make_baseline
-    from recgym.envs.pipeline.env import PipelineEnv
-    from recgym.envs.pipeline.params import HELD_OUT_SEED_START, SCENARIOS
+    from recgym.envs.pipeline.params import SCENARIOS, held_out_seeds
+    from recgym.evaluation import evaluate, make_eval_env
 
     n_seeds = 3 if ctx.quick else 20
-    seeds = [HELD_OUT_SEED_START + 1000 * ctx.seed + i for i in range(n_seeds)]
+    # the documented held-out seeds, shifted per run seed (the harness seeds episode e with first + e)
+    seeds = [s + 1000 * ctx.seed for s in held_out_seeds(n_seeds)]
     rows, records = [], []
     for scenario in SCENARIOS:
-        env = PipelineEnv(scenario=scenario, action_mode="absolute")
-        change = env.params.change_step
+        # every seed's episode at once in the native vector env, with the optimum instrumentation
+        env = make_eval_env("RecGym-Pipeline-v0", num_envs=n_seeds, scenario=scenario,
+                            action_mode="absolute")
         for name in BASELINES:
-            policy = make_baseline(name, env.params)
-            episodes = [run_episode(env, policy, seed) for seed in seeds]
-            per_seed = [float(ep["efficiency"].mean()) for ep in episodes]
-            before = [float(ep["efficiency"][:change].mean()) for ep in episodes]
-            after = [float(ep["efficiency"][change:].mean()) for ep in episodes]
-            crashes = sum(ep["crashed"] for ep in episodes)
-            reach = [ep["steps_to_90"] for ep in episodes if ep["steps_to_90"] is not None]
+            result = evaluate(lambda c, name=name: make_baseline(name, c.params), env, n_seeds, seed=seeds[0])
+            table = result.episodes
+            assert table["seed"].tolist() == seeds
+            per_seed = table["efficiency"].tolist()
+            before = table["efficiency_before_change"].tolist()
+            after = table["efficiency_after_change"].tolist()
+            crashes = int(table["oom"].sum())
+            steps = table["steps_to_90"].to_numpy()
+            reach = [int(v) for v in steps if not np.isnan(v)]
             mean, half = mean_ci(per_seed)
             rows.append(
                 {
@@ -94,9 +78,10 @@ def run(ctx: RunContext) -> ExperimentResult:
                     "before_change_per_seed": before,
                     "after_change_per_seed": after,
                     "oom_crashes": crashes,
-                    "steps_to_90_per_seed": [ep["steps_to_90"] for ep in episodes],
+                    "steps_to_90_per_seed": [None if np.isnan(v) else int(v) for v in steps],
                 }
             )
+        env.close()
     return ExperimentResult(
         name="pipeline_baselines",
         title="RecGym-Pipeline-v0: baseline tuners, efficiency = throughput / optimum",

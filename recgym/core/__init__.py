@@ -67,6 +67,7 @@ from recgym.core.functional import (
     as_jax,
     episode_key_chain,
     finite,
+    is_int,
     is_traced,
     require,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "as_jax",
     "episode_key_chain",
     "finite",
+    "is_int",
     "is_traced",
     "require",
     "seed_key",

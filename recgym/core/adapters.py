@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -15,6 +16,7 @@ import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
+from gymnasium.envs.registration import EnvSpec
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -32,6 +34,20 @@ def _to_numpy(tree: Any) -> Any:
     """JAX arrays to NumPy; Python scalars stay Python scalars (weakly typed: they keep float32
     arithmetic float32 under NumPy 2's promotion rules, as JAX's weak types do)."""
     return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
+
+
+def _with_core_limit(spec: EnvSpec | None, params: Any) -> EnvSpec | None:
+    """``spec`` reporting the core's own time limit as ``max_episode_steps``.
+
+    recgym's registrations add no ``TimeLimit``: every core truncates itself at its params'
+    ``max_episode_steps``, which a preset or a keyword may change (``gym.make(id, preset="static")``
+    truncates at 100, ``max_episode_steps=300`` as a params keyword of the env class at 300). The
+    spec gymnasium attaches to the made env then says what the env does.
+    """
+    limit = int(params.max_episode_steps)
+    if spec is None or spec.max_episode_steps == limit:
+        return spec
+    return dataclasses.replace(spec, max_episode_steps=limit)
 
 
 class FunctionalGymEnv(gym.Env):
@@ -75,6 +91,15 @@ class FunctionalGymEnv(gym.Env):
     def state(self):
         """The current core state (NumPy leaves); ``None`` before the first reset."""
         return self._state
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The registration's spec, with ``max_episode_steps`` = the core's own time limit."""
+        return self.__dict__.get("_spec")
+
+    @spec.setter
+    def spec(self, spec: EnvSpec | None) -> None:
+        self._spec = _with_core_limit(spec, self.params)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode; ``seed`` fixes the whole trajectory (given the actions)."""
@@ -205,6 +230,15 @@ class FunctionalVectorEnv(VectorEnv):
         keep past it (e.g. ``jax.device_get(env.state)``).
         """
         return None if self._carry is None else self._carry.state
+
+    @property
+    def spec(self) -> EnvSpec | None:
+        """The registration's spec, with ``max_episode_steps`` = the core's own time limit."""
+        return self.__dict__.get("_spec")
+
+    @spec.setter
+    def spec(self, spec: EnvSpec | None) -> None:
+        self._spec = _with_core_limit(spec, self.params)
 
     @property
     def carry(self) -> EnvCarry | None:

@@ -45,7 +45,9 @@ def is_traced(value: Any) -> bool:
 def require(condition: Callable[[Any], bool], field: str, value: Any, expected: str) -> None:
     """Raise ``ValueError`` naming ``field`` and ``value`` unless ``condition(value)`` holds.
 
-    Skipped when ``value`` is traced (see :func:`is_traced`).
+    The one validation helper of recgym's parameters: every params and settings class checks its
+    fields with it, so every message reads alike. Skipped when ``value`` is traced (see
+    :func:`is_traced`).
 
     Args:
         condition: Predicate on the concrete value.
@@ -64,6 +66,11 @@ def require(condition: Callable[[Any], bool], field: str, value: Any, expected: 
     if not ok:
         shown = value if np.ndim(value) == 0 else f"array of shape {np.shape(value)}"
         raise ValueError(f"{field} must be {expected}, got {shown!r}")
+
+
+def is_int(x: Any) -> bool:
+    """``True`` for a Python or NumPy integer that is not a bool (helper for :func:`require`)."""
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
 def finite(x: Any) -> bool:

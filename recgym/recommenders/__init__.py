@@ -8,6 +8,11 @@ Every model follows one API (users x items, contiguous integer ids from 0, ranki
 * ``score(user_ids, item_ids)`` ranking scores, ``score_all(user_ids)`` for every item;
 * ``recommend(user_id, k, exclude_seen=True) -> (item_ids, scores)``.
 
+The collaborative-filtering models: biased MF, item-kNN (cosine, adjusted or asymmetric
+cosine), EASE^R (:class:`EASE`, closed-form item-item regression) and SLIM (:class:`SLIM`,
+sparse non-negative item-item elastic net). :mod:`recgym.recommenders.model_selection` tunes
+hyper-parameters on a validation split carved from the training data.
+
 Each model has a small frozen config dataclass beside it (``PopularityConfig``, ...), with seeds,
 not generators. :mod:`recgym.biased_mf` holds the functional biased matrix factorisation
 (:func:`fit_biased_mf`, :class:`BiasedMFModel`) shared with the MovieLens simulator, and
@@ -17,15 +22,19 @@ not generators. :mod:`recgym.biased_mf` holds the functional biased matrix facto
 from recgym.biased_mf import BiasedMFModel, fit_biased_mf
 from recgym.recommenders.base import Recommender
 from recgym.recommenders.content import ContentBased, ContentBasedConfig, attach_tags
+from recgym.recommenders.ease import EASE, EASEConfig
 from recgym.recommenders.ensemble import Ensemble, EnsembleConfig
 from recgym.recommenders.knn import ItemKNN, ItemKNNConfig
 from recgym.recommenders.matrix_factorization import MatrixFactorization, MatrixFactorizationConfig
 from recgym.recommenders.popularity import Popularity, PopularityConfig
+from recgym.recommenders.slim import SLIM, SLIMConfig
 
 __all__ = [
     "BiasedMFModel",
     "ContentBased",
     "ContentBasedConfig",
+    "EASE",
+    "EASEConfig",
     "Ensemble",
     "EnsembleConfig",
     "ItemKNN",
@@ -35,6 +44,8 @@ __all__ = [
     "Popularity",
     "PopularityConfig",
     "Recommender",
+    "SLIM",
+    "SLIMConfig",
     "attach_tags",
     "fit_biased_mf",
 ]

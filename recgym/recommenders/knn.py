@@ -20,9 +20,17 @@ _BLOCK_ENTRIES = 4_000_000  # dense similarity entries computed at once (~32 MB 
 class ItemKNNConfig:
     """Configuration of :class:`ItemKNN`."""
 
-    similarity: Literal["cosine", "adjusted_cosine"] = "cosine"
-    """``"cosine"`` of the items' rating columns, or ``"adjusted_cosine"``: cosine after
-    subtracting each user's mean rating (Sarwar et al.)."""
+    similarity: Literal["cosine", "adjusted_cosine", "asymmetric_cosine"] = "cosine"
+    """``"cosine"`` of the items' rating columns; ``"adjusted_cosine"``: cosine after
+    subtracting each user's mean rating (Sarwar et al.); ``"asymmetric_cosine"``: the norms
+    weighted by :attr:`asymmetry` (Aiolli 2013)."""
+    asymmetry: float = 0.5
+    """``alpha`` in ``[0, 1]`` of the asymmetric cosine
+    ``x_i·x_j / (|x_i|^(2 alpha) |x_j|^(2 (1 - alpha)))`` between a scored item ``i`` and its
+    neighbour ``j`` (0.5 is the cosine). For binary vectors ``|x|^2`` is the item's number of
+    users, so ``alpha < 0.5`` divides less by the scored item's popularity and more by the
+    neighbour's: popular items score higher, and a rare neighbour is stronger evidence. Only used
+    by ``similarity="asymmetric_cosine"``."""
     n_neighbours: int = 50
     """Neighbours kept per item (the ``k`` most similar items with positive similarity)."""
     shrinkage: float = 25.0
@@ -35,9 +43,17 @@ class ItemKNNConfig:
     """Damping of the baseline biases ``b_u, b_i`` the rating predictions start from."""
 
     def __post_init__(self) -> None:
-        if self.similarity not in ("cosine", "adjusted_cosine"):
+        if self.similarity not in ("cosine", "adjusted_cosine", "asymmetric_cosine"):
             raise ValueError(
-                f"similarity must be 'cosine' or 'adjusted_cosine'; got {self.similarity!r}"
+                "similarity must be 'cosine', 'adjusted_cosine' or 'asymmetric_cosine'; "
+                f"got {self.similarity!r}"
+            )
+        alpha = self.asymmetry
+        if isinstance(alpha, bool) or not (np.isfinite(alpha) and 0.0 <= alpha <= 1.0):
+            raise ValueError(f"asymmetry must lie in [0, 1]; got {alpha!r}")
+        if alpha != 0.5 and self.similarity != "asymmetric_cosine":
+            raise ValueError(
+                f"asymmetry={alpha!r} needs similarity='asymmetric_cosine'; got {self.similarity!r}"
             )
         k = self.n_neighbours
         if isinstance(k, bool) or int(k) != k or k < 1:
@@ -54,9 +70,11 @@ class ItemKNN(Recommender[ItemKNNConfig]):
     Similarity of items ``i, j`` over their rating columns ``x_i, x_j`` (users x 1; centred by
     user means for adjusted cosine, binary when ``implicit``):
 
-    ``s_ij = x_i·x_j / (|x_i| |x_j|) · n_ij / (n_ij + shrinkage)``,
+    ``s_ij = x_i·x_j / (|x_i|^(2 alpha) |x_j|^(2 (1 - alpha))) · n_ij / (n_ij + shrinkage)``,
 
-    of which each item keeps its ``n_neighbours`` largest positive values, ``N(i)``.
+    with ``alpha = 0.5`` (the cosine) unless ``similarity="asymmetric_cosine"`` sets
+    :attr:`~ItemKNNConfig.asymmetry`. Each item keeps its ``n_neighbours`` largest positive
+    values, ``N(i)``.
 
     * ``score(u, i) = sum_{j in N(i) ∩ I_u} s_ij`` — the top-N ranking score (Deshpande &
       Karypis), also what ``score_history`` returns for a history ``I_u``. Cold users get the
@@ -84,8 +102,10 @@ class ItemKNN(Recommender[ItemKNNConfig]):
         else:
             values = data.ratings
         x = data.matrix(values).T.tocsr()  # items x users
-        binary = data.matrix(ones).T.tocsr()
-        self.neighbours = _top_k_similarities(x, binary, cfg.n_neighbours, cfg.shrinkage)
+        binary = None if cfg.implicit else data.matrix(ones).T.tocsr()
+        self.neighbours = _top_k_similarities(
+            x, binary, cfg.n_neighbours, cfg.shrinkage, cfg.asymmetry
+        )
         self._neighbours_t = self.neighbours.T.tocsr()  # row j: targets i that have j in N(i)
         self._abs_neighbours_t = abs(self._neighbours_t)
 
@@ -154,31 +174,43 @@ class ItemKNN(Recommender[ItemKNNConfig]):
 
 
 def _top_k_similarities(
-    x: sp.csr_matrix, binary: sp.csr_matrix, k: int, shrinkage: float
+    x: sp.csr_matrix,
+    binary: sp.csr_matrix | None,
+    k: int,
+    shrinkage: float,
+    asymmetry: float = 0.5,
 ) -> sp.csr_matrix:
-    """Row ``i``: the ``k`` largest positive shrunk cosine similarities of item ``i`` (not itself).
+    """Row ``i``: the ``k`` largest positive shrunk (asymmetric) cosine similarities of item ``i``.
 
     Args:
         x: ``(n_items, n_users)`` CSR item vectors.
-        binary: Same pattern with ones (co-rating counts).
+        binary: Same pattern with ones (co-rating counts); ``None`` when ``x`` is binary itself,
+            whose dot products then are the counts (one sparse product per block, not two).
         k: Neighbours per item.
         shrinkage: Shrinkage constant.
+        asymmetry: ``alpha``: row ``i`` (the scored item) is divided by ``|x_i|^(2 alpha)``, its
+            neighbour ``j`` by ``|x_j|^(2 (1 - alpha))``; 0.5 is the cosine.
     """
     n_items = x.shape[0]
     norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
     inv_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    # At alpha = 0.5 both powers are exactly 1: the cosine, bit for bit.
+    target_scale = inv_norms ** (2.0 * asymmetry)
+    neighbour_scale = inv_norms ** (2.0 * (1.0 - asymmetry))
     k = min(k, n_items - 1) if n_items > 1 else 0
     block = max(1, _BLOCK_ENTRIES // max(1, n_items))
-    xt, bt = x.T.tocsc(), binary.T.tocsc()
+    xt = x.T.tocsc()
+    bt = None if binary is None else binary.T.tocsc()
     rows, cols, vals = [], [], []
     for start in range(0, n_items, block):
         stop = min(n_items, start + block)
         targets = np.arange(start, stop)
         # Similarities of the block's target items (columns) to every item (rows).
         sims = (x @ xt[:, start:stop]).toarray()
-        sims *= inv_norms[:, None] * inv_norms[None, start:stop]
         if shrinkage > 0:
-            common = (binary @ bt[:, start:stop]).toarray()
+            common = sims.copy() if bt is None else (binary @ bt[:, start:stop]).toarray()
+        sims *= neighbour_scale[:, None] * target_scale[None, start:stop]
+        if shrinkage > 0:
             sims *= common / (common + shrinkage)
         sims[targets, targets - start] = 0.0
         if k == 0:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recgym.biased_mf import BiasedMFModel, fit_biased_mf
+from recgym.biased_mf import BiasedMFModel, fit_biased_mf, mf_pair_scores, mf_scores
 from recgym.recommenders.base import RatingsArrays, Recommender
 
 __all__ = ["MatrixFactorization", "MatrixFactorizationConfig", "sample_negatives"]
@@ -93,16 +93,21 @@ class MatrixFactorization(Recommender[MatrixFactorizationConfig]):
             seed=cfg.seed,
         )
 
+    def _user_terms(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(b_u, p_u)`` in float64; a cold user (id -1) has zero bias and zero factors."""
+        m = self.model
+        warm = users >= 0
+        known = np.where(warm, users, 0)
+        bias = np.where(warm, m.user_bias[known], 0.0).astype(np.float64)
+        factors = np.where(warm[:, None], m.user_factors[known], 0.0).astype(np.float64)
+        return bias, factors
+
     def _score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         # float64 throughout, so pairwise scores agree with the full rows of _score_users.
         m = self.model
-        out = m.global_mean + m.item_bias[items].astype(np.float64)
-        warm = users >= 0
-        u, i = users[warm], items[warm]
-        p = m.user_factors[u].astype(np.float64)
-        q = m.item_factors[i].astype(np.float64)
-        out[warm] += m.user_bias[u].astype(np.float64) + np.einsum("nk,nk->n", p, q)
-        return out
+        bias, factors = self._user_terms(users)
+        return mf_pair_scores(m.global_mean, bias, m.item_bias[items].astype(np.float64), factors,
+                              m.item_factors[items].astype(np.float64))
 
     def _predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         scores = self._score(users, items)
@@ -110,14 +115,9 @@ class MatrixFactorization(Recommender[MatrixFactorizationConfig]):
 
     def _score_users(self, users: np.ndarray) -> np.ndarray:
         m = self.model
-        base = m.global_mean + m.item_bias.astype(np.float64)
-        out = np.repeat(base[None, :], users.size, axis=0)
-        warm = users >= 0
-        u = users[warm]
-        p = m.user_factors[u].astype(np.float64)
-        q = m.item_factors.astype(np.float64)
-        out[warm] += m.user_bias[u, None].astype(np.float64) + p @ q.T
-        return out
+        bias, factors = self._user_terms(users)
+        return mf_scores(m.global_mean, bias, m.item_bias.astype(np.float64), factors,
+                         m.item_factors.astype(np.float64))
 
     def _score_all(self, user: int) -> np.ndarray:
         return self._score_users(np.array([user]))[0]
@@ -134,7 +134,7 @@ class MatrixFactorization(Recommender[MatrixFactorizationConfig]):
         penalty[k] = cfg.bias_reg
         gram = features.T @ features + np.diag(penalty)
         solution = np.linalg.lstsq(gram, features.T @ target, rcond=None)[0]
-        return m.global_mean + m.item_bias.astype(np.float64) + solution[k] + q @ solution[:k]
+        return mf_scores(m.global_mean, solution[k], m.item_bias.astype(np.float64), solution[:k], q)
 
 
 def sample_negatives(

@@ -20,6 +20,35 @@ MOVIELENS_IDS = sorted(i for i in gym.registry if i.startswith("RecGym-MovieLens
 SYNTHETIC = {"dataset": "synthetic"}
 
 
+def _time_limit(env_id: str) -> int:
+    env = gym.make(env_id, **SYNTHETIC)
+    limit = env.spec.max_episode_steps
+    env.close()
+    return limit
+
+
+@pytest.mark.parametrize("preset,limit", [("dynamic", 200), ("static", 100), ("fairness", 50)])
+def test_the_core_time_limit_is_the_episode_limit_whatever_the_preset(preset, limit):
+    """gym.make and make_vec of any id with any preset truncate where the core does, and the made
+    env's spec says so (the v0 id with preset="static" used to keep a 200-step TimeLimit, and
+    make_vec used to force 200 steps on the static world)."""
+    env = gym.make("RecGym-MovieLens-v0", preset=preset, **SYNTHETIC)
+    assert env.spec.max_episode_steps == env.unwrapped.params.max_episode_steps == limit
+    venv = gym.make_vec("RecGym-MovieLens-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                        preset=preset, **SYNTHETIC)
+    assert venv.unwrapped.params.max_episode_steps == limit == venv.spec.max_episode_steps
+    if preset != "dynamic":  # fixed-length worlds: every episode is exactly `limit` steps
+        env.reset(seed=0)
+        steps, truncated = 0, False
+        while not truncated:
+            _, _, terminated, truncated, _ = env.step(steps)
+            assert not terminated
+            steps += 1
+        assert steps == limit
+    env.close()
+    venv.close()
+
+
 def test_the_three_ids_are_registered():
     assert MOVIELENS_IDS == ["RecGym-MovieLens-v0", "RecGym-MovieLensFairness-v0", "RecGym-MovieLensStatic-v0"]
     for env_id in MOVIELENS_IDS:
@@ -35,14 +64,14 @@ def test_gym_contract(env_id):
 @pytest.mark.parametrize("env_id", MOVIELENS_IDS)
 def test_vector_env_equals_single_envs(env_id):
     # long enough for an episode to end (the static and Fairness worlds have a fixed length)
-    n_steps = 40 if env_id == "RecGym-MovieLens-v0" else gym.spec(env_id).max_episode_steps + 5
+    n_steps = 40 if env_id == "RecGym-MovieLens-v0" else _time_limit(env_id) + 5
     check_vector_contract(env_id, SYNTHETIC, num_envs=3, n_steps=n_steps)
 
 
 @pytest.mark.parametrize("env_id", MOVIELENS_IDS)
 def test_one_seed_replays_one_trajectory_on_every_path(env_id):
     """gym.make, make_vec and a lax.scan of the core's start/step_autoreset agree across episodes."""
-    n_steps = 60 if env_id == "RecGym-MovieLens-v0" else gym.spec(env_id).max_episode_steps + 5
+    n_steps = 60 if env_id == "RecGym-MovieLens-v0" else _time_limit(env_id) + 5
     check_key_chain(env_id, seed=3, n_steps=n_steps, kwargs=SYNTHETIC)
 
 

@@ -38,7 +38,9 @@ def test_documented_time_limits(env_id, steps):
 
     import recgym  # noqa: F401
 
-    assert gym.spec(env_id).max_episode_steps == steps
+    env = gym.make(env_id, dataset="synthetic")
+    assert env.spec.max_episode_steps == env.unwrapped.params.max_episode_steps == steps
+    env.close()
     assert f"| `{env_id}` |" in PAGE.read_text()
 
 

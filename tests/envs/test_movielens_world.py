@@ -102,7 +102,7 @@ def test_a_dataset_without_genres_is_refused_clearly(tmp_path):
 
 
 def test_invalid_settings_name_field_and_value():
-    with pytest.raises(ValueError, match=r"test_fraction must lie in \(0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"test_fraction must be in \(0, 1\), got 1.5"):
         WorldSettings(test_fraction=1.5)
     with pytest.raises(ValueError, match=r"min_item_ratings must be a positive integer, got 0"):
         WorldSettings(min_item_ratings=0)

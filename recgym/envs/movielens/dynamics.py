@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recgym.biased_mf import mf_scores
 from recgym.core import FunctionalEnv, Transition, as_jax
 from recgym.envs.movielens.params import MovieLensParams, MovieLensState
 
@@ -175,17 +176,25 @@ def _push_front(xp: Any, history: Any, row: Any) -> Any:
     return jnp.concatenate([jnp.asarray(row, history.dtype)[None], history[:-1]])
 
 
-def _mf_utility(xp: Any, params: MovieLensParams, user: Any, items: Any) -> Any:
-    """Hidden biased-MF utility ``v(u, i) = mu + b_u + b_i + p_u . q_i`` for an array of items."""
+def _mf_utility(params: MovieLensParams, user: Any, items: Any) -> Any:
+    """Hidden biased-MF utility ``v(u, i)`` of the user for an item or an array of items."""
     w = params.world
-    return w.global_mean + w.user_bias[user] + w.item_bias[items] + w.item_factors[items] @ w.user_factors[user]
+    return mf_scores(w.global_mean, w.user_bias[user], w.item_bias[items], w.user_factors[user], w.item_factors[items])
 
 
-def _fairness_score(xp: Any, params: MovieLensParams, state: MovieLensState, items: Any) -> Any:
+def _fairness_rating(xp: Any, params: MovieLensParams, value: Any, genre_affinity: Any, items: Any) -> Any:
     """ML-Fairness-Gym's ``clip(dot([latent; genre] user, [latent; genre] item), r_min, r_max)``."""
-    latent = _mf_utility(xp, params, state.user, items)
-    return xp.clip(latent + params.world.item_genre_flags[items] @ state.genre_affinity,
-                   params.rating_min, params.rating_max)
+    return _clip(xp, value + params.world.item_genre_flags[items] @ genre_affinity, params.rating_min, params.rating_max)
+
+
+def _satisfaction(params: MovieLensParams, value: Any, habit_dot: Any, satiation_dot: Any, seen: Any) -> Any:
+    """Noise-free satisfaction before clipping: ``v + alpha h.g_i - lambda s.g_i - repeat_penalty [seen]``.
+
+    The one place the satisfaction formula is written: the transition adds the rating noise to it
+    and clips; :func:`true_utilities` clips it as it is.
+    """
+    return (value + params.habit_satisfaction_weight * habit_dot
+            - params.satiation_penalty * satiation_dot - params.repeat_penalty * seen)
 
 
 def true_utilities(xp: Any, state: MovieLensState, params: MovieLensParams) -> Any:
@@ -207,13 +216,12 @@ def true_utilities(xp: Any, state: MovieLensState, params: MovieLensParams) -> A
         params = as_jax(params)
     w = params.world
     everything = xp.arange(w.n_items)
+    value = _mf_utility(params, state.user, everything)
     if params.utility_model == "fairness":
-        return _fairness_score(xp, params, state, everything).astype(F32)
-    base = (_mf_utility(xp, params, state.user, everything)
-            + params.habit_satisfaction_weight * (w.item_genres @ state.habit)
-            - params.satiation_penalty * (w.item_genres @ state.satiation)
-            - params.repeat_penalty * _seen_mask(xp, state.seen, w.n_items))
-    return xp.clip(base, params.rating_min, params.rating_max).astype(F32)
+        return _fairness_rating(xp, params, value, state.genre_affinity, everything).astype(F32)
+    base = _satisfaction(params, value, w.item_genres @ state.habit, w.item_genres @ state.satiation,
+                         _seen_mask(xp, state.seen, w.n_items))
+    return _clip(xp, base, params.rating_min, params.rating_max).astype(F32)
 
 
 def boredom_cost(xp: Any, state: MovieLensState, params: MovieLensParams) -> Any:
@@ -344,17 +352,15 @@ class MovieLensCore(FunctionalEnv):
         picks = action if xp is np else xp.reshape(action, () if single else (params.slate_size,))
         items = state.candidates[picks] if params.n_candidates else picks
         genres = w.item_genres[items]                                   # (G,) or (S, G)
-        value = w.item_bias[items] + w.item_factors[items] @ w.user_factors[user] + (w.global_mean + w.user_bias[user])
+        value = _mf_utility(params, user, items)
         seen = _is_seen(xp, state.seen, items)                          # 0/1 (per slate item)
         habit_dot = genres @ state.habit                                # h . g_i per slate item
         satiation_dot = genres @ state.satiation                        # s . g_i per slate item
         if params.utility_model == "fairness":
-            value = _clip(xp, value + w.item_genre_flags[items] @ state.genre_affinity,
-                          params.rating_min, params.rating_max)
+            value = _fairness_rating(xp, params, value, state.genre_affinity, items)
             utility = rating = value
         else:
-            base = (value + params.habit_satisfaction_weight * habit_dot
-                    - params.satiation_penalty * satiation_dot - params.repeat_penalty * seen)
+            base = _satisfaction(params, value, habit_dot, satiation_dot, seen)
             utility = _clip(xp, base, params.rating_min, params.rating_max)
             noisy = base + params.rating_noise_std * (noise["rating"][0] if single else noise["rating"])
             rating = _clip(xp, noisy, params.rating_min, params.rating_max)
@@ -423,6 +429,8 @@ class MovieLensCore(FunctionalEnv):
             "habit": habit,
             "budget": budget,
         }
+        if params.n_candidates:  # what the next action indexes: policies read it here
+            info["candidates"] = next_state.candidates.copy() if xp is np else next_state.candidates
         reward = rating_out if params.reward_type == "rating" else clicked_f
         return Transition(next_state, reward, terminated, info)
 

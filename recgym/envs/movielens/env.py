@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -12,56 +11,8 @@ import numpy as np
 
 from recgym.core import FunctionalGymEnv, FunctionalVectorEnv
 from recgym.envs.movielens.dynamics import MovieLensCore, boredom_cost, true_utilities
-from recgym.envs.movielens.params import PRESETS, MovieLensParams, WorldArrays
+from recgym.envs.movielens.params import make_params
 from recgym.envs.movielens.world import MovieLensWorld, WorldSettings, build_world
-
-_PARAM_FIELDS = {f.name for f in dataclasses.fields(MovieLensParams)} - {"world"}
-
-
-def make_params(world: MovieLensWorld, preset: str = "dynamic", users: str = "train", **overrides: Any) -> MovieLensParams:
-    """Params of a preset world over a built world, with any field overridden.
-
-    Args:
-        world: A :class:`~recgym.envs.movielens.world.MovieLensWorld` (see ``build_world``).
-        preset: ``"dynamic"`` (default), ``"static"`` or ``"fairness"`` (see :data:`PRESETS`).
-        users: Population episodes draw users from: ``"train"``, ``"test"`` or ``"all"``.
-        **overrides: Any :class:`~recgym.envs.movielens.params.MovieLensParams` field.
-
-    Returns:
-        Validated :class:`MovieLensParams` (``ValueError`` names a bad field and value).
-    """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    unknown = set(overrides) - _PARAM_FIELDS
-    if unknown:
-        raise TypeError(f"unknown MovieLens parameter(s) {sorted(unknown)}; valid: {sorted(_PARAM_FIELDS)}")
-    values: dict[str, Any] = {"rating_min": world.rating_scale[0], "rating_max": world.rating_scale[1]}
-    values.update(PRESETS[preset])
-    values.update(overrides)
-    pool = world.users_of(users)
-    if len(pool) == 0:
-        raise ValueError(f"the {users!r} population of this world is empty")
-    n_candidates = values.get("n_candidates", 0)
-    if isinstance(n_candidates, int | np.integer) and n_candidates > 0:
-        candidate_pool = world.candidate_pool()
-    else:
-        candidate_pool = np.zeros((world.n_users, 0), dtype=np.int32)
-    arrays = WorldArrays(
-        global_mean=np.asarray(world.global_mean, dtype=np.float32),
-        user_bias=world.user_bias,
-        item_bias=world.item_bias,
-        user_factors=world.user_factors,
-        item_factors=world.item_factors,
-        item_genres=world.item_genres,
-        item_genre_flags=world.item_genre_flags,
-        user_mean_utility=world.user_mean_utility,
-        user_genre_affinity=world.user_genre_share,
-        profile=np.concatenate([world.profile_genres, world.profile_embedding], axis=1).astype(np.float32),
-        item_features=np.concatenate([world.item_genres, world.item_embedding], axis=1).astype(np.float32),
-        user_pool=np.asarray(pool, dtype=np.int32),
-        candidate_pool=candidate_pool,
-    )
-    return MovieLensParams(world=arrays, **values)
 
 
 def _world_and_params(dataset, preset, users, world_settings, synthetic_seed, overrides):
@@ -162,8 +113,7 @@ class MovieLensEnv(FunctionalGymEnv):
 class MovieLensVectorEnv(FunctionalVectorEnv):
     """``num_envs`` MovieLens users stepped by one jitted call (next-step auto-reset).
 
-    Same arguments as :class:`MovieLensEnv`, plus ``num_envs``; ``max_episode_steps`` (passed by
-    ``gym.make_vec`` from the registration) must agree with the preset's.
+    Same arguments as :class:`MovieLensEnv`, plus ``num_envs``.
     """
 
     def __init__(self, num_envs: int, dataset: str | os.PathLike | MovieLensWorld = "ml-latest-small",

@@ -1,20 +1,27 @@
 """Parameters, state and presets of the MovieLens user simulator.
 
 Every coefficient of the user model is a named field of :class:`MovieLensParams` with a default
-and a one-line description; :data:`PRESETS` holds the three registered worlds. Shape-determining
+and a one-line description; :data:`PRESETS` holds the three registered worlds, and
+:func:`make_params` builds the params of a preset over a built world (RecGym-Pipeline's
+``make_params`` sits in its ``params`` module too, with the same shape: the named table entry, a
+mode, then field overrides). Shape-determining
 settings (slate size, history length, time limit, modes) are static pytree fields; coefficients
 and world arrays are leaves, so they can be traced, vmapped or randomised.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 from flax import struct
 
-from recgym.core import finite, require
+from recgym.core import finite, is_int, require
+
+if TYPE_CHECKING:  # the world builder is only needed to build params, not to describe them
+    from recgym.envs.movielens.world import MovieLensWorld
 
 CHOICE_MODELS = ("mnl", "always")
 REWARD_TYPES = ("rating", "click")
@@ -84,10 +91,6 @@ class WorldArrays:
     def n_item_features(self) -> int:
         """Length of one item's observable feature vector."""
         return self.item_features.shape[1]
-
-
-def _unit(x) -> bool:
-    return 0.0 <= x <= 1.0
 
 
 @struct.dataclass
@@ -255,8 +258,7 @@ def is_abstract(tree: Any) -> bool:
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    require(lambda v: is_int(v) and v >= minimum, name, value, f"an integer >= {minimum}")
 
 
 @struct.dataclass
@@ -330,3 +332,52 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_episode_steps": 50,
     },
 }
+
+
+_PARAM_FIELDS = {f.name for f in dataclasses.fields(MovieLensParams)} - {"world"}
+
+
+def make_params(world: MovieLensWorld, preset: str = "dynamic", users: str = "train", **overrides: Any) -> MovieLensParams:
+    """Params of a preset world over a built world, with any field overridden.
+
+    Args:
+        world: A :class:`~recgym.envs.movielens.world.MovieLensWorld` (see ``build_world``).
+        preset: ``"dynamic"`` (default), ``"static"`` or ``"fairness"`` (see :data:`PRESETS`).
+        users: Population episodes draw users from: ``"train"``, ``"test"`` or ``"all"``.
+        **overrides: Any :class:`~recgym.envs.movielens.params.MovieLensParams` field.
+
+    Returns:
+        Validated :class:`MovieLensParams` (``ValueError`` names a bad field and value).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    unknown = set(overrides) - _PARAM_FIELDS
+    if unknown:
+        raise TypeError(f"unknown MovieLens parameter(s) {sorted(unknown)}; valid: {sorted(_PARAM_FIELDS)}")
+    values: dict[str, Any] = {"rating_min": world.rating_scale[0], "rating_max": world.rating_scale[1]}
+    values.update(PRESETS[preset])
+    values.update(overrides)
+    pool = world.users_of(users)
+    if len(pool) == 0:
+        raise ValueError(f"the {users!r} population of this world is empty")
+    n_candidates = values.get("n_candidates", 0)
+    if isinstance(n_candidates, int | np.integer) and n_candidates > 0:
+        candidate_pool = world.candidate_pool()
+    else:
+        candidate_pool = np.zeros((world.n_users, 0), dtype=np.int32)
+    arrays = WorldArrays(
+        global_mean=np.asarray(world.global_mean, dtype=np.float32),
+        user_bias=world.user_bias,
+        item_bias=world.item_bias,
+        user_factors=world.user_factors,
+        item_factors=world.item_factors,
+        item_genres=world.item_genres,
+        item_genre_flags=world.item_genre_flags,
+        user_mean_utility=world.user_mean_utility,
+        user_genre_affinity=world.user_genre_share,
+        profile=np.concatenate([world.profile_genres, world.profile_embedding], axis=1).astype(np.float32),
+        item_features=np.concatenate([world.item_genres, world.item_embedding], axis=1).astype(np.float32),
+        user_pool=np.asarray(pool, dtype=np.int32),
+        candidate_pool=candidate_pool,
+    )
+    return MovieLensParams(world=arrays, **values)

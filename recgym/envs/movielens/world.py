@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recgym.biased_mf import fit_biased_mf
+from recgym.biased_mf import fit_biased_mf, mf_pair_scores, mf_scores
+from recgym.core import finite, is_int, require
 from recgym.datasets import RatingsDataset, cache_dir, load_movielens
 
-WORLD_FORMAT = 1
+WORLD_FORMAT = 2  # 2: the mean utility is computed by recgym.biased_mf.mf_scores
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,11 @@ class WorldSettings:
     def __post_init__(self) -> None:
         for name in ("min_item_ratings", "min_user_ratings", "n_factors", "mf_iters", "logged_n_factors",
                      "candidate_pool_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            require(lambda v: is_int(v) and v >= 1, name, getattr(self, name), "a positive integer")
         for name in ("test_fraction", "logged_fraction"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-        if not (np.isfinite(self.mf_reg) and self.mf_reg >= 0):
-            raise ValueError(f"mf_reg must be finite and >= 0, got {self.mf_reg!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            require(lambda v: 0.0 < v < 1.0, name, getattr(self, name), "in (0, 1)")
+        require(lambda v: finite(v) and v >= 0, "mf_reg", self.mf_reg, "finite and >= 0")
+        require(lambda v: is_int(v) and v >= 0, "seed", self.seed, "a non-negative integer")
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,8 +160,8 @@ class MovieLensWorld:
     def utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Hidden base utility ``v(u, i) = mu + b_u + b_i + p_u . q_i`` (unclipped), elementwise."""
         users, items = np.asarray(users), np.asarray(items)
-        return (self.global_mean + self.user_bias[users] + self.item_bias[items]
-                + np.einsum("...k,...k->...", self.user_factors[users], self.item_factors[items]))
+        return mf_pair_scores(self.global_mean, self.user_bias[users], self.item_bias[items],
+                              self.user_factors[users], self.item_factors[items])
 
     def users_of(self, population: str) -> np.ndarray:
         """World user indices of ``"train"``, ``"test"`` or ``"all"`` users."""
@@ -326,8 +321,8 @@ def _build(ds: RatingsDataset, settings: WorldSettings) -> MovieLensWorld:
     lo, hi = ds.rating_scale
     mean_utility = np.empty(n_users, dtype=np.float32)
     for s in range(0, n_users, 1024):
-        v = (hidden.global_mean + hidden.user_bias[s:s + 1024, None] + hidden.item_bias[None, :]
-             + hidden.user_factors[s:s + 1024] @ hidden.item_factors.T)
+        v = mf_scores(hidden.global_mean, hidden.user_bias[s:s + 1024], hidden.item_bias,
+                      hidden.user_factors[s:s + 1024], hidden.item_factors)
         mean_utility[s:s + 1024] = np.clip(v, lo, hi).mean(axis=1)
 
     return MovieLensWorld(

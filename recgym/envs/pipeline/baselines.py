@@ -12,7 +12,8 @@ action mode: the configuration itself in ``absolute`` mode, or one increment tow
 What a tuner may see: the observation (allocation, measured per-stage rates and utilisation,
 throughput, trainer idle fraction, memory, budgets) and the profiler facts in ``info``
 (``element_gib``, the measured size of a buffered sample per stage). Only :class:`Oracle` reads
-the optimum from ``info``.
+the optimum from ``info`` (it needs the env wrapped in
+:class:`~recgym.envs.pipeline.wrappers.PipelineOptimum`).
 
 The rules (sources in ``docs/environments/pipeline.md``):
 
@@ -32,7 +33,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recgym.envs.pipeline import dynamics as D
+from recgym.envs.pipeline.dynamics import (
+    NOOP_ACTION,
+    OBS_AVAILABLE,
+    OBS_BATCH,
+    OBS_CORES,
+    OBS_IDLE,
+    OBS_MEMORY_CAP,
+    OBS_PREFETCH,
+    OBS_RATES,
+    OBS_THROUGHPUT,
+    OBS_UTILISATION,
+    RATE_UNIT,
+)
 from recgym.envs.pipeline.params import NUM_STAGES, PipelineParams
 from recgym.policies import Policy
 
@@ -50,9 +63,9 @@ def current_config(observation) -> Target:
     """The configuration the observation reports (the allocation is observed exactly)."""
     obs = np.asarray(observation)
     return Target(
-        cores=tuple(int(round(c)) for c in obs[D.OBS_CORES]),
-        batch_log2=int(round(math.log2(max(float(obs[D.OBS_BATCH]), 1.0)))),
-        prefetch=int(round(float(obs[D.OBS_PREFETCH]))),
+        cores=tuple(int(round(c)) for c in obs[OBS_CORES]),
+        batch_log2=int(round(math.log2(max(float(obs[OBS_BATCH]), 1.0)))),
+        prefetch=int(round(float(obs[OBS_PREFETCH]))),
     )
 
 
@@ -89,14 +102,16 @@ def target_to_action(params: PipelineParams, observation, target: Target):
         return 2 * NUM_STAGES + (0 if target.batch_log2 > now.batch_log2 else 1)
     if target.prefetch != now.prefetch:
         return 2 * NUM_STAGES + (2 if target.prefetch > now.prefetch else 3)
-    return D.NOOP_ACTION
+    return NOOP_ACTION
 
 
 class PipelineTuner(Policy):
     """Base class of the baseline tuners: the project-wide :class:`recgym.policies.Policy` with
     per-env memory.
 
-    Subclasses write :meth:`target` (and :meth:`_fresh`, the memory of a new episode).
+    Subclasses write :meth:`target` (and :meth:`_fresh`, the memory of a new episode). The base
+    constructor calls no overridable method: a subclass sets its own attributes after
+    ``super().__init__(params)``, and each env's memory is made from :meth:`_fresh` when first used.
 
     Args:
         params: The environment's params (action mode and bounds).
@@ -113,7 +128,6 @@ class PipelineTuner(Policy):
         super().__init__()
         self.params = params
         self._memory: list[dict] = []
-        self.reset()
 
     def reset(self, num_envs: int = 1, seed: int | None = None) -> None:
         """Act for ``num_envs`` envs from now on; forget every episode; reseed when given a seed."""
@@ -123,10 +137,15 @@ class PipelineTuner(Policy):
 
     def begin_episode(self, env_mask) -> None:
         """The envs where ``env_mask`` (``(num_envs,)`` bool) is true start a new episode."""
+        memories = self._memories()
+        for i in np.flatnonzero(np.asarray(env_mask, dtype=bool)):
+            memories[i] = self._fresh()
+
+    def _memories(self) -> list[dict]:
+        """Each env's per-episode memory, made fresh on first use and when ``num_envs`` changed."""
         if len(self._memory) != self.num_envs:
             self._memory = [self._fresh() for _ in range(self.num_envs)]
-        for i in np.flatnonzero(np.asarray(env_mask, dtype=bool)):
-            self._memory[i] = self._fresh()
+        return self._memory
 
     def _fresh(self) -> dict:
         """The per-env memory at the start of an episode."""
@@ -141,7 +160,7 @@ class PipelineTuner(Policy):
         if self.num_envs != 1:
             raise RuntimeError(f"act() serves one env but the tuner was reset for num_envs={self.num_envs}")
         obs = np.asarray(observation)
-        return target_to_action(self.params, obs, self.target(obs, info, self._memory[0]))
+        return target_to_action(self.params, obs, self.target(obs, info, self._memories()[0]))
 
     def act_batch(self, observations, infos):
         """Actions for ``num_envs`` envs: ``(n,)`` (increment) or ``(n, 8)`` (absolute) int64."""
@@ -149,9 +168,10 @@ class PipelineTuner(Policy):
         if obs.shape[0] != self.num_envs:
             raise ValueError(f"expected {self.num_envs} observations, got {obs.shape[0]}")
         actions = []
+        memories = self._memories()
         for i in range(self.num_envs):
             info_i = {k: np.asarray(v)[i] for k, v in infos.items() if not k.startswith("_")}
-            actions.append(target_to_action(self.params, obs[i], self.target(obs[i], info_i, self._memory[i])))
+            actions.append(target_to_action(self.params, obs[i], self.target(obs[i], info_i, memories[i])))
         return np.asarray(actions, dtype=np.int64)
 
     def __repr__(self) -> str:
@@ -159,7 +179,7 @@ class PipelineTuner(Policy):
 
 
 def _budget(observation) -> int:
-    return max(int(math.floor(float(observation[D.OBS_AVAILABLE]) + 1e-6)), 1)
+    return max(int(math.floor(float(observation[OBS_AVAILABLE]) + 1e-6)), 1)
 
 
 class StaticEvenSplit(PipelineTuner):
@@ -170,7 +190,7 @@ class StaticEvenSplit(PipelineTuner):
     name = "static-even"
 
     def target(self, observation, info, memory=None) -> Target:
-        memory = self._memory[0] if memory is None else memory
+        memory = self._memories()[0] if memory is None else memory
         if "fixed" not in memory:
             budget = _budget(observation)
             base, extra = divmod(budget, NUM_STAGES)
@@ -186,7 +206,7 @@ class AllCores(PipelineTuner):
     name = "all-cores"
 
     def target(self, observation, info, memory=None) -> Target:
-        memory = self._memory[0] if memory is None else memory
+        memory = self._memories()[0] if memory is None else memory
         if "fixed" not in memory:
             budget = _budget(observation)
             memory["fixed"] = Target((budget,) * NUM_STAGES, self.params.initial_batch_log2, self.params.initial_prefetch)
@@ -196,15 +216,15 @@ class AllCores(PipelineTuner):
 def _per_worker_seconds(observation) -> np.ndarray:
     """Per-sample seconds of one worker, estimated the way tf.data and Plumber do: measured stage
     rate divided by its workers (linear scaling assumed; Amdahl and time slicing go unseen)."""
-    rates = np.maximum(np.asarray(observation[D.OBS_RATES], dtype=np.float64) / D.RATE_UNIT, 1e-9)
-    cores = np.asarray(observation[D.OBS_CORES], dtype=np.float64)
+    rates = np.maximum(np.asarray(observation[OBS_RATES], dtype=np.float64) / RATE_UNIT, 1e-9)
+    cores = np.asarray(observation[OBS_CORES], dtype=np.float64)
     return cores / rates
 
 
 def _consumer_rate(observation) -> float:
     """The trainer's rate as the pipeline sees it: throughput / (1 - idle fraction)."""
-    x = float(observation[D.OBS_THROUGHPUT]) / D.RATE_UNIT
-    idle = float(observation[D.OBS_IDLE])
+    x = float(observation[OBS_THROUGHPUT]) / RATE_UNIT
+    idle = float(observation[OBS_IDLE])
     return x / max(1.0 - idle, 1e-3) if x > 0 else math.inf
 
 
@@ -237,12 +257,12 @@ class Autotune(PipelineTuner):
 
     def target(self, observation, info, memory=None) -> Target:
         now = current_config(observation)
-        if float(observation[D.OBS_THROUGHPUT]) <= 0:
+        if float(observation[OBS_THROUGHPUT]) <= 0:
             return now
         seconds = _per_worker_seconds(observation)
         consumer = _consumer_rate(observation)
         budget = _budget(observation)
-        ram_budget = 0.5 * float(observation[D.OBS_MEMORY_CAP])
+        ram_budget = 0.5 * float(observation[OBS_MEMORY_CAP])
         element = np.asarray(info["element_gib"], dtype=np.float64)
         batch = 2.0**now.batch_log2
         shuffle = float(info.get("shuffle_buffer", 0.0))
@@ -306,20 +326,20 @@ class PlumberLP(PipelineTuner):
     name = "plumber-lp"
 
     def __init__(self, params: PipelineParams, profile_steps: int = 3):
+        super().__init__(params)
         if profile_steps < 1:
             raise ValueError(f"profile_steps must be >= 1, got {profile_steps!r}")
         self.profile_steps = profile_steps
-        super().__init__(params)
 
     def _fresh(self) -> dict:
         return {"samples": [], "fixed": None}
 
     def target(self, observation, info, memory=None) -> Target:
-        memory = self._memory[0] if memory is None else memory
+        memory = self._memories()[0] if memory is None else memory
         if memory["fixed"] is not None:
             return memory["fixed"]
         now = current_config(observation)
-        if float(observation[D.OBS_THROUGHPUT]) > 0:
+        if float(observation[OBS_THROUGHPUT]) > 0:
             memory["samples"].append(1.0 / _per_worker_seconds(observation))
         if len(memory["samples"]) < self.profile_steps:
             return now
@@ -365,15 +385,15 @@ class RayAutoscaler(PipelineTuner):
     name = "ray-autoscaler"
 
     def __init__(self, params: PipelineParams, upscale: float = 1.0, downscale: float = 0.5):
+        super().__init__(params)
         if not 0.0 < downscale < upscale:
             raise ValueError(f"need 0 < downscale < upscale, got downscale={downscale!r}, upscale={upscale!r}")
         self.upscale, self.downscale = upscale, downscale
-        super().__init__(params)
 
     def target(self, observation, info, memory=None) -> Target:
         now = current_config(observation)
-        util = np.asarray(observation[D.OBS_UTILISATION], dtype=np.float64)
-        if float(observation[D.OBS_THROUGHPUT]) <= 0:
+        util = np.asarray(observation[OBS_UTILISATION], dtype=np.float64)
+        if float(observation[OBS_THROUGHPUT]) <= 0:
             return now
         cores = list(now.cores)
         for i in range(NUM_STAGES):
@@ -402,18 +422,18 @@ class RandomSearch(PipelineTuner):
     name = "random-search"
 
     def __init__(self, params: PipelineParams, budget: int = 20):
+        super().__init__(params)
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget!r}")
         self.budget = budget
-        super().__init__(params)
 
     def _fresh(self) -> dict:
         return {"tried": 0, "last": None, "best": None}
 
     def target(self, observation, info, memory=None) -> Target:
-        memory = self._memory[0] if memory is None else memory
+        memory = self._memories()[0] if memory is None else memory
         if memory["last"] is not None:
-            measured = float(observation[D.OBS_THROUGHPUT])
+            measured = float(observation[OBS_THROUGHPUT])
             if memory["best"] is None or measured > memory["best"][0]:
                 memory["best"] = (measured, memory["last"])
         if memory["tried"] >= self.budget:
@@ -433,11 +453,23 @@ class RandomSearch(PipelineTuner):
 
 
 class Oracle(PipelineTuner):
-    """The exact optimum of the conditions just observed (``info["optimal_action"]``, absolute)."""
+    """The exact optimum of the conditions just observed (``info["optimal_action"]``, absolute).
+
+    It reads the optimum from ``info``, which only an env wrapped in
+    :class:`~recgym.envs.pipeline.wrappers.PipelineOptimum` (or
+    :class:`~recgym.envs.pipeline.wrappers.PipelineVectorOptimum`) provides:
+    ``gym.make("RecGym-Pipeline-v0", track_optimum=True)``.
+    """
 
     name = "oracle"
 
     def target(self, observation, info, memory=None) -> Target:
+        if "optimal_action" not in info:
+            raise KeyError(
+                "the oracle reads info['optimal_action'], which this env does not provide: make it with "
+                "gym.make('RecGym-Pipeline-v0', track_optimum=True) or wrap it in "
+                "recgym.envs.pipeline.wrappers.PipelineOptimum (PipelineVectorOptimum for a vector env)"
+            )
         a = np.asarray(info["optimal_action"], dtype=np.int64)
         return Target(
             tuple(int(v) + 1 for v in a[:NUM_STAGES]),

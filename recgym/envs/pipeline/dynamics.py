@@ -1,7 +1,7 @@
 """The dynamics of RecGym-Pipeline-v0, written once against an array namespace ``xp``.
 
-The same functions run on NumPy (the single gymnasium env, fast on tiny arrays) and on
-``jax.numpy`` (the vmapped, jitted functional core in :mod:`recgym.envs.pipeline.functional`).
+The same functions run on Python numbers and NumPy (the single gymnasium env and the optimum) and
+on ``jax.numpy`` (the vmapped, jitted functional core, :class:`recgym.envs.pipeline.core.PipelineCore`).
 They never draw random numbers: the caller passes the noise in (uniforms for the world and the
 neighbour chain, standard normals for the measurements), so both back ends are deterministic
 functions of their seeds. Every function broadcasts over leading batch axes.
@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+from flax import struct
 
 from recgym.core import pyscalar
 from recgym.envs.pipeline import model
@@ -90,21 +90,7 @@ OBS_CEILING = 1e6
 RATE_UNIT = 1e-3
 
 
-def _pytree_dataclass(cls):
-    """Freeze ``cls`` and register it as a JAX pytree (all fields are array leaves)."""
-    cls = dataclass(frozen=True)(cls)
-    try:
-        import jax
-
-        jax.tree_util.register_dataclass(
-            cls, data_fields=[f.name for f in dataclasses.fields(cls)], meta_fields=[]
-        )
-    except ImportError:  # pragma: no cover - jax is a hard dependency; NumPy alone still works
-        pass
-    return cls
-
-
-@_pytree_dataclass
+@struct.dataclass
 class PipelineWorld:
     """One episode's machine and workload, after per-seed jitter or randomisation (arrays).
 
@@ -208,14 +194,22 @@ def _f32(xp, value):
     return xp.asarray(value, dtype=xp.float32)
 
 
-def _uniform_range(u, bounds):
-    low, high = bounds
+def _range_ends(xp, bounds):
+    """A ``(low, high)`` range of :class:`~recgym.envs.pipeline.params.RandomRanges`: Python numbers
+    as they are (weakly typed, so float32 arithmetic stays float32), arrays and tracers as float32."""
+    return tuple(v if isinstance(v, int | float) else _f32(xp, v) for v in bounds)
+
+
+def _uniform_range(xp, u, bounds):
+    low, high = _range_ends(xp, bounds)
     return low + (high - low) * u
 
 
 def _log_uniform(xp, u, bounds):
-    low, high = bounds
-    return low * xp.exp(float(np.log(high / low)) * u)
+    low, high = _range_ends(xp, bounds)
+    if isinstance(low, float) and isinstance(high, float):  # the log ratio as a float64 constant
+        return low * xp.exp(float(np.log(high / low)) * u)
+    return low * xp.exp(xp.log(high / low) * u)
 
 
 def world_uniforms(params: PipelineParams) -> int:
@@ -231,7 +225,7 @@ def sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
 
     Args:
         xp: Array namespace.
-        params: Environment params (static).
+        params: Environment params (concrete or traced leaves).
         uniforms: ``(..., n)`` float32 uniforms, ``n >= world_uniforms(params)``.
 
     Returns:
@@ -264,10 +258,10 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
             element_gib=per_stage(prof.element_gib),
             batch_overhead_seconds=full(prof.batch_overhead_seconds),
             io_samples_per_second=full(prof.io_samples_per_second),
-            core_budget=full(float(prof.core_budget)),
+            core_budget=full(prof.core_budget),
             memory_gib=full(prof.memory_gib),
             trainer_memory_gib=full(prof.trainer_memory_gib),
-            shuffle_buffer=full(float(prof.shuffle_buffer)),
+            shuffle_buffer=full(prof.shuffle_buffer),
             trainer_batch_seconds=full(prof.trainer_batch_seconds),
             trainer_sample_seconds=full(prof.trainer_sample_seconds),
             event_cost_factor=per_stage(params.event_cost_factor),
@@ -278,15 +272,15 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
             neighbour_p_off=full(params.neighbour_p_off),
         )
     rr = params.random_ranges
-    lo_b, hi_b = rr.core_budget
-    budget = xp.minimum(xp.floor(lo_b + (hi_b - lo_b + 1) * u[..., 24]), float(hi_b))
-    memory = _uniform_range(u[..., 19], rr.memory_gib)
+    lo_b, hi_b = _range_ends(xp, rr.core_budget)
+    budget = xp.minimum(xp.floor(lo_b + (hi_b - lo_b + 1) * u[..., 24]), hi_b)
+    memory = _uniform_range(xp, u[..., 19], rr.memory_gib)
     event_stage = xp.minimum(xp.floor(u[..., 22] * NUM_STAGES), NUM_STAGES - 1)
     event_factor = _log_uniform(xp, u[..., 23], rr.event_cost_factor_log)
     is_event_stage = xp.arange(NUM_STAGES) == event_stage[..., None]
     return PipelineWorld(
         cpu_seconds=cpu * _log_uniform(xp, u[..., 0:6], rr.cpu_scale_log),
-        serial_fraction=_uniform_range(u[..., 6:12], rr.serial_fraction),
+        serial_fraction=_uniform_range(xp, u[..., 6:12], rr.serial_fraction),
         worker_memory_gib=per_stage(prof.worker_memory_gib)
         * _log_uniform(xp, u[..., 12:18], rr.worker_memory_scale_log),
         element_gib=per_stage(prof.element_gib) * _log_uniform(xp, u[..., 18:19], rr.element_scale_log),
@@ -295,14 +289,14 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
         * (1024.0 / prof.record_kib),
         core_budget=budget,
         memory_gib=memory,
-        trainer_memory_gib=memory * _uniform_range(u[..., 20], rr.trainer_memory_fraction),
-        shuffle_buffer=full(float(prof.shuffle_buffer)),
+        trainer_memory_gib=memory * _uniform_range(xp, u[..., 20], rr.trainer_memory_fraction),
+        shuffle_buffer=full(prof.shuffle_buffer),
         trainer_batch_seconds=full(prof.trainer_batch_seconds),
         trainer_sample_seconds=full(prof.trainer_sample_seconds),
         event_cost_factor=xp.where(is_event_stage, event_factor[..., None], 1.0).astype(xp.float32),
-        event_core_factor=_uniform_range(u[..., 25], rr.event_core_factor),
-        event_memory_factor=_uniform_range(u[..., 26], rr.event_memory_factor),
-        neighbour_cores=budget * _uniform_range(u[..., 27], rr.neighbour_core_fraction),
+        event_core_factor=_uniform_range(xp, u[..., 25], rr.event_core_factor),
+        event_memory_factor=_uniform_range(xp, u[..., 26], rr.event_memory_factor),
+        neighbour_cores=budget * _uniform_range(xp, u[..., 27], rr.neighbour_core_fraction),
         neighbour_p_on=full(params.neighbour_p_on),
         neighbour_p_off=full(params.neighbour_p_off),
     )
@@ -377,7 +371,7 @@ def performance(xp, world: PipelineWorld, cond: Conditions, cores, batch_log2, p
         cores: ``(..., 6)`` workers per stage (int or float), or a sequence of 6 per-stage values.
         batch_log2: ``(...)`` log2 batch size (int).
         prefetch: ``(...)`` prefetch depth.
-        overhead: Oversubscription overhead ``kappa`` (static float).
+        overhead: Oversubscription overhead ``kappa`` (a float, concrete or traced).
 
     Returns:
         :class:`Performance` of the allocation.
@@ -417,7 +411,7 @@ def observe(xp, allocation, world, cond, perf: Performance, normals, noise: floa
         cond: Conditions of the interval.
         perf: Its performance.
         normals: ``(..., MEASUREMENT_NORMALS)`` standard normals.
-        noise: Log-normal sigma (static float).
+        noise: Log-normal sigma (a float, concrete or traced).
 
     Returns:
         ``(observation (..., OBS_DIM) float32, measured_throughput (...))``.
@@ -510,7 +504,7 @@ def apply_action(xp, params: PipelineParams, allocation, action):
 
     Args:
         xp: Array namespace.
-        params: Static params (the action mode and bounds).
+        params: Environment params (its static action mode and bounds are read).
         allocation: ``(..., 8)`` int32 current allocation (see :class:`PipelineState`).
         action: ``increment``: ``(...)`` int in ``[0, 17)``; ``absolute``: ``(..., 8)`` ints,
             ``cores - 1`` per stage, the batch-size index, the prefetch depth.
@@ -550,7 +544,7 @@ def initial_state(xp, params: PipelineParams, uniforms, normals):
 
     Args:
         xp: Array namespace.
-        params: Static params.
+        params: Environment params.
         uniforms: ``(..., world_uniforms(params))`` uniforms for the world.
         normals: ``(..., MEASUREMENT_NORMALS)`` normals for the first observation.
 
@@ -560,11 +554,11 @@ def initial_state(xp, params: PipelineParams, uniforms, normals):
     """
     world = sample_world(xp, params, uniforms)
     shape = xp.shape(world.core_budget)
-    start = np.asarray([1] * NUM_STAGES + [params.initial_batch_log2, params.initial_prefetch], dtype=np.int32)
     if xp is np and shape == ():  # one environment: Python ints (see math_namespace)
-        allocation = tuple(start.tolist())
-    else:
-        allocation = xp.broadcast_to(xp.asarray(start), (*shape, NUM_STAGES + 2))
+        allocation = (1,) * NUM_STAGES + (int(params.initial_batch_log2), int(params.initial_prefetch))
+    else:  # the initial batch size and prefetch may be traced
+        start = xp.asarray([1] * NUM_STAGES + [params.initial_batch_log2, params.initial_prefetch], dtype=xp.int32)
+        allocation = xp.broadcast_to(start, (*shape, NUM_STAGES + 2))
     off = _compact_leaf(xp, xp.zeros(shape, dtype=bool))
     cond = conditions(xp, world, off, off)
     perf = performance(xp, world, cond, *_split(allocation), params.oversubscription_overhead)
@@ -576,7 +570,7 @@ def initial_state(xp, params: PipelineParams, uniforms, normals):
         neighbour_on=off,
         observation=obs,
     )
-    return state, _info(xp, state, cond, perf, measured, off)
+    return state, step_info(xp, state, cond, perf, measured, off)
 
 
 def transition(xp, params: PipelineParams, state: PipelineState, action, uniforms, normals):
@@ -584,7 +578,7 @@ def transition(xp, params: PipelineParams, state: PipelineState, action, uniform
 
     Args:
         xp: Array namespace.
-        params: Static params.
+        params: Environment params.
         state: Current state.
         action: See :func:`apply_action`.
         uniforms: ``(..., STEP_UNIFORMS)`` uniforms (the neighbour chain).
@@ -608,11 +602,22 @@ def transition(xp, params: PipelineParams, state: PipelineState, action, uniform
     obs, measured = observe(xp, allocation, world, cond, perf, normals, params.measurement_noise)
     reward = m.where(perf.oom, -params.oom_penalty, measured * params.reward_scale)
     new_state = PipelineState(world, allocation, time, neighbour_on, obs)
-    return new_state, reward, perf.oom, _info(xp, new_state, cond, perf, measured, after_change)
+    return new_state, reward, perf.oom, step_info(xp, new_state, cond, perf, measured, after_change)
 
 
-def _info(xp, state, cond, perf, measured, after_change) -> dict:
+def step_info(xp, state: PipelineState, cond: Conditions, perf: Performance, measured, after_change) -> dict:
+    """The ``info`` of an interval: true and measured throughput, memory, conditions, bottleneck,
+    and two profiler facts of the episode's world a live monitor measures and tuners may use.
+
+    Keys: ``throughput`` (true, samples/s), ``measured_throughput``, ``memory_gib``,
+    ``memory_cap_gib``, ``available_cores``, ``oom``, ``after_change``, ``neighbour_on``,
+    ``bottleneck_stage`` (int32 stage index), ``trainer_rate`` (samples/s), ``element_gib``
+    (``(..., 6)`` float32 buffered sample size per stage, GiB; tf.data's RAM model uses it) and
+    ``shuffle_buffer`` (elements). One environment's values are Python numbers (and a fresh
+    float32 array for ``element_gib``).
+    """
     m = math_namespace(xp, perf.trainer_rate)
+    world = state.world
     return {
         "throughput": perf.throughput,
         "measured_throughput": measured,
@@ -624,4 +629,7 @@ def _info(xp, state, cond, perf, measured, after_change) -> dict:
         "neighbour_on": state.neighbour_on,
         "bottleneck_stage": _argmin(m, list(perf.capacities)),
         "trainer_rate": perf.trainer_rate,
+        # NumPy: a copy, so that the info never shares memory with the state
+        "element_gib": np.array(world.element_gib, dtype=np.float32) if xp is np else world.element_gib,
+        "shuffle_buffer": world.shuffle_buffer,
     }

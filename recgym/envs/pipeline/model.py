@@ -31,11 +31,9 @@ import numpy as np
 
 from recgym.core import pyscalar
 
-#: Samples a worker of each stage holds in flight: one sample (read .. shuffle) or, for the batch
-#: and prefetch stages, a whole batch (``INFLIGHT_PER_SAMPLE + INFLIGHT_PER_BATCH * B``).
-INFLIGHT_PER_SAMPLE: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
-INFLIGHT_PER_BATCH: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 1.0, 1.0)
-assert all(a + b == 1.0 and a * b == 0.0 for a, b in zip(INFLIGHT_PER_SAMPLE, INFLIGHT_PER_BATCH))
+#: Whether a worker of each stage holds a whole batch in flight (the batch and prefetch stages)
+#: rather than one sample (read .. shuffle); see :func:`inflight_elements`.
+INFLIGHT_PER_BATCH: tuple[bool, ...] = (False, False, False, False, True, True)
 #: Stage index of the read stage (I/O capped), the shuffle stage, the batch stage (which pays the
 #: per-batch overhead) and the prefetch stage (whose elements are the prefetch buffer's).
 READ_STAGE = 0
@@ -182,7 +180,7 @@ def buffered_throughput(xp, producer_rate, consumer_rate, capacity):
 
 def inflight_elements(xp, batch_size) -> list:
     """Per-stage samples one worker holds in flight at batch size ``B`` (1, or ``B`` for the batch
-    and prefetch stages: ``INFLIGHT_PER_SAMPLE + INFLIGHT_PER_BATCH * B``)."""
+    and prefetch stages, see :data:`INFLIGHT_PER_BATCH`)."""
     return [batch_size if per_batch else 1.0 for per_batch in INFLIGHT_PER_BATCH]
 
 

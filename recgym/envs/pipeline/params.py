@@ -1,14 +1,20 @@
 """Parameters of RecGym-Pipeline-v0: the measured workload profile, the scenario and the knobs.
 
-Two frozen dataclasses hold every independent input:
+Three frozen pytree dataclasses (``flax.struct``) hold every independent input:
 
 * :class:`PipelineProfile` — what a profiler measures on one trainer machine: CPU seconds per
   sample of each stage, its serial (Amdahl) fraction, memory per worker and per buffered element,
   the storage bandwidth, the trainer's per-batch cost and the machine's core budget and memory.
   A live run fills one with :meth:`PipelineProfile.from_measurements`.
+* :class:`RandomRanges` — the ranges the ``random`` scenario draws each episode's world from.
 * :class:`PipelineParams` — the environment: a profile, the scenario (what changes during an
   episode and how much each seed's world varies), the action space limits, noise, reward scale and
-  horizon. Build a named scenario with :func:`make_params`.
+  horizon. Build a named scenario of :data:`SCENARIOS` with :func:`make_params`.
+
+Coefficients are pytree leaves: changing one, or switching between the named scenarios, does not
+recompile a jitted core, and params of several scenarios stack into one batch for ``jax.vmap``
+(``jax.tree.map(lambda *x: jnp.stack(x), p1, p2)``). Static fields are only those that decide
+shapes or Python control flow: the action mode and bounds, the horizon and ``randomize``.
 
 Units: time in seconds, memory in GiB, rates in samples per second.
 """
@@ -17,8 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+from flax import struct
+
+from recgym.core import finite, is_traced, require
 
 #: Pipeline stages, in order (read -> ... -> prefetch feeds the trainer).
 STAGES: tuple[str, ...] = ("read", "parse", "transform", "shuffle", "batch", "prefetch")
@@ -26,15 +39,6 @@ NUM_STAGES = len(STAGES)
 #: Index of each stage in the per-stage tuples and arrays.
 STAGE_INDEX: dict[str, int] = {name: i for i, name in enumerate(STAGES)}
 
-#: Scenario names accepted by :func:`make_params` (and ``gym.make(..., scenario=...)``).
-SCENARIOS: tuple[str, ...] = (
-    "steady",
-    "drift",
-    "machine-change",
-    "noisy-neighbours",
-    "memory-tight",
-    "random",
-)
 #: Action modes: InTune-style increments (``Discrete``) or full allocations (``MultiDiscrete``).
 ACTION_MODES: tuple[str, ...] = ("increment", "absolute")
 
@@ -52,32 +56,94 @@ def held_out_seeds(n: int) -> list[int]:
 _GiB_PER_KiB = 1.0 / (1024.0 * 1024.0)
 
 
-def _check_tuple(name: str, value, *, low: float, high: float = math.inf, low_open=False):
-    if len(value) != NUM_STAGES:
-        raise ValueError(f"{name} must have one value per stage {STAGES}, got {value!r}")
-    for stage, v in zip(STAGES, value):
-        bad = not math.isfinite(float(v)) and high != math.inf or math.isnan(float(v))
-        bad = bad or (v <= low if low_open else v < low) or v > high
-        if bad:
-            bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-            raise ValueError(f"{name}[{stage!r}] must be in {bound}, got {v!r}")
+# ----------------------------------------------------------------------------- validation
+def _is_concrete(tree: Any) -> bool:
+    """Whether every leaf of ``tree`` has a known value: not a tracer (the dataclass is rebuilt
+    with tracers inside ``jit`` and ``vmap``) nor a ``jax.ShapeDtypeStruct`` placeholder.
+
+    Cross-field checks run only then; single-field checks go through :func:`require`, which skips
+    traced values by itself.
+    """
+    return not (is_traced(tree) or any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def _check(name: str, value, *, low: float, high: float = math.inf, low_open=False) -> None:
-    v = float(value)
-    if math.isnan(v) or (v <= low if low_open else v < low) or v > high:
-        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be in {bound}, got {value!r}")
+def _as_float(value: Any) -> Any:
+    """A Python or NumPy number as a Python float; arrays and tracers unchanged.
+
+    Leaves of one Python type keep one abstract value under ``jit``: ``0`` and ``0.0`` would be
+    traced as int32 and float32, and compile twice.
+    """
+    return float(value) if isinstance(value, numbers.Real) else value
 
 
-@dataclass(frozen=True)
+def _as_int(value: Any) -> Any:
+    """A NumPy integer as a Python int; anything else unchanged (validation names a non-integer)."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
+def _as_stage_tuple(value: Any) -> Any:
+    """Per-stage values as a tuple of one leaf per stage; Python and NumPy numbers become floats.
+
+    A tuple of arrays or tracers (stacked or traced params) stays as it is.
+    """
+    if isinstance(value, tuple):
+        return tuple(_as_float(v) for v in value)
+    if not is_traced(value) and np.ndim(value) == 1:
+        return tuple(float(v) for v in np.asarray(value, dtype=np.float64))
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    """An integer scalar or an integer array (stacked params), never a bool."""
+    return np.asarray(value).dtype.kind in "iu"
+
+
+def _require_in(field: str, value: Any, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    """``value`` (every element of it) in ``[low, high]`` (``(low, high]`` with ``low_open``), not NaN."""
+    bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+
+    def within(v: Any) -> bool:
+        x = np.asarray(v, dtype=np.float64)
+        above = x > low if low_open else x >= low
+        return bool(np.all(above & (x <= high)))  # NaN fails both comparisons
+
+    require(within, field, value, f"in {bound}")
+
+
+def _require_per_stage(field: str, values: Any, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    """One value per stage, each in the range (the message names the stage)."""
+    require(lambda v: isinstance(v, tuple) and len(v) == NUM_STAGES, field, values,
+            f"a tuple of one value per stage {STAGES}")
+    for stage, value in zip(STAGES, values):
+        _require_in(f"{field}[{stage!r}]", value, low, high, low_open)
+
+
+def _require_int(field: str, value: Any, minimum: int) -> None:
+    require(_is_int, field, value, "an int")
+    require(lambda v: np.all(np.asarray(v) >= minimum), field, value, f">= {minimum}")
+
+
+def _require_static_int(field: str, value: Any, minimum: int) -> None:
+    """A static field: a Python int (it decides shapes, so it is never an array)."""
+    require(lambda v: isinstance(v, int) and not isinstance(v, bool), field, value, "an int")
+    require(lambda v: v >= minimum, field, value, f">= {minimum}")
+
+
+# ----------------------------------------------------------------------------- profile
+_PROFILE_STAGE_FIELDS = ("cpu_seconds_per_sample", "serial_fraction", "worker_memory_gib", "element_kib")
+_PROFILE_FLOAT_FIELDS = ("batch_overhead_seconds", "read_bandwidth_mib_s", "record_kib", "memory_gib",
+                         "trainer_memory_gib", "trainer_batch_seconds", "trainer_sample_seconds")
+_PROFILE_INT_FIELDS = ("core_budget", "shuffle_buffer")
+
+
+@struct.dataclass
 class PipelineProfile:
     """The measured costs of one DLRM ingestion pipeline on one trainer machine.
 
     Every per-stage field is a tuple with one value per stage of :data:`STAGES`. These are the
     quantities a profiler can measure on a real pipeline (time one worker per stage, read RSS per
     worker and the size of a buffered element), so a live mode calibrates the simulator by filling
-    this class (see :meth:`from_measurements`).
+    this class (see :meth:`from_measurements`). Every field is a pytree leaf.
 
     Attributes:
         cpu_seconds_per_sample: CPU seconds one worker spends per sample in each stage.
@@ -90,11 +156,11 @@ class PipelineProfile:
         read_bandwidth_mib_s: Storage read bandwidth (MiB/s); caps the read stage at
             ``bandwidth / record_kib`` samples/s however many cores it has (I/O bound).
         record_kib: On-disk size of one sample (KiB).
-        core_budget: CPU cores the pipeline may use on the machine.
+        core_budget: CPU cores the pipeline may use on the machine (an int).
         memory_gib: Host memory of the machine (GiB); exceeding it is an OOM crash.
         trainer_memory_gib: Host memory held by the trainer process itself (model, embedding
             tables, framework) that the pipeline cannot use (GiB).
-        shuffle_buffer: Elements held by the shuffle stage's buffer.
+        shuffle_buffer: Elements held by the shuffle stage's buffer (an int).
         trainer_batch_seconds: Fixed seconds the trainer spends per batch (launch, all-reduce).
         trainer_sample_seconds: Trainer seconds per sample in a batch; the trainer consumes
             ``B / (trainer_batch_seconds + B * trainer_sample_seconds)`` samples/s.
@@ -115,28 +181,30 @@ class PipelineProfile:
     trainer_sample_seconds: float = 10e-6
 
     def __post_init__(self) -> None:
-        for name in ("cpu_seconds_per_sample", "serial_fraction", "worker_memory_gib", "element_kib"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        _check_tuple("cpu_seconds_per_sample", self.cpu_seconds_per_sample, low=0.0, low_open=True)
-        _check_tuple("serial_fraction", self.serial_fraction, low=0.0, high=0.999)
-        _check_tuple("worker_memory_gib", self.worker_memory_gib, low=0.0)
-        _check_tuple("element_kib", self.element_kib, low=0.0)
-        _check("batch_overhead_seconds", self.batch_overhead_seconds, low=0.0)
-        _check("read_bandwidth_mib_s", self.read_bandwidth_mib_s, low=0.0, low_open=True)
-        _check("record_kib", self.record_kib, low=0.0, low_open=True)
-        if not isinstance(self.core_budget, int) or isinstance(self.core_budget, bool) or self.core_budget < 1:
-            raise ValueError(f"core_budget must be an int >= 1, got {self.core_budget!r}")
-        _check("memory_gib", self.memory_gib, low=0.0, low_open=True)
-        _check("trainer_memory_gib", self.trainer_memory_gib, low=0.0)
-        if self.trainer_memory_gib >= self.memory_gib:
-            raise ValueError(
-                f"trainer_memory_gib ({self.trainer_memory_gib!r}) must be below memory_gib "
-                f"({self.memory_gib!r}): the pipeline would have no memory at all"
-            )
-        if not isinstance(self.shuffle_buffer, int) or self.shuffle_buffer < 0:
-            raise ValueError(f"shuffle_buffer must be an int >= 0, got {self.shuffle_buffer!r}")
-        _check("trainer_batch_seconds", self.trainer_batch_seconds, low=0.0)
-        _check("trainer_sample_seconds", self.trainer_sample_seconds, low=0.0, low_open=True)
+        for name in _PROFILE_STAGE_FIELDS:
+            object.__setattr__(self, name, _as_stage_tuple(getattr(self, name)))
+        for name in _PROFILE_FLOAT_FIELDS:
+            object.__setattr__(self, name, _as_float(getattr(self, name)))
+        for name in _PROFILE_INT_FIELDS:
+            object.__setattr__(self, name, _as_int(getattr(self, name)))
+        if not _is_concrete(self):
+            return
+        _require_per_stage("cpu_seconds_per_sample", self.cpu_seconds_per_sample, low=0.0, low_open=True)
+        _require_per_stage("serial_fraction", self.serial_fraction, low=0.0, high=0.999)
+        _require_per_stage("worker_memory_gib", self.worker_memory_gib, low=0.0)
+        _require_per_stage("element_kib", self.element_kib, low=0.0)
+        _require_in("batch_overhead_seconds", self.batch_overhead_seconds, low=0.0)
+        _require_in("read_bandwidth_mib_s", self.read_bandwidth_mib_s, low=0.0, low_open=True)
+        _require_in("record_kib", self.record_kib, low=0.0, low_open=True)
+        require(lambda v: _is_int(v) and np.all(np.asarray(v) >= 1), "core_budget", self.core_budget, "an int >= 1")
+        _require_in("memory_gib", self.memory_gib, low=0.0, low_open=True)
+        _require_in("trainer_memory_gib", self.trainer_memory_gib, low=0.0)
+        require(lambda v: np.all(np.asarray(v) < np.asarray(self.memory_gib)), "trainer_memory_gib",
+                self.trainer_memory_gib,
+                f"below memory_gib ({self.memory_gib!r}): the pipeline would have no memory at all")
+        require(lambda v: _is_int(v) and np.all(np.asarray(v) >= 0), "shuffle_buffer", self.shuffle_buffer, "an int >= 0")
+        _require_in("trainer_batch_seconds", self.trainer_batch_seconds, low=0.0)
+        _require_in("trainer_sample_seconds", self.trainer_sample_seconds, low=0.0, low_open=True)
 
     @property
     def io_samples_per_second(self) -> float:
@@ -153,7 +221,7 @@ class PipelineProfile:
         cls,
         cpu_seconds_per_sample: Mapping[str, float],
         base: PipelineProfile | None = None,
-        **fields,
+        **fields: Any,
     ) -> PipelineProfile:
         """A profile calibrated from measured per-stage costs (the live mode's entry point).
 
@@ -176,15 +244,17 @@ class PipelineProfile:
         costs = list(base.cpu_seconds_per_sample)
         for stage, seconds in cpu_seconds_per_sample.items():
             costs[STAGE_INDEX[stage]] = float(seconds)
-        return dataclasses.replace(base, cpu_seconds_per_sample=tuple(costs), **fields)
+        return base.replace(cpu_seconds_per_sample=tuple(costs), **fields)
 
 
-@dataclass(frozen=True)
+# ----------------------------------------------------------------------------- random ranges
+@struct.dataclass
 class RandomRanges:
     """Ranges the ``random`` scenario draws each episode's world from (uniform or log-uniform).
 
     Each ``(low, high)`` pair is inclusive; ``*_log`` ranges are sampled log-uniformly. Per-stage
-    CPU costs are drawn around the profile's value, the others absolutely.
+    CPU costs are drawn around the profile's value, the others absolutely. Every bound is a pytree
+    leaf (a curriculum may vary them without recompiling).
 
     Attributes:
         cpu_scale_log: Multiplier on each stage's CPU cost (log-uniform, independent per stage).
@@ -216,34 +286,58 @@ class RandomRanges:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            low, high = getattr(self, f.name)
-            if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-                raise ValueError(f"RandomRanges.{f.name} must be a finite (low, high) with low <= high, got {(low, high)!r}")
-            if f.name.endswith("_log") and low <= 0:
-                raise ValueError(f"RandomRanges.{f.name} is log-uniform and needs low > 0, got {(low, high)!r}")
-        if self.core_budget[0] < 1:
-            raise ValueError(f"RandomRanges.core_budget must start at >= 1, got {self.core_budget!r}")
-        if not 0.0 <= self.serial_fraction[0] <= self.serial_fraction[1] < 1.0:
-            raise ValueError(f"RandomRanges.serial_fraction must lie in [0, 1), got {self.serial_fraction!r}")
-        if not 0.0 < self.trainer_memory_fraction[0] <= self.trainer_memory_fraction[1] < 1.0:
-            raise ValueError(
-                f"RandomRanges.trainer_memory_fraction must lie in (0, 1), got {self.trainer_memory_fraction!r}"
-            )
+            pair = getattr(self, f.name)
+            if isinstance(pair, list):
+                pair = tuple(pair)
+            if isinstance(pair, tuple):
+                pair = tuple(_as_int(v) if f.name == "core_budget" else _as_float(v) for v in pair)
+            object.__setattr__(self, f.name, pair)
+        if not _is_concrete(self):
+            return
+        for f in dataclasses.fields(self):
+            name, pair = f"RandomRanges.{f.name}", getattr(self, f.name)
+            require(lambda v: isinstance(v, tuple) and len(v) == 2, name, pair, "a (low, high) pair")
+            low, high = pair
+            require(finite, f"{name}[0]", low, "finite")
+            require(lambda v, low=low: finite(v) and np.all(np.asarray(v) >= np.asarray(low)), f"{name}[1]", high,
+                    f"finite and >= the low end {low!r}")
+            if f.name.endswith("_log"):
+                require(lambda v: np.all(np.asarray(v) > 0), f"{name}[0]", low, "> 0 (the range is log-uniform)")
+        require(lambda v: _is_int(v) and np.all(np.asarray(v) >= 1), "RandomRanges.core_budget[0]",
+                self.core_budget[0], "an int >= 1")
+        require(_is_int, "RandomRanges.core_budget[1]", self.core_budget[1], "an int")
+        _require_in("RandomRanges.serial_fraction[0]", self.serial_fraction[0], 0.0)
+        require(lambda v: np.all(np.asarray(v) < 1.0), "RandomRanges.serial_fraction[1]", self.serial_fraction[1], "< 1")
+        _require_in("RandomRanges.trainer_memory_fraction[0]", self.trainer_memory_fraction[0], 0.0, low_open=True)
+        require(lambda v: np.all(np.asarray(v) < 1.0), "RandomRanges.trainer_memory_fraction[1]",
+                self.trainer_memory_fraction[1], "< 1")
 
 
-@dataclass(frozen=True)
+# ----------------------------------------------------------------------------- params
+_FLOAT_FIELDS = ("event_core_factor", "event_memory_factor", "neighbour_cores", "neighbour_p_on", "neighbour_p_off",
+                 "cost_jitter", "measurement_noise", "reward_scale", "oom_penalty", "oversubscription_overhead")
+_INT_FIELDS = ("change_step", "initial_batch_log2", "initial_prefetch")
+#: The static int fields and their least value.
+_STATIC_INT_FIELDS = {"max_episode_steps": 1, "max_cores_per_stage": 1, "min_batch_log2": 0, "max_batch_log2": 0,
+                      "max_prefetch": 0}
+
+
+@struct.dataclass
 class PipelineParams:
-    """Everything that defines one RecGym-Pipeline-v0 environment (frozen, hashable, jit-static).
+    """Everything that defines one RecGym-Pipeline-v0 environment (a frozen pytree dataclass).
 
-    Registered as a JAX pytree with no leaves: every field is static (it shapes the spaces or is a
-    scenario constant), so ``jit`` specialises on the params and never retraces within one env.
+    Coefficients (every field but the static ones below) are pytree leaves: under ``jit`` they are
+    traced, so a scenario or coefficient change does not recompile, and params stacked from several
+    scenarios ``vmap``. Static fields (``struct.field(pytree_node=False)``) decide shapes or
+    Python control flow: ``action_mode``, ``max_episode_steps``, ``randomize`` (how many uniforms
+    a reset draws), ``max_cores_per_stage``, ``min_batch_log2``, ``max_batch_log2`` and
+    ``max_prefetch`` (the action space).
 
     Attributes:
-        scenario: Name of the scenario these params were built for (see :data:`SCENARIOS`).
-        action_mode: ``"increment"`` (Discrete, InTune-style) or ``"absolute"`` (MultiDiscrete).
+        action_mode: ``"increment"`` (Discrete, InTune-style) or ``"absolute"`` (MultiDiscrete). Static.
         profile: The workload and machine (the world before per-seed jitter and events).
         max_episode_steps: Steps (tuning intervals) per episode; the episode is truncated after
-            it (the registered id uses the default, 100).
+            it (the registered id uses the default, 100). Static.
         change_step: The mid-episode event happens after this many steps (steps ``change_step + 1``
             onwards run in the changed world); ``max_episode_steps`` or more means never.
         event_cost_factor: Per-stage CPU-cost multipliers after the change (``drift``).
@@ -254,12 +348,12 @@ class PipelineParams:
         neighbour_p_off: Per-step probability that an active neighbour stops.
         cost_jitter: Per-seed world variation: every stage cost is multiplied by a log-uniform factor
             in ``[exp(-j), exp(j)]`` drawn at reset, so scenario seeds are different worlds.
-        randomize: Draw the whole world from ``random_ranges`` at reset (the ``random`` scenario).
+        randomize: Draw the whole world from ``random_ranges`` at reset (the ``random`` scenario). Static.
         random_ranges: Ranges used when ``randomize`` is set.
-        max_cores_per_stage: Most workers a stage may be given (the absolute action's upper bound).
-        min_batch_log2: Smallest batch size is ``2 ** min_batch_log2``.
-        max_batch_log2: Largest batch size is ``2 ** max_batch_log2``.
-        max_prefetch: Largest prefetch depth (batches buffered for the trainer); the least is 0.
+        max_cores_per_stage: Most workers a stage may be given (the absolute action's upper bound). Static.
+        min_batch_log2: Smallest batch size is ``2 ** min_batch_log2``. Static.
+        max_batch_log2: Largest batch size is ``2 ** max_batch_log2``. Static.
+        max_prefetch: Largest prefetch depth (batches buffered for the trainer); the least is 0. Static.
         initial_batch_log2: Batch size at reset is ``2 ** initial_batch_log2``.
         initial_prefetch: Prefetch depth at reset.
         measurement_noise: Log-normal standard deviation of every measured rate in the observation
@@ -270,10 +364,9 @@ class PipelineParams:
             ``A / (C + kappa (C - A))``; 0 is the proportional slowdown.
     """
 
-    scenario: str = "steady"
-    action_mode: str = "increment"
-    profile: PipelineProfile = field(default_factory=PipelineProfile)
-    max_episode_steps: int = 100
+    action_mode: str = struct.field(pytree_node=False, default="increment")
+    profile: PipelineProfile = struct.field(default_factory=PipelineProfile)
+    max_episode_steps: int = struct.field(pytree_node=False, default=100)
     change_step: int = 50
     event_cost_factor: tuple[float, ...] = (1.0,) * NUM_STAGES
     event_core_factor: float = 1.0
@@ -282,12 +375,12 @@ class PipelineParams:
     neighbour_p_on: float = 0.0
     neighbour_p_off: float = 1.0
     cost_jitter: float = 0.2
-    randomize: bool = False
-    random_ranges: RandomRanges = field(default_factory=RandomRanges)
-    max_cores_per_stage: int = 32
-    min_batch_log2: int = 6
-    max_batch_log2: int = 13
-    max_prefetch: int = 16
+    randomize: bool = struct.field(pytree_node=False, default=False)
+    random_ranges: RandomRanges = struct.field(default_factory=RandomRanges)
+    max_cores_per_stage: int = struct.field(pytree_node=False, default=32)
+    min_batch_log2: int = struct.field(pytree_node=False, default=6)
+    max_batch_log2: int = struct.field(pytree_node=False, default=13)
+    max_prefetch: int = struct.field(pytree_node=False, default=16)
     initial_batch_log2: int = 8
     initial_prefetch: int = 1
     measurement_noise: float = 0.05
@@ -296,51 +389,42 @@ class PipelineParams:
     oversubscription_overhead: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise ValueError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
+        object.__setattr__(self, "event_cost_factor", _as_stage_tuple(self.event_cost_factor))
+        for name in _FLOAT_FIELDS:
+            object.__setattr__(self, name, _as_float(getattr(self, name)))
+        for name in (*_INT_FIELDS, *_STATIC_INT_FIELDS):
+            object.__setattr__(self, name, _as_int(getattr(self, name)))
+        # Static fields are never traced: check them always (they shape the spaces).
         if self.action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
-        if not isinstance(self.profile, PipelineProfile):
-            raise ValueError(f"profile must be a PipelineProfile, got {type(self.profile).__name__}")
-        if not isinstance(self.random_ranges, RandomRanges):
-            raise ValueError(f"random_ranges must be a RandomRanges, got {type(self.random_ranges).__name__}")
-        for name in ("max_episode_steps", "change_step", "max_cores_per_stage", "min_batch_log2",
-                     "max_batch_log2", "max_prefetch", "initial_batch_log2", "initial_prefetch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an int, got {value!r}")
-        if self.max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps!r}")
-        if self.change_step < 0:
-            raise ValueError(f"change_step must be >= 0, got {self.change_step!r}")
-        object.__setattr__(self, "event_cost_factor", tuple(float(v) for v in self.event_cost_factor))
-        _check_tuple("event_cost_factor", self.event_cost_factor, low=0.0, low_open=True)
-        _check("event_core_factor", self.event_core_factor, low=0.0, high=1.0, low_open=True)
-        _check("event_memory_factor", self.event_memory_factor, low=0.0, high=1.0, low_open=True)
-        _check("neighbour_cores", self.neighbour_cores, low=0.0)
-        _check("neighbour_p_on", self.neighbour_p_on, low=0.0, high=1.0)
-        _check("neighbour_p_off", self.neighbour_p_off, low=0.0, high=1.0)
-        _check("cost_jitter", self.cost_jitter, low=0.0, high=3.0)
-        if self.max_cores_per_stage < 1:
-            raise ValueError(f"max_cores_per_stage must be >= 1, got {self.max_cores_per_stage!r}")
+        require(lambda v: isinstance(v, bool | np.bool_), "randomize", self.randomize, "a bool")
+        for name, minimum in _STATIC_INT_FIELDS.items():
+            _require_static_int(name, getattr(self, name), minimum)
         if not 0 <= self.min_batch_log2 <= self.max_batch_log2 <= 20:
             raise ValueError(
                 "batch sizes need 0 <= min_batch_log2 <= max_batch_log2 <= 20, got "
                 f"min_batch_log2={self.min_batch_log2!r}, max_batch_log2={self.max_batch_log2!r}"
             )
-        if not self.min_batch_log2 <= self.initial_batch_log2 <= self.max_batch_log2:
-            raise ValueError(
-                f"initial_batch_log2 must be in [{self.min_batch_log2}, {self.max_batch_log2}], "
-                f"got {self.initial_batch_log2!r}"
-            )
-        if self.max_prefetch < 0:
-            raise ValueError(f"max_prefetch must be >= 0, got {self.max_prefetch!r}")
-        if not 0 <= self.initial_prefetch <= self.max_prefetch:
-            raise ValueError(f"initial_prefetch must be in [0, {self.max_prefetch}], got {self.initial_prefetch!r}")
-        _check("measurement_noise", self.measurement_noise, low=0.0, high=2.0)
-        _check("reward_scale", self.reward_scale, low=0.0, low_open=True)
-        _check("oom_penalty", self.oom_penalty, low=0.0)
-        _check("oversubscription_overhead", self.oversubscription_overhead, low=0.0)
+        if not _is_concrete(self):
+            return
+        require(lambda v: isinstance(v, PipelineProfile), "profile", self.profile, "a PipelineProfile")
+        require(lambda v: isinstance(v, RandomRanges), "random_ranges", self.random_ranges, "a RandomRanges")
+        _require_int("change_step", self.change_step, 0)
+        _require_per_stage("event_cost_factor", self.event_cost_factor, low=0.0, low_open=True)
+        _require_in("event_core_factor", self.event_core_factor, low=0.0, high=1.0, low_open=True)
+        _require_in("event_memory_factor", self.event_memory_factor, low=0.0, high=1.0, low_open=True)
+        _require_in("neighbour_cores", self.neighbour_cores, low=0.0)
+        _require_in("neighbour_p_on", self.neighbour_p_on, low=0.0, high=1.0)
+        _require_in("neighbour_p_off", self.neighbour_p_off, low=0.0, high=1.0)
+        _require_in("cost_jitter", self.cost_jitter, low=0.0, high=3.0)
+        require(_is_int, "initial_batch_log2", self.initial_batch_log2, "an int")
+        _require_in("initial_batch_log2", self.initial_batch_log2, self.min_batch_log2, self.max_batch_log2)
+        require(_is_int, "initial_prefetch", self.initial_prefetch, "an int")
+        _require_in("initial_prefetch", self.initial_prefetch, 0, self.max_prefetch)
+        _require_in("measurement_noise", self.measurement_noise, low=0.0, high=2.0)
+        _require_in("reward_scale", self.reward_scale, low=0.0, low_open=True)
+        _require_in("oom_penalty", self.oom_penalty, low=0.0)
+        _require_in("oversubscription_overhead", self.oversubscription_overhead, low=0.0)
 
     @property
     def num_batch_sizes(self) -> int:
@@ -357,16 +441,41 @@ class PipelineParams:
         """Size of the ``increment`` action space (see :mod:`recgym.envs.pipeline.dynamics`)."""
         return 2 * NUM_STAGES + 5
 
-    @property
-    def has_event(self) -> bool:
-        """Whether a mid-episode change happens within the horizon."""
-        return self.change_step < self.max_episode_steps
+
+#: The named scenarios of :func:`make_params` (and ``gym.make(..., scenario=...)``): field
+#: overrides of :class:`PipelineParams`. Every scenario jitters each seed's stage costs by
+#: ``cost_jitter``; the change happens after ``change_step`` (50).
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # the default profile (16 cores, 32 GiB, a 16 GiB trainer); nothing changes
+    "steady": {},
+    # the feature set changes: transform 2.5x cheaper (precomputed upstream), parse of the wider rows 2.5x dearer
+    "drift": {"event_cost_factor": (1.0, 2.5, 0.4, 1.0, 1.0, 1.0)},
+    # half the cores and a quarter of the memory go (the job is rescheduled onto a smaller share)
+    "machine-change": {"event_core_factor": 0.5, "event_memory_factor": 0.75},
+    # a co-located job switches on (p=0.15 per step) and off (p=0.3), taking 6 of the 16 cores while on
+    "noisy-neighbours": {"neighbour_cores": 6.0, "neighbour_p_on": 0.15, "neighbour_p_off": 0.3},
+    # 6x wider rows, 1 GiB transform workers, a 26 GiB trainer on 40 GiB: every core does not fit
+    "memory-tight": {
+        "profile": PipelineProfile(
+            worker_memory_gib=(0.25, 0.5, 1.0, 0.25, 0.25, 0.25),
+            element_kib=(12.0, 24.0, 48.0, 48.0, 48.0, 48.0),
+            memory_gib=40.0,
+            trainer_memory_gib=26.0,
+            shuffle_buffer=50_000,
+        ),
+        "initial_batch_log2": 10,
+    },
+    # the world drawn at reset from RandomRanges, with a random change event and a neighbour of random size
+    "random": {"randomize": True, "neighbour_p_on": 0.15, "neighbour_p_off": 0.3},
+}
+
+_PARAM_FIELDS = frozenset(f.name for f in dataclasses.fields(PipelineParams))
 
 
-def make_params(scenario: str = "steady", action_mode: str = "increment", **overrides) -> PipelineParams:
+def make_params(scenario: str = "steady", action_mode: str = "increment", **overrides: Any) -> PipelineParams:
     """Params of a named scenario, with any field overridden.
 
-    Scenarios (every one jitters each seed's stage costs by ``cost_jitter``):
+    Scenarios (:data:`SCENARIOS`; every one jitters each seed's stage costs by ``cost_jitter``):
 
     * ``steady`` — the default profile; nothing changes.
     * ``drift`` — the feature set changes at the change step: feature engineering (transform)
@@ -383,6 +492,10 @@ def make_params(scenario: str = "steady", action_mode: str = "increment", **over
       change event (one stage's cost, cores and memory) and a noisy neighbour of random size
       (switching on and off like `noisy-neighbours`).
 
+    The scenario is not stored in the params: ``steady``, ``drift``, ``machine-change``,
+    ``noisy-neighbours`` and ``memory-tight`` differ only in leaves, so one jitted core serves
+    them all and their params stack for ``vmap`` (``random`` differs in the static ``randomize``).
+
     Args:
         scenario: One of :data:`SCENARIOS`.
         action_mode: One of :data:`ACTION_MODES`.
@@ -395,39 +508,10 @@ def make_params(scenario: str = "steady", action_mode: str = "increment", **over
         ValueError: Unknown scenario or field, or an invalid value (the message names it).
     """
     if scenario not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
-    known = {f.name for f in dataclasses.fields(PipelineParams)}
-    unknown = sorted(set(overrides) - known)
+        raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {scenario!r}")
+    unknown = sorted(set(overrides) - _PARAM_FIELDS)
     if unknown:
-        raise ValueError(f"unknown PipelineParams field(s) {unknown}; known fields: {sorted(known)}")
-    preset: dict = {}
-    if scenario == "drift":
-        preset["event_cost_factor"] = (1.0, 2.5, 0.4, 1.0, 1.0, 1.0)
-    elif scenario == "machine-change":
-        preset.update(event_core_factor=0.5, event_memory_factor=0.75)
-    elif scenario == "noisy-neighbours":
-        preset.update(neighbour_cores=6.0, neighbour_p_on=0.15, neighbour_p_off=0.3)
-    elif scenario == "memory-tight":
-        preset["profile"] = PipelineProfile(
-            worker_memory_gib=(0.25, 0.5, 1.0, 0.25, 0.25, 0.25),
-            element_kib=(12.0, 24.0, 48.0, 48.0, 48.0, 48.0),
-            memory_gib=40.0,
-            trainer_memory_gib=26.0,
-            shuffle_buffer=50_000,
-        )
-        preset["initial_batch_log2"] = 10
-    elif scenario == "random":
-        preset.update(randomize=True, neighbour_p_on=0.15, neighbour_p_off=0.3)
-    preset.update(overrides)
-    return PipelineParams(scenario=scenario, action_mode=action_mode, **preset)
-
-
-def _register_static_pytree(cls) -> None:
-    import jax
-
-    jax.tree_util.register_dataclass(
-        cls, data_fields=[], meta_fields=[f.name for f in dataclasses.fields(cls)]
-    )
-
-
-_register_static_pytree(PipelineParams)
+        hint = ("; track_optimum is an argument of gym.make, which then wraps the env in "
+                "recgym.envs.pipeline.wrappers.PipelineOptimum") if "track_optimum" in unknown else ""
+        raise ValueError(f"unknown PipelineParams field(s) {unknown}; valid fields: {sorted(_PARAM_FIELDS)}{hint}")
+    return PipelineParams(action_mode=action_mode, **{**SCENARIOS[scenario], **overrides})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recgym.envs.pipeline import dynamics as D
+from recgym.envs.pipeline import dynamics
 from recgym.envs.pipeline.baselines import (
     BASELINES,
     AllCores,
@@ -20,17 +20,18 @@ from recgym.envs.pipeline.baselines import (
 )
 from recgym.envs.pipeline.env import PipelineEnv
 from recgym.envs.pipeline.params import make_params
+from recgym.envs.pipeline.wrappers import PipelineOptimum
 
 
 def _obs(cores=(1,) * 6, rates=(10.0,) * 6, util=(1.0,) * 6, batch=256, prefetch=1, throughput=5.0,
          idle=0.5, memory=20.0, cap=32.0, available=16.0, budget=16.0):
-    obs = np.zeros(D.OBS_DIM, np.float32)
-    obs[D.OBS_CORES] = cores
-    obs[D.OBS_RATES] = rates
-    obs[D.OBS_UTILISATION] = util
-    obs[D.OBS_BATCH], obs[D.OBS_PREFETCH], obs[D.OBS_THROUGHPUT] = batch, prefetch, throughput
-    obs[D.OBS_IDLE], obs[D.OBS_MEMORY], obs[D.OBS_MEMORY_CAP] = idle, memory, cap
-    obs[D.OBS_AVAILABLE], obs[D.OBS_BUDGET] = available, budget
+    obs = np.zeros(dynamics.OBS_DIM, np.float32)
+    obs[dynamics.OBS_CORES] = cores
+    obs[dynamics.OBS_RATES] = rates
+    obs[dynamics.OBS_UTILISATION] = util
+    obs[dynamics.OBS_BATCH], obs[dynamics.OBS_PREFETCH], obs[dynamics.OBS_THROUGHPUT] = batch, prefetch, throughput
+    obs[dynamics.OBS_IDLE], obs[dynamics.OBS_MEMORY], obs[dynamics.OBS_MEMORY_CAP] = idle, memory, cap
+    obs[dynamics.OBS_AVAILABLE], obs[dynamics.OBS_BUDGET] = available, budget
     return obs
 
 
@@ -46,7 +47,7 @@ def test_target_to_action_increment_frees_before_spending():
     assert target_to_action(params, obs, target) == 4  # then transform +1
     assert target_to_action(params, obs, Target((1,) * 6, 9, 1)) == 12  # batch x2
     assert target_to_action(params, obs, Target((1,) * 6, 8, 0)) == 15  # prefetch -1
-    assert target_to_action(params, obs, Target((1,) * 6, 8, 1)) == D.NOOP_ACTION
+    assert target_to_action(params, obs, Target((1,) * 6, 8, 1)) == dynamics.NOOP_ACTION
 
 
 def test_target_to_action_absolute_is_the_configuration():
@@ -125,8 +126,8 @@ def test_random_search_is_seeded_and_commits_to_its_best():
 @pytest.mark.parametrize("action_mode", ["increment", "absolute"])
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_every_baseline_drives_the_env(name, action_mode):
-    env = PipelineEnv(scenario="random", action_mode=action_mode)
-    policy = make_baseline(name, env.params)
+    env = PipelineOptimum(PipelineEnv(scenario="random", action_mode=action_mode))  # the oracle reads the optimum
+    policy = make_baseline(name, env.unwrapped.params)
     obs, info = env.reset(seed=11)
     policy.reset(seed=11)
     for _ in range(25):
@@ -164,3 +165,40 @@ def test_act_batch_on_a_vector_env_matches_single_envs():
         batched.act(obs[0], {})
     batched.begin_episode(np.array([True, False, False]))
     assert batched._memory[0]["fixed"] is None and batched._memory[1]["fixed"] is not None
+
+
+def test_a_tuner_sets_its_attributes_after_the_base_constructor():
+    """The base constructor calls no overridable method, so a subclass's ``_fresh`` may read what
+    its own ``__init__`` sets after ``super().__init__`` (the natural order)."""
+    from recgym.envs.pipeline.baselines import PipelineTuner
+
+    class Countdown(PipelineTuner):
+        name = "countdown"
+
+        def __init__(self, params, horizon):
+            super().__init__(params)
+            self.horizon = horizon
+
+        def _fresh(self):
+            return {"left": self.horizon}
+
+        def target(self, observation, info, memory=None):
+            memory = self._memories()[0] if memory is None else memory
+            memory["left"] -= 1
+            return Target((1,) * 6, self.params.initial_batch_log2, max(memory["left"], 0))
+
+    params = make_params(action_mode="absolute")
+    tuner = Countdown(params, horizon=5)
+    assert tuner.act(_obs(), INFO)[-1] == 4 and tuner.act(_obs(), INFO)[-1] == 3
+    tuner.reset()  # a new episode starts from the horizon again
+    assert tuner.act(_obs(), INFO)[-1] == 4
+    tuner.reset(num_envs=2)
+    assert tuner.act_batch(np.stack([_obs(), _obs()]), {})[:, -1].tolist() == [4, 4]
+
+
+def test_oracle_without_the_optimum_wrapper_says_what_to_do():
+    env = PipelineEnv(action_mode="absolute")
+    obs, info = env.reset(seed=0)
+    oracle = make_baseline("oracle", env.params)
+    with pytest.raises(KeyError, match=r"track_optimum=True.*PipelineOptimum"):
+        oracle.act(obs, info)

@@ -18,9 +18,11 @@ from recgym.core.testing import (
     check_key_chain,
     check_vector_contract,
 )
-from recgym.envs.pipeline import dynamics as D
-from recgym.envs.pipeline.env import PipelineCore, PipelineEnv
+from recgym.envs.pipeline import dynamics
+from recgym.envs.pipeline.core import PipelineCore
+from recgym.envs.pipeline.env import PipelineEnv
 from recgym.envs.pipeline.params import ACTION_MODES, SCENARIOS, PipelineProfile, make_params
+from recgym.envs.pipeline.wrappers import PipelineOptimum
 
 ENV_ID = "RecGym-Pipeline-v0"
 
@@ -75,40 +77,40 @@ def test_numpy_and_jax_backends_agree():
 def test_observation_layout_matches_space_and_names():
     env = PipelineEnv()
     obs, info = env.reset(seed=0)
-    assert obs.shape == (D.OBS_DIM,) == env.observation_space.shape
-    assert len(D.OBSERVATION_NAMES) == D.OBS_DIM
-    np.testing.assert_array_equal(obs[D.OBS_CORES], np.ones(6))
-    assert obs[D.OBS_BATCH] == 256 and obs[D.OBS_PREFETCH] == 1
-    assert obs[D.OBS_BUDGET] == 16 and obs[D.OBS_MEMORY_CAP] == 32
-    assert obs[D.OBS_THROUGHPUT] == pytest.approx(float(info["measured_throughput"]) * 1e-3, rel=1e-5)
-    assert obs[D.OBS_MEMORY] == pytest.approx(float(info["memory_gib"]))
+    assert obs.shape == (dynamics.OBS_DIM,) == env.observation_space.shape
+    assert len(dynamics.OBSERVATION_NAMES) == dynamics.OBS_DIM
+    np.testing.assert_array_equal(obs[dynamics.OBS_CORES], np.ones(6))
+    assert obs[dynamics.OBS_BATCH] == 256 and obs[dynamics.OBS_PREFETCH] == 1
+    assert obs[dynamics.OBS_BUDGET] == 16 and obs[dynamics.OBS_MEMORY_CAP] == 32
+    assert obs[dynamics.OBS_THROUGHPUT] == pytest.approx(float(info["measured_throughput"]) * 1e-3, rel=1e-5)
+    assert obs[dynamics.OBS_MEMORY] == pytest.approx(float(info["memory_gib"]))
 
 
 def test_increment_actions_move_one_knob():
     env = PipelineEnv()
     obs, _ = env.reset(seed=1)
     obs, *_ = env.step(2 * 2)  # transform +1 core
-    assert obs[D.OBS_CORES][2] == 2
+    assert obs[dynamics.OBS_CORES][2] == 2
     obs, *_ = env.step(12)  # batch x2
-    assert obs[D.OBS_BATCH] == 512
+    assert obs[dynamics.OBS_BATCH] == 512
     obs, *_ = env.step(14)  # prefetch +1
-    assert obs[D.OBS_PREFETCH] == 2
+    assert obs[dynamics.OBS_PREFETCH] == 2
     obs, *_ = env.step(2 * 0 + 1)  # read -1 core: already at the minimum, a no-op
-    assert obs[D.OBS_CORES][0] == 1
-    obs, *_ = env.step(D.NOOP_ACTION)
-    assert obs[D.OBS_CORES][2] == 2 and obs[D.OBS_BATCH] == 512
+    assert obs[dynamics.OBS_CORES][0] == 1
+    obs, *_ = env.step(dynamics.NOOP_ACTION)
+    assert obs[dynamics.OBS_CORES][2] == 2 and obs[dynamics.OBS_BATCH] == 512
 
 
 def test_absolute_action_sets_the_configuration():
     env = PipelineEnv(action_mode="absolute")
     env.reset(seed=0)
     obs, *_ = env.step(np.array([1, 3, 9, 0, 0, 0, 4, 5]))
-    np.testing.assert_array_equal(obs[D.OBS_CORES], [2, 4, 10, 1, 1, 1])
-    assert obs[D.OBS_BATCH] == 2 ** (6 + 4) and obs[D.OBS_PREFETCH] == 5
+    np.testing.assert_array_equal(obs[dynamics.OBS_CORES], [2, 4, 10, 1, 1, 1])
+    assert obs[dynamics.OBS_BATCH] == 2 ** (6 + 4) and obs[dynamics.OBS_PREFETCH] == 5
 
 
 def test_oracle_action_reaches_the_optimum():
-    env = PipelineEnv(action_mode="absolute", measurement_noise=0.0)
+    env = PipelineOptimum(PipelineEnv(action_mode="absolute", measurement_noise=0.0))
     _, info = env.reset(seed=4)
     _, _, _, _, info = env.step(info["optimal_action"])
     assert info["efficiency"] == pytest.approx(1.0, rel=1e-5)
@@ -116,15 +118,15 @@ def test_oracle_action_reaches_the_optimum():
 
 
 def test_oom_terminates_with_penalty():
-    env = PipelineEnv(scenario="memory-tight", action_mode="absolute")
+    env = PipelineOptimum(PipelineEnv(scenario="memory-tight", action_mode="absolute"))
     env.reset(seed=0)
     huge = np.array([31] * 6 + [7, 16])  # every stage 32 workers, batch 8192, prefetch 16
     obs, reward, terminated, truncated, info = env.step(huge)
     assert terminated and not truncated and bool(info["oom"])
-    assert reward == -env.params.oom_penalty
+    assert reward == -env.unwrapped.params.oom_penalty
     assert info["throughput"] == 0.0 and info["efficiency"] == 0.0
-    assert float(obs[D.OBS_MEMORY]) > float(obs[D.OBS_MEMORY_CAP])
-    np.testing.assert_array_equal(obs[D.OBS_RATES], 0.0)
+    assert float(obs[dynamics.OBS_MEMORY]) > float(obs[dynamics.OBS_MEMORY_CAP])
+    np.testing.assert_array_equal(obs[dynamics.OBS_RATES], 0.0)
 
 
 def test_truncation_at_the_time_limit_and_change_event():
@@ -132,7 +134,7 @@ def test_truncation_at_the_time_limit_and_change_event():
     env.reset(seed=0)
     flags, after = [], []
     for _ in range(100):
-        _, _, terminated, truncated, info = env.step(D.NOOP_ACTION)
+        _, _, terminated, truncated, info = env.step(dynamics.NOOP_ACTION)
         flags.append((terminated, truncated))
         after.append(bool(info["after_change"]))
     assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
@@ -140,7 +142,7 @@ def test_truncation_at_the_time_limit_and_change_event():
 
 
 def test_drift_moves_the_bottleneck_and_machine_change_the_budget():
-    env = PipelineEnv(scenario="drift", action_mode="absolute", measurement_noise=0.0)
+    env = PipelineOptimum(PipelineEnv(scenario="drift", action_mode="absolute", measurement_noise=0.0))
     _, info = env.reset(seed=0)
     before = info["optimal_action"]
     effs = [env.step(before)[4]["efficiency"] for _ in range(51)]
@@ -151,14 +153,14 @@ def test_drift_moves_the_bottleneck_and_machine_change_the_budget():
     env = PipelineEnv(scenario="machine-change")
     env.reset(seed=0)
     for _ in range(51):
-        obs, *_ = env.step(D.NOOP_ACTION)
-    assert obs[D.OBS_AVAILABLE] == 8 and obs[D.OBS_MEMORY_CAP] == 24
+        obs, *_ = env.step(dynamics.NOOP_ACTION)
+    assert obs[dynamics.OBS_AVAILABLE] == 8 and obs[dynamics.OBS_MEMORY_CAP] == 24
 
 
 def test_noisy_neighbour_takes_cores_some_of_the_time():
     env = PipelineEnv(scenario="noisy-neighbours")
     env.reset(seed=0)
-    available = [env.step(D.NOOP_ACTION)[0][D.OBS_AVAILABLE] for _ in range(100)]
+    available = [env.step(dynamics.NOOP_ACTION)[0][dynamics.OBS_AVAILABLE] for _ in range(100)]
     assert set(np.unique(available)) == {10.0, 16.0}
 
 
@@ -216,7 +218,7 @@ def test_invalid_params_raise_naming_field_and_value(kwargs, match):
         ({"cpu_seconds_per_sample": (1e-5,) * 5}, r"one value per stage"),
         ({"serial_fraction": (0.0, 0.0, 1.0, 0.0, 0.0, 0.0)}, r"serial_fraction\['transform'\] must be in \[0.0, 0.999\], got 1.0"),
         ({"core_budget": 0}, r"core_budget must be an int >= 1, got 0"),
-        ({"trainer_memory_gib": 40.0}, r"trainer_memory_gib \(40.0\) must be below memory_gib \(32.0\)"),
+        ({"trainer_memory_gib": 40.0}, r"trainer_memory_gib must be below memory_gib \(32.0\).*got 40.0"),
         ({"read_bandwidth_mib_s": 0.0}, r"read_bandwidth_mib_s must be in \(0.0, inf\], got 0.0"),
     ],
 )
@@ -237,39 +239,15 @@ def test_profile_from_measurements_calibrates_stage_costs():
 
 
 def test_vector_env_reports_the_optimum():
-    venv = gym.make_vec(ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", action_mode="absolute")
+    venv = gym.make_vec(ENV_ID, num_envs=4, vectorization_mode="vector_entry_point", action_mode="absolute",
+                        track_optimum=True)
     _, info = venv.reset(seed=0)
-    singles = [PipelineEnv(action_mode="absolute") for _ in range(4)]
+    singles = [PipelineOptimum(PipelineEnv(action_mode="absolute")) for _ in range(4)]
     for i, env in enumerate(singles):
         _, single_info = env.reset(seed=i)
         assert info["optimum"][i] == pytest.approx(single_info["optimum"], rel=1e-5)
     obs, _, _, _, info = venv.step(info["optimal_action"])
     assert np.all(info["efficiency"] > 0.85)
-
-
-def test_docs_observation_table_matches_the_code():
-    from pathlib import Path
-
-    from recgym.envs.pipeline.env import observation_table
-
-    page = (Path(__file__).resolve().parents[3] / "docs" / "environments" / "pipeline.md").read_text()
-    start = page.index("<!-- observation-table:start -->") + len("<!-- observation-table:start -->")
-    end = page.index("<!-- observation-table:end -->")
-    assert page[start:end].strip() == observation_table().strip()
-
-
-def test_optimum_in_info_equals_a_search_per_episode():
-    """The optimum in ``info`` equals the optimum searched for the episode's world alone."""
-    from recgym.envs.pipeline import optimum
-
-    env = PipelineEnv(scenario="random")
-    for episode in range(3):
-        _, info = env.reset() if episode else env.reset(seed=11)
-        world = D.PipelineWorld(**{name: np.asarray(getattr(env.state.world, name), dtype=np.float32)
-                                   for name in D.PipelineWorld.__dataclass_fields__})
-        alone = optimum.optimum(env.params, world)
-        assert info["optimum"] == pytest.approx(float(alone.throughput), rel=1e-6)
-        np.testing.assert_array_equal(info["optimal_action"], alone.absolute_action(env.params))
 
 
 def test_noise_drawn_later_in_the_episode_gives_the_same_trajectory():
@@ -298,22 +276,22 @@ def test_single_env_dynamics_equal_the_batched_numpy_dynamics():
     params = make_params("random")
     rng = np.random.default_rng(0)
     n = 16
-    uniforms = rng.random((n, D.world_uniforms(params)), dtype=np.float32)
+    uniforms = rng.random((n, dynamics.world_uniforms(params)), dtype=np.float32)
     allocations = np.concatenate(
         [rng.integers(1, 9, (n, 6)), rng.integers(params.min_batch_log2, params.max_batch_log2 + 1, (n, 1)),
          rng.integers(0, params.max_prefetch + 1, (n, 1))], axis=1).astype(np.int32)
-    normals = rng.standard_normal((n, D.MEASUREMENT_NORMALS), dtype=np.float32)
+    normals = rng.standard_normal((n, dynamics.MEASUREMENT_NORMALS), dtype=np.float32)
     after, neighbour = rng.random(n) < 0.5, rng.random(n) < 0.5
-    worlds = D.sample_world(np, params, uniforms)
-    cond = D.conditions(np, worlds, after, neighbour)
-    perf = D.performance(np, worlds, cond, allocations[:, :6], allocations[:, 6], allocations[:, 7])
-    obs, measured = D.observe(np, allocations, worlds, cond, perf, normals, params.measurement_noise)
+    worlds = dynamics.sample_world(np, params, uniforms)
+    cond = dynamics.conditions(np, worlds, after, neighbour)
+    perf = dynamics.performance(np, worlds, cond, allocations[:, :6], allocations[:, 6], allocations[:, 7])
+    obs, measured = dynamics.observe(np, allocations, worlds, cond, perf, normals, params.measurement_noise)
     for i in range(n):
-        world = D.sample_world(np, params, uniforms[i])
+        world = dynamics.sample_world(np, params, uniforms[i])
         assert isinstance(world.core_budget, float) and isinstance(world.cpu_seconds, tuple)  # pyscalar
-        c = D.conditions(np, world, bool(after[i]), bool(neighbour[i]))
-        p = D.performance(np, world, c, allocations[i, :6], allocations[i, 6], allocations[i, 7])
-        o, m = D.observe(np, allocations[i], world, c, p, normals[i], params.measurement_noise)
+        c = dynamics.conditions(np, world, bool(after[i]), bool(neighbour[i]))
+        p = dynamics.performance(np, world, c, allocations[i, :6], allocations[i, 6], allocations[i, 7])
+        o, m = dynamics.observe(np, allocations[i], world, c, p, normals[i], params.measurement_noise)
         assert bool(p.oom) == bool(perf.oom[i])
         np.testing.assert_allclose(p.capacities, np.asarray(perf.capacities)[:, i], rtol=1e-5)
         np.testing.assert_allclose(o, obs[i], rtol=1e-5, atol=1e-6)
