@@ -19,12 +19,10 @@ __all__ = ["TrainingEnv", "agent_item_features", "make_env_params", "warm_start_
 class TrainingEnv(NamedTuple):
     """The environment an agent trains in, as :func:`make_env_params` builds it.
 
-    Attributes:
-        core: The functional core (:class:`~recgym.envs.movielens.MovieLensCore`).
-        params: Its params (the population asked for).
-        world: The built :class:`~recgym.envs.movielens.MovieLensWorld`.
-        item_features: ``(n_items, n_features)`` float32 features the agent scores items by
-            (:func:`agent_item_features`).
+    Its fields: ``core``, the functional core (:class:`~recgym.envs.movielens.MovieLensCore`);
+    ``params``, its params (the population asked for); ``world``, the built
+    :class:`~recgym.envs.movielens.MovieLensWorld`; ``item_features``, the ``(n_items,
+    n_features)`` float32 features the agent scores items by (:func:`agent_item_features`).
     """
 
     core: Any

@@ -55,9 +55,11 @@ class Constant(nnx.Variable):
 
 
 def standardisation(values: jax.Array | np.ndarray, axis: int = 0, floor: float = 1e-2) -> tuple[jax.Array, jax.Array]:
-    """``(mean, scale)`` of ``values`` along ``axis``: ``(x - mean) / scale`` has unit variance.
+    """Mean and standard deviation of ``values`` along ``axis``, for standardising them.
 
-    The scale is floored at ``floor`` so that a (nearly) constant column maps to ~0, not to noise.
+    Returns ``(mean, scale)``: ``(values - mean) / scale`` has mean 0 and unit variance along
+    ``axis``. The scale is floored at ``floor`` so that a (nearly) constant column maps to ~0,
+    not to noise.
     """
     values = jnp.asarray(values, jnp.float32)
     return values.mean(axis=axis), jnp.maximum(values.std(axis=axis), floor)

@@ -139,7 +139,7 @@ def run(ctx: RunContext) -> ExperimentResult:
     return ExperimentResult(
         name="movielens_policies",
         title=f"RecGym-MovieLens: policies x worlds on held-out users ({ctx.dataset})",
-        columns=["world", "policy", *METRICS, "coverage", FRACTION, *RATIOS],
+        columns=["world", "policy", *METRICS, "coverage", *RATIOS, FRACTION],
         rows=rows,
         notes=notes,
         records=records,
@@ -166,7 +166,7 @@ def _add_ratio_columns(world: str, rows: list, records: list, returns: dict) -> 
         for header, reference in RATIOS.items():
             reference = reference or best
             if reference is None or (world, reference) not in returns or returns[world, reference].mean() <= 0:
-                row[header] = ""
+                row[header] = "n/a"
                 continue
             ratio, low, high = paired_ratio_ci(returns[world, row["policy"]], returns[world, reference])
             row[header] = f"{ratio:.2f} [{low:.2f}, {high:.2f}]"
