@@ -119,15 +119,16 @@ def warm_start_logged_mf(model: Any, params: Any, inverse_temperature: float) ->
             f"columns), the model has {n_features}: set logged_item_statistics"
         )
     # observation o = obs_scale * x + obs_shift, item feature f = feature_scale * f_n + feature_shift,
-    # with x and f_n what the wide part sees; expand beta * (o_p . f_e + f_bias) in x and f_n
-    obs_shift, obs_scale = np.asarray(model.observation_shift[...]), np.asarray(model.observation_scale[...])
-    feature_scale = np.asarray(model.head.feature_scale[...])
-    kernel = np.zeros(wide.kernel.shape, np.float32)
-    bias = np.zeros(wide.bias.shape, np.float32)
-    for j in range(profile.size):  # profile embedding j meets item embedding j
-        row, column = profile.start + j, n_genres + j
-        kernel[row, column] = inverse_temperature * obs_scale[row] * feature_scale[column]
-        bias[column] = inverse_temperature * obs_shift[row] * feature_scale[column]
-    bias[n_features - 1] = inverse_temperature * feature_scale[n_features - 1]  # the logged item bias
-    wide.kernel[...] = jnp.asarray(kernel)
-    wide.bias[...] = jnp.asarray(bias)
+    # with x and f_n what the wide part sees; expand beta * (o_p . f_e + f_bias) in x and f_n.
+    # jnp, not NumPy: under jit(train) the model is built inside the trace.
+    obs_shift, obs_scale = model.observation_shift[...], model.observation_scale[...]
+    feature_scale = model.head.feature_scale[...]
+    rows = profile.start + np.arange(profile.size)   # profile embedding j meets item embedding j
+    columns = n_genres + np.arange(profile.size)
+    beta = inverse_temperature
+    kernel = jnp.zeros(wide.kernel.shape, jnp.float32).at[rows, columns].set(
+        beta * obs_scale[rows] * feature_scale[columns])
+    bias = jnp.zeros(wide.bias.shape, jnp.float32).at[columns].set(beta * obs_shift[rows] * feature_scale[columns])
+    bias = bias.at[n_features - 1].set(beta * feature_scale[n_features - 1])  # the logged item bias
+    wide.kernel[...] = kernel
+    wide.bias[...] = bias

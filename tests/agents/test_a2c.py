@@ -156,3 +156,45 @@ def test_the_command_line_rejects_a_bad_value_by_name(capsys):
     with pytest.raises(SystemExit):
         a2c.main(["--gamma", "2", "--dataset", "synthetic"])
     assert "gamma" in capsys.readouterr().err
+
+
+def test_the_warm_start_builds_under_jit_like_eagerly():
+    config = tiny_config(warm_start=5.0)
+    env = make_env_params(config)  # the item features with the logged statistics the warm start reads
+    train = make_train(config, env.params, env.core, env.item_features)
+    eager = train.init(jax.random.key(0)).learner.params
+    traced = jax.jit(train.init)(jax.random.key(0)).learner.params
+    for a, b in zip(leaves(eager), leaves(traced)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert any(np.any(x != 0) for x in leaves(eager["actor_wide"]))  # the warm start set the wide part
+
+
+def test_the_warm_start_scores_items_by_the_logged_matrix_factorisation():
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from agents.movielens import agent_item_features, warm_start_logged_mf
+    from agents.networks import ActorCritic
+    from recgym.envs.movielens import MovieLensCore, build_world, make_params, observation_layout
+
+    world = build_world("synthetic")
+    params = make_params(world, users="train")
+    features = agent_item_features(world, params)
+    observations = np.asarray(jax.vmap(MovieLensCore().start, in_axes=(0, None))(
+        jax.random.split(jax.random.key(0), 3), params)[0])
+    rng = np.random.default_rng(0)
+    model = ActorCritic(observations.shape[1], features, (8,), 4, rngs=nnx.Rngs(0),
+                        observation_shift=rng.normal(size=observations.shape[1]),
+                        observation_scale=rng.uniform(0.5, 2.0, size=observations.shape[1]))
+    model.actor.out.kernel[...] = jnp.zeros_like(model.actor.out.kernel[...])  # the deep part off
+    model.actor.out.bias[...] = jnp.zeros_like(model.actor.out.bias[...])
+    warm_start_logged_mf(model, params, 2.0)
+    profile = {field.name: field for field in observation_layout(params)}["profile_embedding"]
+    n_genres = int(params.world.n_genres)
+    logged_embedding = features[:, n_genres:n_genres + profile.size]
+    expected = 2.0 * (observations[:, profile.start:profile.start + profile.size] @ logged_embedding.T
+                      + features[:, -1])
+    scores = np.asarray(model.scores(jnp.asarray(observations)))
+    # a softmax ignores a constant per observation
+    np.testing.assert_allclose(scores - scores.mean(axis=1, keepdims=True),
+                               expected - expected.mean(axis=1, keepdims=True), rtol=1e-3, atol=1e-3)
