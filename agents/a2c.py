@@ -467,7 +467,7 @@ class A2CTraining:
             next_actors = ActorState(env=env, observation=observation, served=served,
                                      episode_return=jnp.where(done, 0.0, episode_return),
                                      episode_length=jnp.where(done, 0, episode_length))
-            return next_actors, transition
+            return axis.varying(next_actors), transition
 
         return jax.lax.scan(env_step, actors, jnp.arange(c.rollout_steps))
 

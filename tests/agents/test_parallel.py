@@ -65,3 +65,8 @@ def test_bad_device_settings_are_named():
         data_parallel(lambda *a: a, "threads", 1)
     with pytest.raises(ValueError, match=r"num_devices must lie in \[1, "):
         data_parallel(lambda *a: a, "pmap", len(jax.devices()) + 1)
+
+
+def test_varying_is_a_no_op_off_shard_map():
+    tree = {"a": jnp.arange(3)}
+    assert DeviceAxis().varying(tree) is tree and DeviceAxis("pmap", 2).varying(tree) is tree
