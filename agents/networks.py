@@ -100,7 +100,7 @@ class MLP(nnx.Module):
 
 
 class FactorisedItemHead(nnx.Module):
-    """Item scores ``query . e_i + b_i`` with ``e_i = [W f_i (+ t_i), f_i]`` from item features ``f_i``.
+    """Item scores ``dot(query, e_i) + b_i`` with ``e_i = [W f_i (+ t_i), f_i]`` from item features ``f_i``.
 
     An item's embedding is a learned projection of its features (plus, optionally, a learned
     per-item vector) followed by the features themselves, so a query scores items both through
