@@ -17,7 +17,9 @@ from tests.agents.conftest import tiny_config
 
 
 def leaves(tree):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+    """Every leaf as a NumPy array (typed PRNG keys as their key data)."""
+    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+            for x in jax.tree_util.tree_leaves(tree)]
 
 
 def test_the_update_traces_once_across_many_updates(synthetic_params):
