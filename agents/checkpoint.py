@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 __all__ = ["Checkpointer", "abstract_like"]
@@ -24,6 +25,32 @@ __all__ = ["Checkpointer", "abstract_like"]
 def abstract_like(tree: Any) -> Any:
     """The ``jax.ShapeDtypeStruct`` skeleton of a pytree of arrays (the target of a restore)."""
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def _is_empty(leaf: Any) -> bool:
+    return hasattr(leaf, "shape") and hasattr(leaf, "dtype") and 0 in tuple(leaf.shape)
+
+
+def _fill_empty(tree: Any) -> Any:
+    """Zero-size leaves (e.g. an env state's unused ``(0,)`` field) as one-element stand-ins.
+
+    Orbax refuses to write arrays without elements; their content is their shape, which the
+    restore target carries, so a one-element placeholder of the same dtype is saved instead.
+    """
+    def fill(leaf):
+        if not _is_empty(leaf):
+            return leaf
+        if isinstance(leaf, jax.ShapeDtypeStruct):
+            return jax.ShapeDtypeStruct((1,), leaf.dtype)
+        return jnp.zeros((1,), leaf.dtype)
+
+    return jax.tree_util.tree_map(fill, tree)
+
+
+def _empty_again(restored: Any, target: Any) -> Any:
+    """Undo :func:`_fill_empty`: the target's zero-size leaves as empty arrays again."""
+    return jax.tree_util.tree_map(
+        lambda leaf, want: jnp.zeros(want.shape, want.dtype) if _is_empty(want) else leaf, restored, target)
 
 
 class Checkpointer:
@@ -53,7 +80,7 @@ class Checkpointer:
         """
         if "metadata" in items:
             raise ValueError("'metadata' is reserved for the JSON metadata item")
-        args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
+        args = {name: ocp.args.StandardSave(_fill_empty(tree)) for name, tree in items.items()}
         self._manager.save(int(step), args=ocp.args.Composite(metadata=ocp.args.JsonSave(metadata), **args))
         self._manager.wait_until_finished()
 
@@ -94,9 +121,9 @@ class Checkpointer:
             FileNotFoundError: No such checkpoint.
         """
         chosen = self._step(step)
-        args = {name: ocp.args.StandardRestore(tree) for name, tree in items.items()}
+        args = {name: ocp.args.StandardRestore(_fill_empty(tree)) for name, tree in items.items()}
         restored = self._manager.restore(chosen, args=ocp.args.Composite(**args))
-        return {name: restored[name] for name in items}
+        return {name: _empty_again(restored[name], items[name]) for name in items}
 
     def close(self) -> None:
         """Finish pending writes and release the manager."""

@@ -30,13 +30,14 @@ __all__ = [
     "MLP",
     "ActorCritic",
     "FactorisedItemHead",
-    "ItemFeatures",
+    "Constant",
     "greedy_slate",
     "mark_served",
     "sample_slate",
     "served_mask",
     "served_words",
     "slate_log_prob",
+    "standardisation",
 ]
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
@@ -49,8 +50,19 @@ _BLOCK = 64  # items per block of the two-level sampler
 _LOG_WEIGHT_FLOOR = -80.0  # exp(-80) ~ 1.8e-35: still a normal float32
 
 
-class ItemFeatures(nnx.Variable):
-    """The catalogue's observable item features: stored with the model, never trained."""
+class Constant(nnx.Variable):
+    """Fixed data stored with the model and never trained: item features, normalisation statistics."""
+
+
+def standardisation(values: jax.Array | np.ndarray, axis: int = 0, floor: float = 1e-2) -> tuple[jax.Array, jax.Array]:
+    """Mean and standard deviation of ``values`` along ``axis``, for standardising them.
+
+    Returns ``(mean, scale)``: ``(values - mean) / scale`` has mean 0 and unit variance along
+    ``axis``. The scale is floored at ``floor`` so that a (nearly) constant column maps to ~0,
+    not to noise.
+    """
+    values = jnp.asarray(values, jnp.float32)
+    return values.mean(axis=axis), jnp.maximum(values.std(axis=axis), floor)
 
 
 class MLP(nnx.Module):
@@ -88,15 +100,17 @@ class MLP(nnx.Module):
 
 
 class FactorisedItemHead(nnx.Module):
-    """Item scores ``query . e_i + b_i`` with ``e_i = [W f_i (+ t_i), f_i]`` from item features ``f_i``.
+    """Item scores ``dot(query, e_i) + b_i`` with ``e_i = [W f_i (+ t_i), f_i]`` from item features ``f_i``.
 
     An item's embedding is a learned projection of its features (plus, optionally, a learned
     per-item vector) followed by the features themselves, so a query scores items both through
-    learned factors and bilinearly in the raw features.
+    learned factors and bilinearly in the features. The features are standardised over the
+    catalogue first (each column to mean 0 and standard deviation 1: genre shares of ~0.1 and
+    embeddings of ~1 then move the scores alike per unit of parameter change).
 
     Args:
         item_features: ``(n_items, n_features)`` observable item features (stored as
-            :class:`ItemFeatures`, not trained).
+            :class:`Constant`, with their standardisation, not trained).
         embedding_dim: Size ``d`` of the learned part of the item embeddings; the query has
             ``d + n_features`` entries (:attr:`query_size`).
         learned_item_table: Add a learned ``(n_items, d)`` embedding table ``t`` (zero-initialised)
@@ -110,7 +124,9 @@ class FactorisedItemHead(nnx.Module):
         features = jnp.asarray(item_features, jnp.float32)
         if features.ndim != 2 or features.shape[0] < 1:
             raise ValueError(f"item_features must be (n_items, n_features), got shape {features.shape}")
-        self.item_features = ItemFeatures(features)
+        self.item_features = Constant(features)
+        shift, scale = standardisation(features)
+        self.feature_shift, self.feature_scale = Constant(shift), Constant(scale)
         n_items, n_features = features.shape
         self.embed = nnx.Linear(n_features, embedding_dim, kernel_init=nnx.initializers.orthogonal(1.0),
                                 rngs=rngs)
@@ -127,9 +143,13 @@ class FactorisedItemHead(nnx.Module):
         """Length of a query: the learned embedding size plus the number of item features."""
         return self.embed.out_features + self.item_features.shape[1]
 
+    def standardised_features(self) -> jax.Array:
+        """``(n_items, n_features)`` the item features, standardised over the catalogue."""
+        return (self.item_features[...] - self.feature_shift[...]) / self.feature_scale[...]
+
     def item_embeddings(self) -> jax.Array:
         """``(n_items, query_size)`` the embedding of every item."""
-        features = self.item_features[...]
+        features = self.standardised_features()
         learned = self.embed(features)
         if self.item_table is not None:
             learned = learned + self.item_table[...]
@@ -144,12 +164,15 @@ class ActorCritic(nnx.Module):
     """Separate actor and critic over one observation vector, the actor scoring a catalogue.
 
     The actor's query has a deep part, an MLP of the observation that meets the learned item
-    factors, and a wide part, a linear map of the observation that meets the raw item features:
-    ``score_i = MLP(o) . (W f_i) + o^T B f_i + b_i``. The wide part is zero-initialised and linear
-    in its parameters, so from the first update the policy gradient can fit e.g. the dot product
-    of the observation's logged user embedding with the items' logged embedding (a logged
+    factors, and a wide part, an affine map of the observation that meets the item features:
+    ``score_i = MLP(o) . (W f_i) + (B o + c) . f_i + b_i``. The wide part is zero-initialised and
+    linear in its parameters, so from the first update the policy gradient can fit e.g. the dot
+    product of the observation's logged user embedding with the items' logged embedding (a logged
     matrix-factorisation score), or the overlap of recently consumed genres with an item's genres
     (boredom), without waiting for two small factors to grow together.
+
+    Observations are standardised with fixed statistics given at construction (e.g. measured on a
+    short random rollout, see :func:`agents.a2c.observation_statistics`), stored with the model.
 
     Args:
         observation_size: Length of the observation vector.
@@ -158,33 +181,49 @@ class ActorCritic(nnx.Module):
         embedding_dim: Size of the learned item factors (and of the deep query).
         activation: ``"tanh"`` or ``"relu"``.
         learned_item_table: See :class:`FactorisedItemHead`.
+        observation_shift: ``(observation_size,)`` subtracted from observations (default 0).
+        observation_scale: ``(observation_size,)`` observations are divided by it (default 1).
         rngs: Parameter initialisation keys.
     """
 
     def __init__(self, observation_size: int, item_features: jax.Array | np.ndarray,
                  hidden_sizes: Sequence[int] = (256, 256), embedding_dim: int = 32, *,
-                 activation: str = "tanh", learned_item_table: bool = False, rngs: nnx.Rngs):
+                 activation: str = "tanh", learned_item_table: bool = False,
+                 observation_shift: jax.Array | np.ndarray | None = None,
+                 observation_scale: jax.Array | np.ndarray | None = None, rngs: nnx.Rngs):
+        shift = np.zeros(observation_size, np.float32) if observation_shift is None else observation_shift
+        scale = np.ones(observation_size, np.float32) if observation_scale is None else observation_scale
+        for name, value in (("observation_shift", shift), ("observation_scale", scale)):
+            if jnp.shape(value) != (observation_size,):
+                raise ValueError(f"{name} must have shape ({observation_size},), got {jnp.shape(value)}")
+        self.observation_shift = Constant(jnp.asarray(shift, jnp.float32))
+        self.observation_scale = Constant(jnp.asarray(scale, jnp.float32))
         self.head = FactorisedItemHead(item_features, embedding_dim, learned_item_table=learned_item_table,
                                        rngs=rngs)
         n_features = self.head.query_size - embedding_dim
         self.actor = MLP(observation_size, hidden_sizes, embedding_dim, activation=activation, out_scale=0.01,
                          rngs=rngs)
-        self.actor_wide = nnx.Linear(observation_size, n_features, use_bias=False,
-                                     kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+        self.actor_wide = nnx.Linear(observation_size, n_features, kernel_init=nnx.initializers.zeros_init(),
+                                     rngs=rngs)
         self.critic = MLP(observation_size, hidden_sizes, 1, activation=activation, out_scale=1.0, rngs=rngs)
+
+    def normalise(self, observation: jax.Array) -> jax.Array:
+        """Observations standardised with the stored statistics."""
+        return (observation - self.observation_shift[...]) / self.observation_scale[...]
 
     def scores(self, observation: jax.Array) -> jax.Array:
         """``(..., observation_size)`` -> ``(..., n_items)`` item scores."""
-        query = jnp.concatenate([self.actor(observation), self.actor_wide(observation)], axis=-1)
-        return self.head(query)
+        x = self.normalise(observation)
+        return self.head(jnp.concatenate([self.actor(x), self.actor_wide(x)], axis=-1))
 
     def value(self, observation: jax.Array) -> jax.Array:
         """``(..., observation_size)`` -> ``(...)`` state values (in scaled-reward units)."""
-        return self.critic(observation)[..., 0]
+        return self.critic(self.normalise(observation))[..., 0]
 
     def __call__(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(scores, value)`` of a batch of observations."""
-        return self.scores(observation), self.value(observation)
+        x = self.normalise(observation)
+        return self.head(jnp.concatenate([self.actor(x), self.actor_wide(x)], axis=-1)), self.critic(x)[..., 0]
 
 
 # ------------------------------------------------------------------------------ served-item memory
@@ -248,9 +287,11 @@ def _shifted_scores(scores: jax.Array, blocked: jax.Array) -> tuple[jax.Array, j
 
     The floor keeps every allowed item's weight a normal float32 number, so the mass left after
     any draw is positive; it changes only probabilities below ``exp(-80)`` of the best item's.
+    Blocked items get the floor *before* the exponential: a blocked item may score far above the
+    best allowed one, and ``where(blocked, 0, exp(inf))`` is 0 forwards but NaN backwards.
     """
     best = jax.lax.stop_gradient(jnp.max(jnp.where(blocked, -jnp.inf, scores), axis=-1, keepdims=True))
-    shifted = jnp.maximum(scores - best, _LOG_WEIGHT_FLOOR)
+    shifted = jnp.where(blocked, _LOG_WEIGHT_FLOOR, jnp.maximum(scores - best, _LOG_WEIGHT_FLOOR))
     return shifted, jnp.where(blocked, 0.0, jnp.exp(shifted))
 
 

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 __all__ = ["AXIS_NAME", "PARALLEL_MODES", "DeviceAxis", "data_parallel", "to_device_major", "from_device_major"]
@@ -62,6 +61,25 @@ class DeviceAxis:
     def sum(self, tree: Any) -> Any:
         """Sum per-device values over devices."""
         return tree if self.mode == "single" else jax.lax.psum(tree, AXIS_NAME)
+
+    def varying(self, tree: Any) -> Any:
+        """Mark per-device values as varying over the device axis (a no-op but under ``shard_map``).
+
+        Under ``shard_map`` with ``check_vma=True`` a value computed without reading sharded data
+        (e.g. an env step's constant ``needs_reset`` or a zero-size field) is typed
+        device-invariant, while the same field of the sharded input is device-varying; a
+        ``lax.scan`` carry must keep one type, so such outputs are cast to varying.
+        """
+        if self.mode != "shard_map":
+            return tree
+
+        def cast(x):
+            manual = getattr(jax.typeof(x), "manual_axis_type", None)
+            if manual is not None and AXIS_NAME in manual.varying:
+                return x
+            return jax.lax.pcast(x, AXIS_NAME, to="varying")
+
+        return jax.tree_util.tree_map(cast, tree)
 
     def mean_gradients(self, grads: Any) -> Any:
         """The device-averaged gradient of the replicated parameters.
@@ -134,7 +152,8 @@ def data_parallel(
 
         return run_pmap
 
-    mesh = jax.sharding.Mesh(np.asarray(chosen), (AXIS_NAME,))
+    # Auto axis: shardings propagate as in jit; the step's collectives name the axis explicitly
+    mesh = jax.make_mesh((num_devices,), (AXIS_NAME,), axis_types=(jax.sharding.AxisType.Auto,), devices=chosen)
     replicated_spec, sharded_spec = PartitionSpec(), PartitionSpec(AXIS_NAME)
     mapped = jax.jit(jax.shard_map(functools.partial(step, axis), mesh=mesh,
                                    in_specs=(replicated_spec, replicated_spec, sharded_spec),

@@ -64,5 +64,8 @@ def gae(
         advantage = delta + gamma * gae_lambda * carry_on * next_advantage
         return advantage, advantage
 
-    _, advantages = jax.lax.scan(backward, jnp.zeros(shape[1:], jnp.float32), (deltas, continues), reverse=True)
+    # zeros_like of the inputs, not jnp.zeros: under shard_map the carry must be typed
+    # device-varying like the per-device data it is combined with
+    last = jnp.zeros_like(deltas[0] + continues[0])
+    _, advantages = jax.lax.scan(backward, last, (deltas, continues), reverse=True)
     return advantages, advantages + values

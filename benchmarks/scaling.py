@@ -5,13 +5,20 @@ RecGym-Pipeline under ``jit`` + ``vmap`` + ``lax.scan`` for growing batches, on 
 ``N`` forced CPU devices (the batch sharded with ``jax.shard_map`` over a ``"devices"`` mesh axis),
 or on a GPU. Random actions, auto-reset on, observations consumed.
 
+With ``--train`` it measures A2C *training* instead (rollout + update, env-steps/s), the batch
+split over the devices and the gradients averaged across them (``--parallel pmap`` or
+``shard_map``, see :mod:`agents.parallel`).
+
 Usage::
 
     python -m benchmarks.scaling --env movielens --envs 4096 65536 --cpu-devices 16
     python -m benchmarks.scaling --env pipeline --envs 4096 65536 262144
+    for n in 1 2 4 8 16; do python -m benchmarks.scaling --env movielens --train --envs 1024 --cpu-devices $n; done
 
 ``--cpu-devices N`` must be given before JAX starts (this script sets ``jax_num_cpu_devices``).
 Prints one JSON line per configuration (median of ``--repeats`` timed runs, compiled beforehand).
+Forcing more CPU devices than cores oversubscribes them: such figures measure overhead, not
+speed-up.
 """
 
 from __future__ import annotations
@@ -88,6 +95,29 @@ def _compiled_runner(per_device, devices, n_dev: int):
     return jax.jit(lambda key: sharded(jax.random.split(key, n_dev)))
 
 
+def _train_rate(dataset: str, n_envs: int, n_dev: int, parallel: str, updates: int, repeats: int) -> dict:
+    """A2C training env-steps/s: ``updates`` updates per timed call, median of ``repeats`` calls."""
+    import jax
+
+    from agents.a2c import A2CConfig, make_train
+    from agents.movielens import make_env_params
+
+    config = A2CConfig(dataset=dataset, num_envs=n_envs, num_devices=n_dev, parallel=parallel,
+                       total_steps=10**9, progress=False, tensorboard=False)
+    env = make_env_params(config)
+    training = make_train(config, env.params, env.core, env.item_features)
+    state, _ = jax.block_until_ready(training.run(training.init(jax.random.key(0)), updates))  # compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = training.run(state, updates)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    median = sorted(times)[len(times) // 2]
+    return {"steps": config.rollout_steps * updates, "median_s": round(median, 5),
+            "env_steps_per_s": round(updates * config.steps_per_update / median), "parallel": parallel}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.split("\n")[0])
@@ -97,16 +127,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpu-devices", type=int, default=0, help="force N CPU devices and shard")
     parser.add_argument("--dataset", default="ml-latest-small")
+    parser.add_argument("--train", action="store_true", help="time A2C training (movielens only)")
+    parser.add_argument("--parallel", choices=["pmap", "shard_map"], default="shard_map",
+                        help="how --train runs several devices")
+    parser.add_argument("--updates", type=int, default=5, help="updates per timed call (--train)")
     args = parser.parse_args(argv)
+    if args.train and args.env != "movielens":
+        raise SystemExit("--train measures the A2C agent on movielens only")
 
     import jax
 
     if args.cpu_devices:
         jax.config.update("jax_platforms", "cpu")
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    core, params, sample = _make(args.env, args.dataset)
     devices = jax.devices()
     n_dev = len(devices) if args.cpu_devices else 1
+    if args.train:
+        for n_envs in args.envs:
+            if n_envs % n_dev:
+                print(f"skip {n_envs}: not divisible by {n_dev} devices", file=sys.stderr)
+                continue
+            record = _train_rate(args.dataset, n_envs, n_dev, args.parallel, args.updates, args.repeats)
+            print(json.dumps({"env": args.env, "mode": "a2c-training", "backend": jax.default_backend(),
+                              "device": str(devices[0].device_kind), "devices": n_dev, "num_envs": n_envs,
+                              **record}), flush=True)
+        return 0
+    core, params, sample = _make(args.env, args.dataset)
     for n_envs in args.envs:
         if n_envs % n_dev:
             print(f"skip {n_envs}: not divisible by {n_dev} devices", file=sys.stderr)

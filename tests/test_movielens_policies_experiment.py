@@ -61,3 +61,24 @@ def test_rows_without_a_planner_say_so(tmp_path, monkeypatch):
     monkeypatch.setattr(movielens_policies, "POLICIES", {"random": BASELINES["random"]})
     ctx = RunContext(quick=True, out_dir=tmp_path, dataset="synthetic", synthetic=True, seed=1)
     assert movielens_policies.run(ctx).rows[0]["fraction of planner"] == "n/a"
+
+
+def test_ratio_columns_pair_every_row_with_the_best_non_privileged_baseline(tmp_path, monkeypatch):
+    monkeypatch.setattr(movielens_policies, "WORLDS", {"dynamic": ("RecGym-MovieLens-v0", {})})
+    monkeypatch.setattr(movielens_policies, "POLICIES", {
+        "random": BASELINES["random"], "most-popular": BASELINES["most-popular"],
+        "oracle-greedy": BASELINES["oracle-greedy"]})
+    ctx = RunContext(quick=True, out_dir=tmp_path, dataset="synthetic", synthetic=True, seed=1)
+    result = movielens_policies.run(ctx)
+    rows = {row["policy"]: row for row in result.rows}
+    records = {record["policy"]: record for record in result.records}
+    best = "× best non-privileged"
+    assert rows["most-popular"][best] == "1.00 [1.00, 1.00]"  # random is not a baseline to beat
+    assert records["oracle-greedy"][best]["reference"] == "most-popular"
+    ratio = records["oracle-greedy"][best]["ratio"]
+    assert ratio == pytest.approx(records["oracle-greedy"]["return"]["mean"] / records["most-popular"]["return"]["mean"])
+    low, high = records["oracle-greedy"][best]["ci95"]
+    assert low < ratio < high
+    assert records["random"]["× oracle-greedy"]["reference"] == "oracle-greedy"
+    assert records["random"]["× oracle-greedy"]["ratio"] < 1.0
+    assert rows["random"]["× boredom-aware"] == "n/a"  # no boredom-aware row in this run

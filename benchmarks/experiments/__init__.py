@@ -8,6 +8,8 @@ them). Later issues add their experiments here, one line each.
 EXPERIMENTS: dict[str, str] = {
     # dataset sizes, sparsity, genre and popularity structure of the resolved dataset
     "data_summary": "benchmarks.experiments.data_summary",
+    # A2C agent trained on RecGym-MovieLens train users (before movielens_policies, which scores it)
+    "movielens_agent": "benchmarks.experiments.movielens_agent",
     # RecGym-MovieLens baselines x worlds on held-out users: the myopic-vs-far-sighted phenomenon
     "movielens_policies": "benchmarks.experiments.movielens_policies",
     # RecGym-MovieLens's privileged planner: return vs horizon, sensitivity to its settings, its cost

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from benchmarks.common import ExperimentResult, RunContext, format_ci, mean_ci
+from benchmarks.experiments.movielens_agent import trained_agent_policies
 from recgym.evaluation import BASELINES, PolicyFactory, evaluate, make_eval_env, paired_ratio_ci
 from recgym.recommenders.simulator_policy import RECOMMENDER_POLICIES
 
@@ -87,7 +88,9 @@ def run(ctx: RunContext) -> ExperimentResult:
         # Each held-out user once (quick) or five times (full), capped for large datasets.
         n_episodes = min(pool, 200) if ctx.quick else min(5 * pool, 1000)
         env = make_eval_env(env_id, num_envs=min(n_episodes, 256), **kwargs)
-        for policy_name, factory in POLICIES.items():
+        # trained agents (movielens_agent experiment) join the worlds they were trained in
+        world_policies = POLICIES | trained_agent_policies(ctx, world_name)
+        for policy_name, factory in world_policies.items():
             result = evaluate(factory, env, n_episodes, seed=ctx.seed, name=policy_name)
             returns[world_name, policy_name] = result.episodes["return"].to_numpy()
             row = {"world": world_name, "policy": policy_name}
@@ -102,6 +105,7 @@ def run(ctx: RunContext) -> ExperimentResult:
             records.append(record)
         env.close()
         _fraction_of_ceiling(rows, records, returns, world_name)
+        _add_ratio_columns(world_name, rows, records, returns)
 
     notes = [
         f"{n_episodes} episodes per cell on held-out (test) users of {ctx.dataset}, users cycled "
@@ -135,12 +139,39 @@ def run(ctx: RunContext) -> ExperimentResult:
     return ExperimentResult(
         name="movielens_policies",
         title=f"RecGym-MovieLens: policies x worlds on held-out users ({ctx.dataset})",
-        columns=["world", "policy", *METRICS, "coverage", FRACTION],
+        columns=["world", "policy", *METRICS, "coverage", *RATIOS, FRACTION],
         rows=rows,
         notes=notes,
         records=records,
         figures=[figure] if figure else [],
     )
+
+
+# ---- ratio columns (agents issue): every row's return against the references, paired episodes ----
+NON_PRIVILEGED = ("most-popular", "popularity (IMDB weighted)", "content-based", "matrix factorization",
+                  "item-kNN", "ensemble")
+"""The non-privileged baselines (no hidden state read); the best of them in a world is the reference."""
+
+RATIOS = {"× best non-privileged": None, "× oracle-greedy": "oracle-greedy", "× boredom-aware": "boredom-aware"}
+"""Ratio columns: header -> reference policy (``None``: the best non-privileged baseline of the world)."""
+
+
+def _add_ratio_columns(world: str, rows: list, records: list, returns: dict) -> None:
+    """Paired ratio (95% CI) of each row's mean return to each reference of :data:`RATIOS`."""
+    candidates = [p for p in NON_PRIVILEGED if (world, p) in returns]
+    best = max(candidates, key=lambda p: returns[world, p].mean()) if candidates else None
+    for row, record in zip(rows, records):
+        if row["world"] != world:
+            continue
+        for header, reference in RATIOS.items():
+            reference = reference or best
+            if reference is None or (world, reference) not in returns or returns[world, reference].mean() <= 0:
+                row[header] = "n/a"
+                continue
+            ratio, low, high = paired_ratio_ci(returns[world, row["policy"]], returns[world, reference])
+            row[header] = f"{ratio:.2f} [{low:.2f}, {high:.2f}]"
+            record[header] = {"reference": reference, "ratio": ratio, "ci95": [low, high]}
+# ---- end of ratio columns ----
 
 
 def _plot(path: Path, returns: dict) -> Path | None:

@@ -42,23 +42,27 @@ def test_item_head_scores_are_query_dot_embedding_plus_bias():
     head.item_bias[...] = jnp.arange(7.0)
     head.item_table[...] = jnp.ones((7, 4))
     query = jnp.asarray([[1.0, -2.0, 0.5, 0.0, 0.3, -0.1, 2.0]])
-    learned = features @ np.asarray(head.embed.kernel[...]) + np.asarray(head.embed.bias[...]) + 1.0
-    embeddings = np.concatenate([learned, features], axis=1)
+    standardised = (features - features.mean(axis=0)) / features.std(axis=0)
+    learned = standardised @ np.asarray(head.embed.kernel[...]) + np.asarray(head.embed.bias[...]) + 1.0
+    embeddings = np.concatenate([learned, standardised], axis=1)
     np.testing.assert_allclose(np.asarray(head(query))[0], embeddings @ np.asarray(query)[0] + np.arange(7.0),
                                rtol=1e-5, atol=1e-5)
 
 
 def test_the_wide_part_scores_bilinearly_in_observation_and_features():
     features = np.eye(3, dtype=np.float32)
-    model = ActorCritic(2, features, (4,), 2, rngs=nnx.Rngs(0))
+    model = ActorCritic(2, features, (4,), 2, observation_shift=np.array([1.0, 0.0]),
+                        observation_scale=np.array([2.0, 1.0]), rngs=nnx.Rngs(0))
     model.actor.out.kernel[...] = jnp.zeros_like(model.actor.out.kernel[...])
     model.actor.out.bias[...] = jnp.zeros_like(model.actor.out.bias[...])
     assert np.all(np.asarray(model.scores(jnp.ones((1, 2)))) == 0.0)  # the wide part starts at zero
     bilinear = np.array([[1.0, 0.0, -1.0], [0.5, 2.0, 0.0]], np.float32)  # observation x feature
     model.actor_wide.kernel[...] = jnp.asarray(bilinear)
-    observation = np.array([[2.0, 1.0]], np.float32)
+    observation = np.array([[3.0, 1.0]], np.float32)
+    standardised_observation = (observation - [1.0, 0.0]) / [2.0, 1.0]
+    standardised_features = (features - features.mean(axis=0)) / features.std(axis=0)
     np.testing.assert_allclose(np.asarray(model.scores(jnp.asarray(observation))),
-                               observation @ bilinear @ features.T, atol=1e-6)
+                               standardised_observation @ bilinear @ standardised_features.T, atol=1e-5)
 
 
 def test_item_head_grows_with_features_not_catalogue_without_table():
@@ -144,6 +148,18 @@ def test_log_prob_is_finite_and_differentiable_for_a_very_sharp_policy():
     grads = jax.grad(total)(scores)
     assert np.isfinite(float(total(scores))) and np.all(np.isfinite(np.asarray(grads)))
     assert np.asarray(sample_slate(jax.random.key(0), scores, blocked, 3))[0, 0] == 0
+
+
+def test_gradients_stay_finite_when_a_blocked_item_scores_far_above_the_rest():
+    scores = jnp.asarray([[400.0, 0.0, 1.0, -2.0]])     # the best item was served (blocked)
+    blocked = jnp.asarray([[True, False, False, False]])
+
+    def total(scores):
+        log_prob, entropy = slate_log_prob(scores, blocked, jnp.asarray([[2, 1]]))
+        return log_prob.sum() + entropy.sum()
+
+    grads = np.asarray(jax.grad(total)(scores))
+    assert np.all(np.isfinite(grads)) and grads[0, 0] == 0.0
 
 
 def test_rows_with_too_few_allowed_items_start_over():

@@ -1,0 +1,746 @@
+"""Advantage actor-critic (A2C, the synchronous A3C) for recgym's recommender environments.
+
+PureJaxRL's shape: :func:`make_train` returns a pure ``train(key) -> (train_state, metrics)``
+whose rollout (``vmap`` over environments of the functional core, ``lax.scan`` over steps),
+advantages (:func:`agents.returns.gae`) and update (one optax step) run under one ``jit``;
+``jax.vmap(train)(keys)`` trains several seeds at once. Over several devices each device steps
+its share of the environments and the gradients are averaged (:mod:`agents.parallel`, ``pmap``
+or ``shard_map``).
+
+The policy scores the whole catalogue with a factorised item head over the env's observable item
+features (:class:`agents.networks.ActorCritic`) and draws slates without replacement
+(Plackett–Luce); the agent reads only the observation and its own memory of the items it served
+this episode — never the simulator's hidden state.
+
+Command line (every flag is a field of :class:`A2CConfig`)::
+
+    python -m agents.a2c --env RecGym-MovieLens-v0 --total-steps 20_000_000 --num-devices 2 \\
+        --seed 0 --out runs/a2c
+    python -m agents.a2c --resume runs/a2c      # continue an interrupted run
+
+See docs/agents.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from agents.checkpoint import Checkpointer, abstract_like
+from agents.config import config_to_dict, load_config, parse_config, save_config
+from agents.logging import TrainingLogger
+from agents.movielens import make_env_params, warm_start_logged_mf
+from agents.networks import (
+    ACTIVATIONS,
+    ActorCritic,
+    mark_served,
+    sample_slate,
+    served_mask,
+    served_words,
+    slate_log_prob,
+    standardisation,
+)
+from agents.optim import OPTIMIZERS, make_optimizer
+from agents.parallel import PARALLEL_MODES, DeviceAxis, data_parallel
+from agents.returns import gae
+from recgym.core import EnvCarry
+
+__all__ = [
+    "A2CConfig",
+    "A2CTraining",
+    "ActorState",
+    "LearnerState",
+    "TrainState",
+    "Transition",
+    "main",
+    "make_train",
+]
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class A2CConfig:
+    """Advantage actor-critic on a recgym recommender environment (one field per command-line flag).
+
+    Attributes:
+        env: Registered recgym environment id to train on (its preset and time limit).
+        dataset: MovieLens dataset name or path (see recgym.datasets), or "synthetic".
+        slate_size: Items recommended per step: 1 for single items, k > 1 for slates of k
+            distinct items.
+        seed: Seed of everything random in training: parameters, environments, actions.
+        total_steps: Environment steps to train for, all environments and devices together
+            (rounded down to whole updates).
+        num_envs: Environments stepped in parallel, all devices together (divisible by
+            num_devices).
+        rollout_steps: Steps per environment between updates: the n of the n-step returns.
+        gamma: Discount factor of the returns.
+        gae_lambda: GAE trace decay: 1 gives n-step returns, 0 one-step TD errors.
+        learning_rate: Step size of the optimiser (the initial one when annealed).
+        anneal_lr: Decay the step size linearly to 0 over the run.
+        optimizer: "adam" or "rmsprop" (after global-norm clipping).
+        max_grad_norm: Clip the gradient's global L2 norm to this.
+        entropy_coef: Weight of the entropy bonus in the loss.
+        value_coef: Weight of the value loss in the loss.
+        normalize_advantages: Standardise the advantages over the global batch at each update.
+        reward_scale: Rewards are multiplied by this before the returns (the critic predicts
+            scaled returns; ratings sum to hundreds per session).
+        hidden_sizes: Hidden-layer widths of the actor's and of the critic's MLP.
+        embedding_dim: Size of the learned item factors of the factorised item head (the query adds one entry per item feature for the wide, bilinear part).
+        activation: Hidden-layer activation: "tanh" or "relu".
+        learned_item_table: Add a learned per-item embedding table to the embedding computed
+            from the item features.
+        logged_item_statistics: Add each item's logged popularity and logged-MF bias to its
+            features (logged data, like the embeddings; see agents.movielens.agent_item_features).
+        warm_start: Start the actor at the logged matrix factorisation's scores times this inverse
+            temperature (agents.movielens.warm_start_logged_mf; needs logged_item_statistics);
+            0 learns from a uniform policy.
+        mask_served: Never serve an item twice in an episode (from the agent's own memory of
+            what it served, not from the env).
+        num_devices: Devices to train on, gradients averaged across them (force N CPU devices
+            with JAX_NUM_CPU_DEVICES=N or jax.config.update("jax_num_cpu_devices", N)).
+        parallel: How several devices run the step: "pmap" or "shard_map".
+        updates_per_call: Updates compiled into one call; the progress bar, the learning curve
+            and checkpoints advance between calls.
+        checkpoint_every: Save a checkpoint every this many updates (a multiple of
+            updates_per_call; 0: only at the end).
+        keep_checkpoints: Most recent checkpoints kept on disk.
+        out: Run folder: config, checkpoints, learning curve, evaluation ("" writes nothing).
+        resume: Folder of an interrupted run to continue from its last checkpoint; its saved
+            config is used (other flags must agree with it).
+        eval_episodes: Episodes of held-out (test) users the trained agent is evaluated on at
+            the end, with the harness and episodes of every baseline (0: no evaluation).
+        eval_seed: Base seed of the evaluation episodes (0: the episodes of the results tables).
+        eval_baselines: Baselines evaluated on the same episodes for comparison (names of
+            recgym.evaluation.BASELINES or recgym.recommenders.simulator_policy.RECOMMENDER_POLICIES).
+        progress: Show a progress bar.
+        tensorboard: Also write TensorBoard logs (when tensorboardX or torch is installed).
+    """
+
+    env: str = "RecGym-MovieLens-v0"
+    dataset: str = "ml-latest-small"
+    slate_size: int = 1
+    seed: int = 0
+    total_steps: int = 5_000_000
+    num_envs: int = 256
+    rollout_steps: int = 16
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    learning_rate: float = 1e-3
+    anneal_lr: bool = True
+    optimizer: str = "adam"
+    max_grad_norm: float = 0.5
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    normalize_advantages: bool = True
+    reward_scale: float = 0.1
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    embedding_dim: int = 32
+    activation: str = "tanh"
+    learned_item_table: bool = False
+    logged_item_statistics: bool = True
+    warm_start: float = 0.0
+    mask_served: bool = True
+    num_devices: int = 1
+    parallel: str = "pmap"
+    updates_per_call: int = 50
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    out: str = ""
+    resume: str = ""
+    eval_episodes: int = 610
+    eval_seed: int = 0
+    eval_baselines: tuple[str, ...] = ("most-popular", "popularity (IMDB weighted)", "matrix factorization",
+                                       "oracle-greedy", "boredom-aware")
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        positive_ints = ("slate_size", "total_steps", "num_envs", "rollout_steps", "embedding_dim", "num_devices",
+                         "updates_per_call", "keep_checkpoints")
+        for name in positive_ints:
+            _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, getattr(self, name),
+                     "an integer >= 1")
+        for name in ("checkpoint_every", "eval_episodes", "eval_seed", "seed"):
+            _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name, getattr(self, name),
+                     "an integer >= 0")
+        for name in ("gamma", "gae_lambda"):
+            _require(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "in [0, 1]")
+        for name in ("learning_rate", "max_grad_norm", "reward_scale"):
+            _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
+                     "finite and > 0")
+        for name in ("entropy_coef", "value_coef", "warm_start"):
+            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
+                     "finite and >= 0")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        _require(self.activation in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
+        _require(self.parallel in PARALLEL_MODES, "parallel", self.parallel, f"one of {PARALLEL_MODES}")
+        _require(len(self.hidden_sizes) >= 1 and all(isinstance(h, int) and h >= 1 for h in self.hidden_sizes),
+                 "hidden_sizes", self.hidden_sizes, "one or more integers >= 1")
+        _require(self.num_envs % self.num_devices == 0, "num_envs", self.num_envs,
+                 f"divisible by num_devices={self.num_devices}")
+        _require(self.checkpoint_every % self.updates_per_call == 0, "checkpoint_every", self.checkpoint_every,
+                 f"a multiple of updates_per_call={self.updates_per_call}")
+        _require(not self.warm_start or self.logged_item_statistics, "warm_start", self.warm_start,
+                 "0 without logged_item_statistics (the warm start reads the logged item bias)")
+        _require(self.total_steps >= self.steps_per_update, "total_steps", self.total_steps,
+                 f">= num_envs * rollout_steps = {self.steps_per_update} (one update)")
+
+    @property
+    def steps_per_update(self) -> int:
+        """Environment steps per update: ``num_envs * rollout_steps``."""
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Updates of the whole run: ``total_steps // steps_per_update``."""
+        return self.total_steps // self.steps_per_update
+
+
+def _variance(x: jax.Array, axis: DeviceAxis) -> jax.Array:
+    """Variance of ``x`` over the global batch (every device's share)."""
+    mean = axis.mean(jnp.mean(x))
+    return axis.mean(jnp.mean((x - mean) ** 2))
+
+
+def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{field} must be {expected}, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------ state
+@struct.dataclass
+class LearnerState:
+    """What the update changes: identical on every device.
+
+    Attributes:
+        params: The network's trainable parameters (``nnx.State``).
+        opt_state: The optax optimiser state.
+        key: The learner's typed PRNG key; each update splits off its rollout key.
+        update: int32 scalar, updates done.
+    """
+
+    params: Any
+    opt_state: Any
+    key: jax.Array
+    update: jax.Array
+
+
+@struct.dataclass
+class ActorState:
+    """What the rollout changes: one row per environment (sharded over devices).
+
+    Attributes:
+        env: The environments' :class:`~recgym.core.EnvCarry` (state and key chain), leading
+            axis ``num_envs``.
+        observation: ``(num_envs, observation_size)`` the current observations.
+        served: ``(num_envs, ceil(n_items / 32))`` uint32 bitsets of the items served this
+            episode (the agent's own memory).
+        episode_return: ``(num_envs,)`` float32 reward summed so far this episode (unscaled).
+        episode_length: ``(num_envs,)`` int32 steps so far this episode.
+    """
+
+    env: EnvCarry
+    observation: jax.Array
+    served: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+@struct.dataclass
+class TrainState:
+    """The whole state of a training run (what a checkpoint holds).
+
+    Attributes:
+        learner: :class:`LearnerState` (replicated over devices).
+        actors: :class:`ActorState` (the global batch of environments).
+    """
+
+    learner: LearnerState
+    actors: ActorState
+
+
+@struct.dataclass
+class Transition:
+    """One rollout step of every local environment (fields gain a leading time axis in the scan).
+
+    Attributes:
+        observation: ``(n, observation_size)`` what the policy acted on.
+        served: ``(n, words)`` the served-items bitsets the policy acted with.
+        slate: ``(n, slate_size)`` int32 items served.
+        reward: ``(n,)`` float32 reward (unscaled).
+        terminated: ``(n,)`` bool, the user left.
+        truncated: ``(n,)`` bool, the time limit was reached.
+        final_observation: ``(n, observation_size)`` the observation reached before any reset.
+        finished_return: ``(n,)`` return of the episode that ended at this step (0 otherwise).
+        finished_length: ``(n,)`` length of the episode that ended at this step (0 otherwise).
+    """
+
+    observation: jax.Array
+    served: jax.Array
+    slate: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_observation: jax.Array
+    finished_return: jax.Array
+    finished_length: jax.Array
+
+
+# ------------------------------------------------------------------------------------ training
+def observation_statistics(core: Any, env_params: Any, key: jax.Array, slate_size: int, num_envs: int = 256,
+                           num_steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry mean and scale of observations under uniformly random slates (a short rollout).
+
+    The network standardises its inputs with these fixed statistics (stored with it), so that
+    entries of very different sizes (genre shares of ~0.05, embeddings of ~1, flags) move its
+    outputs alike per unit of parameter change. Random slates fill the interaction history the
+    way an exploring policy does; the statistics depend only on the env and ``key``.
+
+    Args:
+        core: The functional core.
+        env_params: Its params.
+        key: Draws the environments and the random slates.
+        slate_size: Items per action.
+        num_envs: Environments of the rollout.
+        num_steps: Steps of the rollout (every step's observation counts).
+
+    Returns:
+        ``(shift, scale)``, each ``(observation_size,)`` float32 (scale floored at 0.01).
+    """
+    start_key, action_key = jax.random.split(key)
+    n_items = int(env_params.n_choices)
+
+    @jax.jit
+    def rollout(start_key, action_key, scores):
+        observation, env = jax.vmap(core.start, in_axes=(0, None))(jax.random.split(start_key, num_envs), env_params)
+
+        def step(env, step_key):
+            slate = sample_slate(jax.random.split(step_key, num_envs), scores, jnp.zeros(scores.shape, bool),
+                                 slate_size)
+            action = slate[:, 0] if slate_size == 1 else slate
+            observation, env, *_ = jax.vmap(core.step_autoreset, in_axes=(0, 0, None))(env, action, env_params)
+            return env, observation
+
+        _, observations = jax.lax.scan(step, env, jax.random.split(action_key, num_steps))
+        return jnp.concatenate([observation[None], observations]).reshape(-1, observation.shape[-1])
+
+    # uniform scores as an argument: as a constant XLA would spend seconds folding the sampler
+    shift, scale = standardisation(rollout(start_key, action_key, jnp.zeros((num_envs, n_items))))
+    return np.asarray(shift), np.asarray(scale)
+
+
+class A2CTraining:
+    """A2C for one config and one environment: ``init``, compiled update blocks, and ``train``.
+
+    Built by :func:`make_train`. Calling it, ``training(key)``, is the pure ``train(key) ->
+    (train_state, metrics)``: init, then every update of the run in one ``lax.scan``, under one
+    ``jit``; with ``num_devices=1`` it can be ``jax.vmap``-ed over keys (seeds).
+
+    Attributes:
+        config: The config.
+        core: The environment's functional core.
+        env_params: Its params (the training population).
+        observation_size: Length of an observation vector.
+        n_items: Catalogue size.
+        graphdef: The network's NNX graph definition (static).
+        model_constants: The network's non-trainable variables (item features, observation
+            statistics).
+        observation_shift: ``(observation_size,)`` mean observation under random slates.
+        observation_scale: ``(observation_size,)`` its standard deviation (floored).
+        traces: How many times the update body was traced (a recompilation guard for tests).
+    """
+
+    def __init__(self, config: A2CConfig, env_params: Any, core: Any = None, item_features: Any = None):
+        if core is None:
+            from recgym.envs.movielens import MovieLensCore
+
+            core = MovieLensCore()
+        if int(env_params.slate_size) != config.slate_size:
+            raise ValueError(f"config.slate_size={config.slate_size} but the env params have "
+                             f"slate_size={env_params.slate_size}")
+        self.config = config
+        self.core = core
+        self.env_params = jax.device_put(env_params)
+        observation, _ = jax.eval_shape(core.start, jax.random.key(0), self.env_params)
+        self.observation_size = int(observation.shape[-1])
+        if item_features is None:
+            item_features = env_params.world.item_features
+        self.item_features = np.asarray(item_features, np.float32)
+        self.n_items = int(self.item_features.shape[0])
+        if self.n_items != int(env_params.n_items):
+            raise ValueError(f"item_features has {self.n_items} rows but the env has {env_params.n_items} items")
+        # Derived from the config's seed, on streams of their own (training draws from key(seed)).
+        statistics_key, skeleton_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1))
+        self.observation_shift, self.observation_scale = observation_statistics(
+            core, self.env_params, statistics_key, config.slate_size)
+        # The graph and the constants; this model's own parameters are not used (init draws them).
+        self.graphdef, _, self.model_constants = nnx.split(self.build_model(skeleton_key), nnx.Param, ...)
+        self.optimizer = make_optimizer(
+            config.optimizer, config.learning_rate, config.max_grad_norm,
+            anneal_steps=config.num_updates if config.anneal_lr else None)
+        self.traces = 0
+        self._compiled: dict[int, Any] = {}
+
+    # ---------------------------------------------------------------- model
+    def build_model(self, key: jax.Array) -> ActorCritic:
+        """A freshly initialised network (parameters drawn from ``key``, warm-started if configured)."""
+        c = self.config
+        model = ActorCritic(self.observation_size, self.item_features, c.hidden_sizes, c.embedding_dim,
+                            activation=c.activation, learned_item_table=c.learned_item_table,
+                            observation_shift=self.observation_shift, observation_scale=self.observation_scale,
+                            rngs=nnx.Rngs(params=key))
+        if c.warm_start:
+            warm_start_logged_mf(model, self.env_params, c.warm_start)
+        return model
+
+    def model(self, params: Any) -> ActorCritic:
+        """The network with ``params`` (``nnx.merge`` of the graph, the params and the constants)."""
+        return nnx.merge(self.graphdef, params, self.model_constants)
+
+    # ---------------------------------------------------------------- init
+    def init(self, key: jax.Array) -> TrainState:
+        """The state before the first update, all randomness drawn from ``key``.
+
+        Args:
+            key: A typed PRNG key (``jax.random.key(seed)``).
+        """
+        model_key, env_key, learner_key = jax.random.split(key, 3)
+        _, params, _ = nnx.split(self.build_model(model_key), nnx.Param, ...)
+        env_keys = jax.random.split(env_key, self.config.num_envs)
+        observation, env = jax.vmap(self.core.start, in_axes=(0, None))(env_keys, self.env_params)
+        n = self.config.num_envs
+        actors = ActorState(
+            env=env,
+            observation=observation,
+            served=jnp.zeros((n, served_words(self.n_items)), jnp.uint32),
+            episode_return=jnp.zeros((n,), jnp.float32),
+            episode_length=jnp.zeros((n,), jnp.int32),
+        )
+        learner = LearnerState(params=params, opt_state=self.optimizer.init(params), key=learner_key,
+                               update=jnp.zeros((), jnp.int32))
+        return TrainState(learner=learner, actors=actors)
+
+    # ---------------------------------------------------------------- one update (per device)
+    def _rollout(self, axis: DeviceAxis, env_params: Any, params: Any, actors: ActorState,
+                 rollout_key: jax.Array) -> tuple[ActorState, Transition]:
+        c = self.config
+        model = self.model(params)
+        n_local = actors.observation.shape[0]
+        env_ids = axis.index() * n_local + jnp.arange(n_local)   # global: the same draws on any device count
+
+        def env_step(actors: ActorState, t: jax.Array):
+            step_key = jax.random.fold_in(rollout_key, t)
+            env_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, env_ids)
+            blocked = (served_mask(actors.served, self.n_items) if c.mask_served
+                       else jnp.zeros((n_local, self.n_items), bool))
+            slate = sample_slate(env_keys, model.scores(actors.observation), blocked, c.slate_size)
+            action = slate[:, 0] if c.slate_size == 1 else slate
+            observation, env, reward, terminated, truncated, info = jax.vmap(
+                self.core.step_autoreset, in_axes=(0, 0, None))(actors.env, action, env_params)
+            done = terminated | truncated
+            served = actors.served
+            if c.mask_served:
+                served = jnp.where(done[:, None], jnp.uint32(0), mark_served(served, slate))
+            episode_return = actors.episode_return + reward
+            episode_length = actors.episode_length + 1
+            transition = Transition(
+                observation=actors.observation, served=actors.served, slate=slate, reward=reward,
+                terminated=terminated, truncated=truncated, final_observation=info["final_obs"],
+                finished_return=jnp.where(done, episode_return, 0.0),
+                finished_length=jnp.where(done, episode_length, 0),
+            )
+            next_actors = ActorState(env=env, observation=observation, served=served,
+                                     episode_return=jnp.where(done, 0.0, episode_return),
+                                     episode_length=jnp.where(done, 0, episode_length))
+            return axis.varying(next_actors), transition
+
+        return jax.lax.scan(env_step, actors, jnp.arange(c.rollout_steps))
+
+    def _loss(self, params: Any, batch: Transition, axis: DeviceAxis):
+        c = self.config
+        steps, n_local = batch.reward.shape
+        model = self.model(params)
+
+        def flat(x):
+            return x.reshape(steps * n_local, *x.shape[2:])
+
+        scores, values = model(flat(batch.observation))
+        values = values.reshape(steps, n_local)
+        next_values = jax.lax.stop_gradient(model.value(batch.final_observation))
+        advantages, targets = gae(batch.reward * c.reward_scale, jax.lax.stop_gradient(values), next_values,
+                                  batch.terminated, batch.truncated, c.gamma, c.gae_lambda)
+        if c.normalize_advantages:  # over the global batch, whatever the device count
+            advantages = (advantages - axis.mean(advantages.mean())) / jnp.sqrt(_variance(advantages, axis) + 1e-8)
+        blocked = (served_mask(flat(batch.served), self.n_items) if c.mask_served
+                   else jnp.zeros(scores.shape, bool))
+        log_prob, entropy = slate_log_prob(scores, blocked, flat(batch.slate))
+        policy_loss = -jnp.mean(log_prob * flat(advantages))
+        value_loss = 0.5 * jnp.mean((values - targets) ** 2)
+        entropy = jnp.mean(entropy)
+        total = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
+        explained = 1.0 - _variance(targets - jax.lax.stop_gradient(values), axis) / (_variance(targets, axis) + 1e-8)
+        aux = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss, "losses/entropy": entropy,
+               "losses/total_loss": total, "losses/explained_variance": explained}
+        return total, aux
+
+    def _update(self, axis: DeviceAxis, env_params: Any, learner: LearnerState,
+                actors: ActorState) -> tuple[LearnerState, ActorState, dict[str, jax.Array]]:
+        self.traces += 1  # Python side effect: runs once per trace, never per executed update
+        key, rollout_key = jax.random.split(learner.key)
+        actors, batch = self._rollout(axis, env_params, learner.params, actors, rollout_key)
+        grads, aux = jax.grad(self._loss, has_aux=True)(learner.params, batch, axis)
+        grads = axis.mean_gradients(grads)
+        updates, opt_state = self.optimizer.update(grads, learner.opt_state, learner.params)
+        params = optax.apply_updates(learner.params, updates)
+        finished = axis.sum(jnp.sum(batch.terminated | batch.truncated))
+        metrics = axis.mean(aux)
+        metrics |= {
+            "losses/grad_norm": optax.tree.norm(grads),
+            "charts/learning_rate": self._learning_rate(learner.update),
+            "charts/episodes": finished,
+            "charts/episodic_return": axis.sum(jnp.sum(batch.finished_return)) / finished,
+            "charts/episodic_length": axis.sum(jnp.sum(batch.finished_length)) / finished,
+            "charts/reward_per_step": axis.mean(jnp.mean(batch.reward)),
+            "global_step": (learner.update + 1) * self.config.steps_per_update,
+        }
+        learner = LearnerState(params=params, opt_state=opt_state, key=key, update=learner.update + 1)
+        return learner, actors, metrics
+
+    def _learning_rate(self, update: jax.Array) -> jax.Array:
+        c = self.config
+        if not c.anneal_lr:
+            return jnp.float32(c.learning_rate)
+        return c.learning_rate * jnp.maximum(0.0, 1.0 - update / c.num_updates)
+
+    def _block(self, axis: DeviceAxis, env_params: Any, learner: LearnerState, actors: ActorState,
+               *, num_updates: int):
+        def body(carry, _):
+            learner, actors = carry
+            learner, actors, metrics = self._update(axis, env_params, learner, actors)
+            return (learner, actors), metrics
+
+        (learner, actors), metrics = jax.lax.scan(body, (learner, actors), None, length=num_updates)
+        return learner, actors, metrics
+
+    # ---------------------------------------------------------------- public API
+    def run(self, state: TrainState, num_updates: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Run ``num_updates`` updates from ``state`` (one compiled call, cached per block size).
+
+        Returns:
+            ``(state, metrics)``: metrics are ``{name: (num_updates,) array}``, one entry per update.
+        """
+        if num_updates not in self._compiled:
+            step = functools.partial(self._block, num_updates=num_updates)
+            self._compiled[num_updates] = data_parallel(step, self.config.parallel, self.config.num_devices)
+        learner, actors, metrics = self._compiled[num_updates](self.env_params, state.learner, state.actors)
+        return TrainState(learner=learner, actors=actors), metrics
+
+    def __call__(self, key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+        """``train(key)``: initialise from ``key`` and run every update of the config."""
+        state = self.init(key)
+        if self.config.num_devices == 1:  # pure: jittable and vmappable as a whole
+            learner, actors, metrics = self._block(DeviceAxis(), self.env_params, state.learner, state.actors,
+                                                   num_updates=self.config.num_updates)
+            return TrainState(learner=learner, actors=actors), metrics
+        return self.run(state, self.config.num_updates)
+
+    def checkpoint_metadata(self, num_seeds: int | None = None) -> dict[str, Any]:
+        """What :class:`agents.policy.AgentPolicy` needs to rebuild the network from a checkpoint."""
+        return {
+            "algorithm": "a2c",
+            "config": config_to_dict(self.config),
+            "observation_size": self.observation_size,
+            "n_items": self.n_items,
+            "n_item_features": int(self.item_features.shape[1]),
+            "num_seeds": num_seeds,
+        }
+
+    def checkpoint_items(self, state: TrainState) -> dict[str, Any]:
+        """What a checkpoint of ``state`` holds: the whole state (to resume) and the policy's
+        parameters and constants (to act, see :meth:`agents.policy.AgentPolicy.from_checkpoint`)."""
+        return {"train_state": state,
+                "policy": {"params": state.learner.params, "constants": self.model_constants}}
+
+
+def make_train(config: A2CConfig, env_params: Any, core: Any = None, item_features: Any = None) -> A2CTraining:
+    """Build A2C training for ``config`` on the environment with ``env_params``.
+
+    Args:
+        config: The run's :class:`A2CConfig`.
+        env_params: Params of the training environment (e.g. ``make_params(world, users="train")``
+            or :func:`agents.movielens.make_env_params`); its ``slate_size`` must equal ``config.slate_size``.
+        core: The environment's functional core (default: ``MovieLensCore()``).
+        item_features: ``(n_items, n_features)`` features of the item head (default: the env's
+            ``params.world.item_features``; :func:`agents.movielens.agent_item_features` adds
+            logged statistics).
+
+    Returns:
+        ``train``: call ``train(key)`` for ``(train_state, metrics)`` (see :class:`A2CTraining`).
+
+    Example:
+        >>> import jax
+        >>> from recgym.envs.movielens import build_world, make_params
+        >>> params = make_params(build_world("synthetic"), users="train")
+        >>> config = A2CConfig(dataset="synthetic", total_steps=2048, num_envs=64, rollout_steps=8)
+        >>> train = make_train(config, params)
+        >>> state, metrics = jax.jit(train)(jax.random.key(0))
+        >>> metrics["losses/total_loss"].shape
+        (4,)
+    """
+    return A2CTraining(config, env_params, core, item_features)
+
+
+# ------------------------------------------------------------------------------------ command line
+def _check_finite(metrics: dict[str, np.ndarray], first_update: int, checkpoints: Checkpointer | None) -> None:
+    for name in ("losses/total_loss", "losses/grad_norm"):
+        values = metrics[name]
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            last = checkpoints.latest_step() if checkpoints is not None else None
+            kept = (f"the last good checkpoint (update {last}) is kept in {checkpoints.directory}"
+                    if last is not None else "no checkpoint was written")
+            raise FloatingPointError(
+                f"non-finite {name} ({values[bad[0]]}) at update {first_update + int(bad[0]) + 1}: training "
+                f"stopped; {kept}. Lower learning_rate, max_grad_norm or reward_scale."
+            )
+
+
+def _resolve_config(argv: Sequence[str] | None) -> A2CConfig:
+    config, given = parse_config(A2CConfig, argv, prog="python -m agents.a2c")
+    if not config.resume:
+        return config
+    saved = load_config(A2CConfig, Path(config.resume) / CONFIG_FILE)
+    conflicts = {name: (getattr(config, name), getattr(saved, name)) for name in given
+                 if name not in ("resume", "out", "progress", "tensorboard") and getattr(config, name) != getattr(saved, name)}
+    if conflicts:
+        shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})" for name, (mine, theirs) in sorted(conflicts.items()))
+        raise SystemExit(f"--resume {config.resume}: flags disagree with the saved config: {shown}")
+    return dataclasses.replace(saved, resume=config.resume, out=config.resume,
+                               progress=config.progress, tensorboard=config.tensorboard)
+
+
+def train_run(config: A2CConfig) -> tuple[A2CTraining, TrainState]:
+    """Train as the command line does: blocks of updates, logging, checkpoints, resume.
+
+    Args:
+        config: The run's config; with ``config.resume`` the run continues from the last
+            checkpoint in that folder.
+
+    Returns:
+        ``(training, final_state)``.
+
+    Raises:
+        FloatingPointError: A loss became non-finite (the last good checkpoint is kept).
+    """
+    out = Path(config.out) if config.out else None
+    env = make_env_params(config, users="train")
+    training = make_train(config, env.params, env.core, env.item_features)
+    checkpoints = Checkpointer(out / CHECKPOINT_DIR, config.keep_checkpoints) if out else None
+    state = training.init(jax.random.key(config.seed))
+    start = 0
+    if config.resume:
+        if checkpoints is None or checkpoints.latest_step() is None:
+            raise SystemExit(f"--resume {config.resume}: no checkpoint in {config.resume}/{CHECKPOINT_DIR}")
+        state = checkpoints.restore({"train_state": abstract_like(state)})["train_state"]
+        start = int(state.learner.update)
+        print(f"resumed {config.resume} at update {start} of {config.num_updates}", file=sys.stderr)
+    elif out is not None:
+        if checkpoints.latest_step() is not None:
+            raise SystemExit(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+        save_config(config, out / CONFIG_FILE)
+    metadata = training.checkpoint_metadata()
+    with TrainingLogger(out, config.num_updates * config.steps_per_update, start * config.steps_per_update,
+                        progress=config.progress, tensorboard=config.tensorboard) as logger:
+        update = start
+        while update < config.num_updates:
+            block = min(config.updates_per_call, config.num_updates - update)
+            new_state, metrics = training.run(state, block)
+            metrics = jax.tree_util.tree_map(np.asarray, metrics)
+            _check_finite(metrics, update, checkpoints)
+            state, update = new_state, update + block
+            logger.log(metrics)
+            due = config.checkpoint_every and update % config.checkpoint_every == 0
+            if checkpoints is not None and (due or update == config.num_updates):
+                checkpoints.save(update, training.checkpoint_items(state), metadata)
+    if checkpoints is not None:
+        checkpoints.close()
+    return training, state
+
+
+def evaluate_against_baselines(policy: Any, config: A2CConfig, n_episodes: int, seed: int,
+                               baselines: Sequence[str]) -> dict[str, Any]:
+    """Score ``policy`` and ``baselines`` on the same held-out episodes, with paired ratios.
+
+    Args:
+        policy: The trained agent (a :class:`recgym.policies.Policy`).
+        config: Gives the env id, dataset and slate size.
+        n_episodes: Episodes (test users cycled, episode ``e`` seeded ``seed + e``).
+        seed: Base seed of the episodes.
+        baselines: Names in ``BASELINES`` or ``RECOMMENDER_POLICIES``.
+
+    Returns:
+        ``{"rows": [...], "text": str}``: one row per policy (mean return, 95% CI, paired ratio
+        of the agent to it with its 95% CI) and the same as a printable table.
+    """
+    from recgym.evaluation import BASELINES, evaluate, make_eval_env, mean_ci, paired_ratio_ci
+    from recgym.recommenders.simulator_policy import RECOMMENDER_POLICIES
+
+    factories = {**BASELINES, **RECOMMENDER_POLICIES}
+    unknown = [name for name in baselines if name not in factories]
+    if unknown:
+        raise ValueError(f"eval_baselines: unknown baseline(s) {unknown}; choose from {sorted(factories)}")
+    kwargs = {"slate_size": config.slate_size} if config.slate_size > 1 else {}
+    env = make_eval_env(config.env, num_envs=min(n_episodes, 256), users="test", dataset=config.dataset, **kwargs)
+    agent = evaluate(policy, env, n_episodes, seed=seed).episodes["return"].to_numpy()
+    rows = [{"policy": policy.name, "return": mean_ci(agent), "agent / policy": None}]
+    for name in baselines:
+        returns = evaluate(factories[name], env, n_episodes, seed=seed, name=name).episodes["return"].to_numpy()
+        rows.append({"policy": name, "return": mean_ci(returns), "agent / policy": paired_ratio_ci(agent, returns)})
+    env.close()
+    lines = [f"{config.env} (slate_size={config.slate_size}), {n_episodes} held-out episodes, seed {seed}",
+             f"{'policy':32s} {'return (95% CI)':>20s}   agent / policy (paired 95% CI)"]
+    for row in rows:
+        mean, half = row["return"]
+        ratio = row["agent / policy"]
+        shown = "" if ratio is None else f"{ratio[0]:.3f} [{ratio[1]:.3f}, {ratio[2]:.3f}]"
+        lines.append(f"{row['policy']:32s} {mean:10.1f} ± {half:<7.1f}   {shown}")
+    return {"rows": rows, "text": "\n".join(lines)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m agents.a2c --help``)."""
+    config = _resolve_config(argv)
+    start = time.perf_counter()
+    training, state = train_run(config)
+    print(f"trained {config.num_updates * config.steps_per_update:,} steps in {time.perf_counter() - start:.0f} s",
+          file=sys.stderr)
+    if config.eval_episodes:
+        from agents.policy import AgentPolicy
+
+        policy = AgentPolicy.from_training(training, state)
+        report = evaluate_against_baselines(policy, config, config.eval_episodes, config.eval_seed,
+                                            config.eval_baselines)
+        print(report["text"])
+        if config.out:
+            rows = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()} for row in report["rows"]]
+            (Path(config.out) / "evaluation.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
