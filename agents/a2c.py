@@ -39,9 +39,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from agents.checkpoint import Checkpointer, abstract_like
-from agents.config import config_to_dict, load_config, parse_config, save_config
-from agents.logging import TrainingLogger
+from agents.config import config_to_dict
 from agents.movielens import make_env_params, warm_start_logged_mf
 from agents.networks import (
     ACTIVATIONS,
@@ -56,6 +54,7 @@ from agents.networks import (
 from agents.optim import OPTIMIZERS, make_optimizer
 from agents.parallel import PARALLEL_MODES, DeviceAxis, data_parallel
 from agents.returns import gae
+from agents.runner import CHECKPOINT_DIR, CONFIG_FILE, resolve_config, run_training  # noqa: F401 (re-exported)
 from recgym.core import EnvCarry
 
 __all__ = [
@@ -69,8 +68,6 @@ __all__ = [
     "make_train",
 ]
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -606,32 +603,8 @@ def make_train(config: A2CConfig, env_params: Any, core: Any = None, item_featur
 
 
 # ------------------------------------------------------------------------------------ command line
-def _check_finite(metrics: dict[str, np.ndarray], first_update: int, checkpoints: Checkpointer | None) -> None:
-    for name in ("losses/total_loss", "losses/grad_norm"):
-        values = metrics[name]
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            last = checkpoints.latest_step() if checkpoints is not None else None
-            kept = (f"the last good checkpoint (update {last}) is kept in {checkpoints.directory}"
-                    if last is not None else "no checkpoint was written")
-            raise FloatingPointError(
-                f"non-finite {name} ({values[bad[0]]}) at update {first_update + int(bad[0]) + 1}: training "
-                f"stopped; {kept}. Lower learning_rate, max_grad_norm or reward_scale."
-            )
-
-
 def _resolve_config(argv: Sequence[str] | None) -> A2CConfig:
-    config, given = parse_config(A2CConfig, argv, prog="python -m agents.a2c")
-    if not config.resume:
-        return config
-    saved = load_config(A2CConfig, Path(config.resume) / CONFIG_FILE)
-    conflicts = {name: (getattr(config, name), getattr(saved, name)) for name in given
-                 if name not in ("resume", "out", "progress", "tensorboard") and getattr(config, name) != getattr(saved, name)}
-    if conflicts:
-        shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})" for name, (mine, theirs) in sorted(conflicts.items()))
-        raise SystemExit(f"--resume {config.resume}: flags disagree with the saved config: {shown}")
-    return dataclasses.replace(saved, resume=config.resume, out=config.resume,
-                               progress=config.progress, tensorboard=config.tensorboard)
+    return resolve_config(A2CConfig, argv, prog="python -m agents.a2c")
 
 
 def train_run(config: A2CConfig) -> tuple[A2CTraining, TrainState]:
@@ -647,38 +620,9 @@ def train_run(config: A2CConfig) -> tuple[A2CTraining, TrainState]:
     Raises:
         FloatingPointError: A loss became non-finite (the last good checkpoint is kept).
     """
-    out = Path(config.out) if config.out else None
     env = make_env_params(config, users="train")
     training = make_train(config, env.params, env.core, env.item_features)
-    checkpoints = Checkpointer(out / CHECKPOINT_DIR, config.keep_checkpoints) if out else None
-    state = training.init(jax.random.key(config.seed))
-    start = 0
-    if config.resume:
-        if checkpoints is None or checkpoints.latest_step() is None:
-            raise SystemExit(f"--resume {config.resume}: no checkpoint in {config.resume}/{CHECKPOINT_DIR}")
-        state = checkpoints.restore({"train_state": abstract_like(state)})["train_state"]
-        start = int(state.learner.update)
-        print(f"resumed {config.resume} at update {start} of {config.num_updates}", file=sys.stderr)
-    elif out is not None:
-        if checkpoints.latest_step() is not None:
-            raise SystemExit(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-        save_config(config, out / CONFIG_FILE)
-    metadata = training.checkpoint_metadata()
-    with TrainingLogger(out, config.num_updates * config.steps_per_update, start * config.steps_per_update,
-                        progress=config.progress, tensorboard=config.tensorboard) as logger:
-        update = start
-        while update < config.num_updates:
-            block = min(config.updates_per_call, config.num_updates - update)
-            new_state, metrics = training.run(state, block)
-            metrics = jax.tree_util.tree_map(np.asarray, metrics)
-            _check_finite(metrics, update, checkpoints)
-            state, update = new_state, update + block
-            logger.log(metrics)
-            due = config.checkpoint_every and update % config.checkpoint_every == 0
-            if checkpoints is not None and (due or update == config.num_updates):
-                checkpoints.save(update, training.checkpoint_items(state), metadata)
-    if checkpoints is not None:
-        checkpoints.close()
+    state = run_training(config, training, nan_hint="Lower learning_rate, max_grad_norm or reward_scale.")
     return training, state
 
 

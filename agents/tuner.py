@@ -40,13 +40,13 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from agents.checkpoint import Checkpointer, abstract_like
-from agents.config import config_to_dict, load_config, parse_config, save_config
-from agents.logging import TrainingLogger
+from agents.checkpoint import Checkpointer
+from agents.config import config_to_dict
 from agents.networks import ACTIVATIONS, MLP
 from agents.optim import OPTIMIZERS, make_optimizer
 from agents.parallel import PARALLEL_MODES, DeviceAxis, data_parallel
 from agents.returns import gae
+from agents.runner import CHECKPOINT_DIR, CONFIG_FILE, resolve_config, run_training  # noqa: F401 (re-exported)
 from recgym.core import EnvCarry
 from recgym.envs.pipeline import ACTION_MODES, SCENARIOS, PipelineCore, PipelineParams, make_params
 from recgym.envs.pipeline import dynamics as D
@@ -67,8 +67,6 @@ __all__ = [
     "observation_features",
 ]
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1010,31 +1008,8 @@ def evaluate_against_baselines(policy_for: Any, action_mode: str, random_pipelin
 
 
 # ------------------------------------------------------------------------------------ command line
-def _check_finite(metrics: dict[str, np.ndarray], first_update: int, checkpoints: Checkpointer | None) -> None:
-    for name in ("losses/total_loss", "losses/grad_norm"):
-        values = metrics[name]
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            last = checkpoints.latest_step() if checkpoints is not None else None
-            kept = (f"the last good checkpoint (update {last}) is kept in {checkpoints.directory}"
-                    if last is not None else "no checkpoint was written")
-            raise FloatingPointError(f"non-finite {name} ({values[bad[0]]}) at update "
-                                     f"{first_update + int(bad[0]) + 1}: training stopped; {kept}.")
-
-
 def _resolve_config(argv: Sequence[str] | None) -> TunerConfig:
-    config, given = parse_config(TunerConfig, argv, prog="python -m agents.tuner")
-    if not config.resume:
-        return config
-    saved = load_config(TunerConfig, Path(config.resume) / CONFIG_FILE)
-    conflicts = {name: (getattr(config, name), getattr(saved, name)) for name in given
-                 if name not in ("resume", "out", "progress", "tensorboard")
-                 and getattr(config, name) != getattr(saved, name)}
-    if conflicts:
-        shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})" for name, (mine, theirs) in sorted(conflicts.items()))
-        raise SystemExit(f"--resume {config.resume}: flags disagree with the saved config: {shown}")
-    return dataclasses.replace(saved, resume=config.resume, out=config.resume, progress=config.progress,
-                               tensorboard=config.tensorboard)
+    return resolve_config(TunerConfig, argv, prog="python -m agents.tuner")
 
 
 def train_run(config: TunerConfig) -> tuple[TunerTraining, TunerState]:
@@ -1046,38 +1021,8 @@ def train_run(config: TunerConfig) -> tuple[TunerTraining, TunerState]:
     Raises:
         FloatingPointError: A loss became non-finite (the last good checkpoint is kept).
     """
-    out = Path(config.out) if config.out else None
     training = make_train(config)
-    checkpoints = Checkpointer(out / CHECKPOINT_DIR, config.keep_checkpoints) if out else None
-    state = training.init(jax.random.key(config.seed))
-    start = 0
-    if config.resume:
-        if checkpoints is None or checkpoints.latest_step() is None:
-            raise SystemExit(f"--resume {config.resume}: no checkpoint in {config.resume}/{CHECKPOINT_DIR}")
-        state = checkpoints.restore({"train_state": abstract_like(state)})["train_state"]
-        start = int(state.learner.update)
-        print(f"resumed {config.resume} at update {start} of {config.num_updates}", file=sys.stderr)
-    elif out is not None:
-        if checkpoints.latest_step() is not None:
-            raise SystemExit(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-        save_config(config, out / CONFIG_FILE)
-    metadata = training.checkpoint_metadata()
-    with TrainingLogger(out, config.num_updates * config.steps_per_update, start * config.steps_per_update,
-                        progress=config.progress, tensorboard=config.tensorboard) as logger:
-        update = start
-        while update < config.num_updates:
-            block = min(config.updates_per_call, config.num_updates - update)
-            new_state, metrics = training.run(state, block)
-            metrics = jax.tree_util.tree_map(np.asarray, metrics)
-            _check_finite(metrics, update, checkpoints)
-            state, update = new_state, update + block
-            logger.log(metrics)
-            due = config.checkpoint_every and update % config.checkpoint_every == 0
-            if checkpoints is not None and (due or update == config.num_updates):
-                checkpoints.save(update, training.checkpoint_items(state), metadata)
-    if checkpoints is not None:
-        checkpoints.close()
-    return training, state
+    return training, run_training(config, training)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
