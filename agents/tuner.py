@@ -48,8 +48,14 @@ from agents.parallel import PARALLEL_MODES, DeviceAxis, data_parallel
 from agents.returns import gae
 from agents.runner import CHECKPOINT_DIR, CONFIG_FILE, resolve_config, run_training  # noqa: F401 (re-exported)
 from recgym.core import EnvCarry
-from recgym.envs.pipeline import ACTION_MODES, SCENARIOS, PipelineCore, PipelineParams, make_params
-from recgym.envs.pipeline import dynamics as D
+from recgym.envs.pipeline import (
+    ACTION_MODES,
+    SCENARIOS,
+    PipelineCore,
+    PipelineParams,
+    dynamics,
+    make_params,
+)
 from recgym.envs.pipeline.params import NUM_STAGES
 from recgym.policies import Policy
 
@@ -217,10 +223,10 @@ def _log(x: jax.Array) -> jax.Array:
 
 def _stage_and_global(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Scale-free features of one observation: ``(..., 6, 5)`` per stage and ``(..., 10)`` global."""
-    cores = obs[..., D.OBS_CORES]
-    rates = obs[..., D.OBS_RATES]
-    available = obs[..., D.OBS_AVAILABLE, None]
-    cap = jnp.maximum(obs[..., D.OBS_MEMORY_CAP, None], 1e-3)
+    cores = obs[..., dynamics.OBS_CORES]
+    rates = obs[..., dynamics.OBS_RATES]
+    available = obs[..., dynamics.OBS_AVAILABLE, None]
+    cap = jnp.maximum(obs[..., dynamics.OBS_MEMORY_CAP, None], 1e-3)
     log_rates = _log(rates)
     log_bottleneck = jnp.min(log_rates, axis=-1, keepdims=True)
     stage = jnp.stack([
@@ -230,20 +236,20 @@ def _stage_and_global(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         # a stage has to spare, and how many the bottleneck would need to catch up.
         jnp.clip(log_rates - log_bottleneck, 0.0, 8.0) / 2.0,
         jnp.clip(log_rates - jnp.log(cores) - log_bottleneck, -8.0, 8.0) / 2.0,
-        jnp.clip(_log(obs[..., D.OBS_UTILISATION]), -8.0, 8.0) / 2.0,
+        jnp.clip(_log(obs[..., dynamics.OBS_UTILISATION]), -8.0, 8.0) / 2.0,
     ], axis=-1)
     overall = jnp.concatenate([
         # The absolute scale against the trainer (which consumes 50-100k samples/s).
         (log_bottleneck - jnp.log(50.0)) / 2.0,
-        jnp.clip(_log(obs[..., D.OBS_THROUGHPUT, None]) - log_bottleneck, -8.0, 8.0) / 2.0,
-        obs[..., D.OBS_IDLE, None],
-        (jnp.log2(jnp.maximum(obs[..., D.OBS_BATCH, None], 1.0)) - 6.0) / 7.0,
-        obs[..., D.OBS_PREFETCH, None] / 16.0,
-        obs[..., D.OBS_MEMORY, None] / cap,
+        jnp.clip(_log(obs[..., dynamics.OBS_THROUGHPUT, None]) - log_bottleneck, -8.0, 8.0) / 2.0,
+        obs[..., dynamics.OBS_IDLE, None],
+        (jnp.log2(jnp.maximum(obs[..., dynamics.OBS_BATCH, None], 1.0)) - 6.0) / 7.0,
+        obs[..., dynamics.OBS_PREFETCH, None] / 16.0,
+        obs[..., dynamics.OBS_MEMORY, None] / cap,
         jnp.log(cap) / 4.0,
         jnp.sum(cores, axis=-1, keepdims=True) / available,
         jnp.log(available) / 4.0,
-        available / jnp.maximum(obs[..., D.OBS_BUDGET, None], 1.0),
+        available / jnp.maximum(obs[..., dynamics.OBS_BUDGET, None], 1.0),
     ], axis=-1)
     return stage, overall
 
@@ -277,14 +283,14 @@ def observation_features(observation: jax.Array, previous_observation: jax.Array
     """
     stage_now, global_now = _stage_and_global(observation)
     stage_before, global_before = _stage_and_global(previous_observation)
-    cap = jnp.maximum(observation[..., D.OBS_MEMORY_CAP, None], 1e-3)
-    core_change = observation[..., D.OBS_CORES] - previous_observation[..., D.OBS_CORES]
+    cap = jnp.maximum(observation[..., dynamics.OBS_MEMORY_CAP, None], 1e-3)
+    core_change = observation[..., dynamics.OBS_CORES] - previous_observation[..., dynamics.OBS_CORES]
     identity = jnp.broadcast_to(jnp.eye(NUM_STAGES), (*observation.shape[:-1], NUM_STAGES, NUM_STAGES))
     stage = jnp.concatenate([stage_now, stage_before, core_change[..., None] / 4.0, identity], axis=-1)
     overall = jnp.concatenate([
         global_now, global_before,
-        (observation[..., D.OBS_MEMORY, None] - previous_observation[..., D.OBS_MEMORY, None]) / cap,
-        jnp.clip(_log(observation[..., D.OBS_THROUGHPUT, None]) - _log(previous_observation[..., D.OBS_THROUGHPUT, None]),
+        (observation[..., dynamics.OBS_MEMORY, None] - previous_observation[..., dynamics.OBS_MEMORY, None]) / cap,
+        jnp.clip(_log(observation[..., dynamics.OBS_THROUGHPUT, None]) - _log(previous_observation[..., dynamics.OBS_THROUGHPUT, None]),
                  -4.0, 4.0),
     ], axis=-1)
     flat_stage = stage.reshape(*stage.shape[:-2], NUM_STAGES * STAGE_FEATURES)
@@ -311,8 +317,8 @@ def episode_throughput_scale(observation: jax.Array) -> jax.Array:
     Returns:
         ``(...)`` float32, positive.
     """
-    seconds = observation[..., D.OBS_CORES] / jnp.maximum(observation[..., D.OBS_RATES], 1e-3)
-    return jnp.maximum(observation[..., D.OBS_BUDGET] / jnp.sum(seconds, axis=-1), 1e-3)
+    seconds = observation[..., dynamics.OBS_CORES] / jnp.maximum(observation[..., dynamics.OBS_RATES], 1e-3)
+    return jnp.maximum(observation[..., dynamics.OBS_BUDGET] / jnp.sum(seconds, axis=-1), 1e-3)
 
 
 # ------------------------------------------------------------------------------------ actions
@@ -374,9 +380,9 @@ class ActionHeads:
             table[i, : len(moves)] = moves
         move = jnp.asarray(table)[jnp.arange(len(self.sizes)), choices]
         current = jnp.concatenate([
-            observation[..., D.OBS_CORES],
-            jnp.log2(jnp.maximum(observation[..., D.OBS_BATCH, None], 1.0)),
-            observation[..., D.OBS_PREFETCH, None],
+            observation[..., dynamics.OBS_CORES],
+            jnp.log2(jnp.maximum(observation[..., dynamics.OBS_BATCH, None], 1.0)),
+            observation[..., dynamics.OBS_PREFETCH, None],
         ], axis=-1)
         current = jnp.round(current).astype(jnp.int32)
         low = jnp.asarray([1] * NUM_STAGES + [params.min_batch_log2, 0], jnp.int32)
@@ -629,7 +635,7 @@ class TunerTraining:
             observation, env, env_reward, terminated, truncated, info = jax.vmap(
                 self.core.step_autoreset, in_axes=(0, 0, None))(p.env, action, env_params)
             done = terminated | truncated
-            measured = info["final_obs"][:, D.OBS_THROUGHPUT]
+            measured = info["final_obs"][:, dynamics.OBS_THROUGHPUT]
             reward = jnp.where(terminated, -c.oom_penalty, measured / p.throughput_scale)
             episode_return = p.episode_return + reward
             rollout = Rollout(
@@ -861,8 +867,8 @@ class TunerPolicy(Policy):
         Reads only ``observations`` (``infos`` is ignored: the tuner never sees the optimum).
         """
         observations = np.asarray(observations, np.float32)
-        if observations.ndim != 2 or observations.shape != (self.num_envs, D.OBS_DIM):
-            raise ValueError(f"expected observations of shape ({self.num_envs}, {D.OBS_DIM}), got {observations.shape}")
+        if observations.ndim != 2 or observations.shape != (self.num_envs, dynamics.OBS_DIM):
+            raise ValueError(f"expected observations of shape ({self.num_envs}, {dynamics.OBS_DIM}), got {observations.shape}")
         if self.previous is None:
             self.previous = np.full_like(observations, np.nan)
         previous = np.where(np.isnan(self.previous), observations, self.previous)

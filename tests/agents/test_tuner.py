@@ -28,8 +28,7 @@ from agents.tuner import (
     observation_features,
     train_run,
 )
-from recgym.envs.pipeline import dynamics as D
-from recgym.envs.pipeline import make_params
+from recgym.envs.pipeline import dynamics, make_params
 
 
 def tiny_config(**overrides) -> TunerConfig:
@@ -85,9 +84,9 @@ def test_features_are_finite_and_bounded_for_any_observation(now, before):
 
 def test_features_are_finite_after_a_crash():
     crashed = observation()
-    crashed[D.OBS_RATES] = 0.0
-    crashed[D.OBS_UTILISATION] = 0.0
-    crashed[D.OBS_THROUGHPUT] = 0.0
+    crashed[dynamics.OBS_RATES] = 0.0
+    crashed[dynamics.OBS_UTILISATION] = 0.0
+    crashed[dynamics.OBS_THROUGHPUT] = 0.0
     assert np.all(np.isfinite(np.asarray(features_of(jnp.asarray(crashed), jnp.asarray(observation())))))
 
 
@@ -97,11 +96,11 @@ def test_features_do_not_depend_on_the_rate_unit_but_through_the_absolute_scale(
     # Rates, and throughput alike, times a constant: only the one absolute-scale feature (the
     # bottleneck against the trainer's rate) may change, in both observations' blocks. Rates are
     # floored at 1e-3 (they read 0 only after a crash), so the invariance holds above the floor.
-    rate_like = np.append(obs[D.OBS_RATES], obs[D.OBS_THROUGHPUT])
+    rate_like = np.append(obs[dynamics.OBS_RATES], obs[dynamics.OBS_THROUGHPUT])
     assume(np.all(rate_like * min(factor, 1.0) > 2e-3))
     scaled = obs.copy()
-    scaled[D.OBS_RATES] *= factor
-    scaled[D.OBS_THROUGHPUT] *= factor
+    scaled[dynamics.OBS_RATES] *= factor
+    scaled[dynamics.OBS_THROUGHPUT] *= factor
     a = np.asarray(features_of(jnp.asarray(obs), jnp.asarray(obs)))
     b = np.asarray(features_of(jnp.asarray(scaled), jnp.asarray(scaled)))
     changed = np.flatnonzero(~np.isclose(a, b, atol=1e-4))
@@ -127,7 +126,7 @@ def test_absolute_actions_move_each_knob_and_stay_in_the_action_space(obs, data)
     space = gym.spaces.MultiDiscrete([32] * 6 + [8, 17])
     assert space.contains(action.astype(np.int64))
     moves = [heads.moves[i][c] for i, c in enumerate(choices)]
-    current = [*obs[D.OBS_CORES], np.log2(obs[D.OBS_BATCH]), obs[D.OBS_PREFETCH]]
+    current = [*obs[dynamics.OBS_CORES], np.log2(obs[dynamics.OBS_BATCH]), obs[dynamics.OBS_PREFETCH]]
     low = [1] * 6 + [6, 0]
     high = [32] * 6 + [13, 16]
     expected = np.clip(np.round(current).astype(int) + moves, low, high) - np.asarray([1] * 6 + [6, 0])
