@@ -82,3 +82,15 @@ def test_ratio_columns_pair_every_row_with_the_best_non_privileged_baseline(tmp_
     assert records["random"]["× oracle-greedy"]["reference"] == "oracle-greedy"
     assert records["random"]["× oracle-greedy"]["ratio"] < 1.0
     assert rows["random"]["× boredom-aware"] == "n/a"  # no boredom-aware row in this run
+
+
+def test_plot_takes_policies_missing_from_some_worlds(tmp_path):
+    # a trained agent runs only in the worlds it was trained in (the quick main job once crashed here)
+    import numpy as np
+
+    from benchmarks.experiments.movielens_policies import _plot
+
+    returns = {("dynamic", "random"): np.array([1.0, 2.0, 3.0]), ("dynamic", "a2c"): np.array([2.0, 3.0, 4.0]),
+               ("fairness", "random"): np.array([5.0, 6.0, 7.0])}
+    path = _plot(tmp_path / "plot.png", returns)
+    assert path is None or (tmp_path / "plot.png").stat().st_size > 0

@@ -188,9 +188,11 @@ def _plot(path: Path, returns: dict) -> Path | None:
     width = 0.8 / len(policies)
     fig, ax = plt.subplots(figsize=(2.2 * len(worlds) + 2, 4))
     for j, policy in enumerate(policies):
-        stats = [mean_ci(returns[w, policy]) for w in worlds]
+        # a policy may run in some worlds only (a trained agent: the worlds it was trained in)
+        present = [i for i, w in enumerate(worlds) if (w, policy) in returns]
+        stats = [mean_ci(returns[worlds[i], policy]) for i in present]
         ax.bar(
-            [i + (j - (len(policies) - 1) / 2) * width for i in range(len(worlds))],
+            [i + (j - (len(policies) - 1) / 2) * width for i in present],
             [m for m, _ in stats],
             width,
             yerr=[0.0 if math.isnan(h) else h for _, h in stats],
