@@ -14,7 +14,9 @@ explains each):
    CPU seconds per step, fitted as ``t_batch + B t_sample``.
 2. **Contention and memory in the running pipeline** (1 to ``max_workers`` workers per stage):
    how the CPU time per sample grows with workers beyond the cores gives the oversubscription
-   overhead ``kappa``; the pipeline's memory with one and with the most workers per stage gives
+   overhead ``kappa``, and the cores its processes keep busy against the cores free gives the
+   core efficiency (hand-offs between processes leave cores idle although work is queued);
+   the pipeline's memory with one and with the most workers per stage gives
    the base memory (trainer, launcher, shared pages) and each worker's, split across stages by
    the workers' unique set sizes.
 3. **Each stage alone** in ``c = 1 .. cores`` processes on prepared inputs: the loss of CPU
@@ -197,9 +199,10 @@ def measure_contention(pipeline: LivePipeline, config: CalibrationConfig, most: 
         runs = [pipeline.run_interval(config.interval_s) for _ in range(config.repeats)]
         per_sample = float(np.median([m.pipeline_cores / max(m.throughput, 1.0) for m in runs]))
         rows.append({"workers": workers * NUM_STAGES, "cpu_seconds_per_sample": per_sample,
-                     "other_cores": float(np.median([m.other_cores for m in runs]))})
-        log(f"  {workers * NUM_STAGES:3d} workers: {per_sample * 1e6:.3f} us CPU per sample "
-            f"(other load {rows[-1]['other_cores']:.2f} cores)")
+                     "other_cores": float(np.median([m.other_cores for m in runs])),
+                     "pipeline_cores": float(np.median([m.pipeline_cores for m in runs]))})
+        log(f"  {workers * NUM_STAGES:3d} workers: {per_sample * 1e6:.3f} us CPU per sample, "
+            f"{rows[-1]['pipeline_cores']:.2f} cores busy (other load {rows[-1]['other_cores']:.2f} cores)")
     return {"batch_size": batch_size, "rows": rows}
 
 
@@ -215,6 +218,23 @@ def fit_contention(rows: list[dict], cores: int, trainer_cpu_fraction: float = 1
     d = np.asarray([r["cpu_seconds_per_sample"] for r in rows], dtype=np.float64)
     (d0, slope), *_ = np.linalg.lstsq(np.stack([np.ones_like(excess), excess], axis=1), d, rcond=None)
     return float(np.clip(slope / d0, 0.0, 10.0)) if d0 > 0 else 0.0
+
+
+def fit_core_efficiency(rows: list[dict], cores: int) -> float:
+    """The fraction of the free cores the pipeline keeps busy when it has more work than cores.
+
+    The median over the contention rows with at least two workers per stage (every one of them
+    oversubscribes the cores, so work is always queued somewhere) of the cores the pipeline's
+    processes used over the cores the others left free, ``pipeline / (cores - other)``, clipped to
+    ``[0.05, 1]``. A work-conserving pipeline reads 1. Where other programs fill every idle
+    moment of the cores (a loaded machine), the cores they leave free are the ones the pipeline
+    used, and this reads 1 too: the idle gaps then show up as the neighbours' load instead.
+    """
+    ratios = [r["pipeline_cores"] / max(cores - r["other_cores"], 1e-3)
+              for r in rows if r["workers"] >= 2 * NUM_STAGES and "pipeline_cores" in r]
+    if not ratios:
+        return 1.0
+    return float(np.clip(np.median(ratios), 0.05, 1.0))
 
 
 def _fit_inverse(batch_sizes, values) -> tuple[float, float]:
@@ -445,9 +465,11 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
         contention = measure_contention(pipeline, config, most, log)
         memory = measure_memory(pipeline, config, most)
     kappa = fit_contention(contention["rows"], len(cpus))
+    efficiency = fit_core_efficiency(contention["rows"], len(cpus))
     elements = element_bytes(source, settings)
     base_gib, worker_gib = fit_memory(memory, settings.shuffle_buffer * elements[_SHUFFLE] / most / _GIB)
-    log(f"  oversubscription overhead kappa={kappa:.3f}; memory: {base_gib:.3f} GiB base + per worker "
+    log(f"  oversubscription overhead kappa={kappa:.3f}; core efficiency {efficiency:.3f}; "
+        f"memory: {base_gib:.3f} GiB base + per worker "
         f"{np.array2string(np.asarray(worker_gib) * 1024, precision=1)} MiB")
     log("3. each stage alone in 1..cores processes (Amdahl)")
     scaling = measure_scaling(source, config, cpus, log)
@@ -480,6 +502,7 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
         trainer_batch_seconds=t_batch,
         trainer_sample_seconds=max(t_sample, 1e-9),
         trainer_cpu_fraction=1.0,
+        core_efficiency=efficiency,
     )
     params = {"oversubscription_overhead": kappa, "oversubscription_basis": "demand"}
     metadata = {

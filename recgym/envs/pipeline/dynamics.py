@@ -120,6 +120,7 @@ class PipelineWorld:
     neighbour_cores: Any
     neighbour_p_on: Any
     neighbour_p_off: Any
+    core_efficiency: Any = 1.0
 
 
 class PipelineState(NamedTuple):
@@ -266,6 +267,7 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
             trainer_batch_seconds=full(prof.trainer_batch_seconds),
             trainer_sample_seconds=full(prof.trainer_sample_seconds),
             trainer_cpu_fraction=full(prof.trainer_cpu_fraction),
+            core_efficiency=full(prof.core_efficiency),
             event_cost_factor=per_stage(params.event_cost_factor),
             event_core_factor=full(params.event_core_factor),
             event_memory_factor=full(params.event_memory_factor),
@@ -296,6 +298,7 @@ def _sample_world(xp, params: PipelineParams, uniforms) -> PipelineWorld:
         trainer_batch_seconds=full(prof.trainer_batch_seconds),
         trainer_sample_seconds=full(prof.trainer_sample_seconds),
         trainer_cpu_fraction=full(prof.trainer_cpu_fraction),
+        core_efficiency=full(prof.core_efficiency),
         event_cost_factor=xp.where(is_event_stage, event_factor[..., None], 1.0).astype(xp.float32),
         event_core_factor=_uniform_range(xp, u[..., 25], rr.event_core_factor),
         event_memory_factor=_uniform_range(xp, u[..., 26], rr.event_memory_factor),
@@ -392,7 +395,7 @@ def performance(
     mu = model.trainer_rate(m, batch, world.trainer_batch_seconds, world.trainer_sample_seconds)
     slowdown = model.cpu_slowdown(
         m, basis, c, seconds, world.serial_fraction, world.io_samples_per_second, mu, world.trainer_cpu_fraction,
-        cond.available_cores, overhead, world.core_budget,
+        cond.available_cores, overhead, world.core_budget, world.core_efficiency,
     )
     caps = model.stage_capacities(m, c, seconds, world.serial_fraction, slowdown, world.io_samples_per_second)
     mu = model.shared_trainer_rate(m, mu, slowdown, world.trainer_cpu_fraction)

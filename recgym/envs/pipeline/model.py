@@ -153,6 +153,7 @@ def cpu_slowdown(
     available_cores,
     overhead=0.0,
     core_budget=None,
+    core_efficiency=1.0,
 ):
     """The oversubscription factor of an allocation on either basis (see the module docstring).
 
@@ -169,10 +170,15 @@ def cpu_slowdown(
         overhead: ``kappa``.
         core_budget: ``(...)`` the machine's cores (the ``"demand"`` basis' switching cost counts
             the workers beyond them; default ``available_cores``).
+        core_efficiency: ``(...)`` in ``(0, 1]``, the fraction of the available cores the
+            pipeline keeps busy when it has more work than cores
+            (:attr:`~recgym.envs.pipeline.params.PipelineProfile.core_efficiency`): the pipeline
+            runs on ``core_efficiency * available_cores``. 1 for a work-conserving pipeline.
 
     Returns:
         The factor every stage's capacity is multiplied by.
     """
+    available_cores = core_efficiency * available_cores
     workers = sum(stages(cores)) + trainer_cpu_fraction
     if basis == "allocated":
         return oversubscription_factor(xp, workers, available_cores, overhead)

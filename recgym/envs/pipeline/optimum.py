@@ -133,7 +133,8 @@ def optimal_config(xp, params: PipelineParams, world: PipelineWorld, cond: Condi
     mu = model.trainer_rate(xp, b, env(world.trainer_batch_seconds), env(world.trainer_sample_seconds))
     io, share = env(world.io_samples_per_second), env(world.trainer_cpu_fraction)
     slowdown = model.cpu_slowdown(xp, params.oversubscription_basis, cores, seconds, f, io, mu, share,
-                                  env(cond.available_cores), params.oversubscription_overhead, env(world.core_budget))
+                                  env(cond.available_cores), params.oversubscription_overhead, env(world.core_budget),
+                                  env(world.core_efficiency))
     caps = model.stage_capacities(xp, cores, seconds, f, slowdown, io)
     mu = model.shared_trainer_rate(xp, mu, slowdown, share)
     # Largest prefetch depth that fits next to this allocation.

@@ -136,7 +136,8 @@ def _require_static_int(field: str, value: Any, minimum: int) -> None:
 # ----------------------------------------------------------------------------- profile
 _PROFILE_STAGE_FIELDS = ("cpu_seconds_per_sample", "serial_fraction", "worker_memory_gib", "element_kib")
 _PROFILE_FLOAT_FIELDS = ("batch_overhead_seconds", "read_bandwidth_mib_s", "record_kib", "memory_gib",
-                         "trainer_memory_gib", "trainer_batch_seconds", "trainer_sample_seconds", "trainer_cpu_fraction")
+                         "trainer_memory_gib", "trainer_batch_seconds", "trainer_sample_seconds", "trainer_cpu_fraction",
+                         "core_efficiency")
 _PROFILE_INT_FIELDS = ("core_budget", "shuffle_buffer")
 
 
@@ -172,6 +173,12 @@ class PipelineProfile:
             ``[0, 1]``: 0 for an accelerator trainer (the default), 1 for a trainer computing on the
             CPU (the live pipeline on a machine without one) — it then competes with the workers
             for the cores and oversubscription slows it too.
+        core_efficiency: Fraction of the available cores the pipeline's processes keep busy when
+            they have more work than cores, in ``(0, 1]``: 1 (the default) for a work-conserving
+            pipeline; below 1 when hand-offs between worker processes leave cores idle although
+            work is queued (the live pipeline on two cores keeps about three quarters of them
+            busy). The model runs the pipeline on ``core_efficiency * available_cores``.
+            :mod:`recgym.envs.pipeline.calibrate` measures it.
     """
 
     cpu_seconds_per_sample: tuple[float, ...] = (20e-6, 60e-6, 150e-6, 10e-6, 8e-6, 5e-6)
@@ -188,6 +195,7 @@ class PipelineProfile:
     trainer_batch_seconds: float = 2e-3
     trainer_sample_seconds: float = 10e-6
     trainer_cpu_fraction: float = 0.0
+    core_efficiency: float = 1.0
 
     def __post_init__(self) -> None:
         for name in _PROFILE_STAGE_FIELDS:
@@ -215,6 +223,7 @@ class PipelineProfile:
         _require_in("trainer_batch_seconds", self.trainer_batch_seconds, low=0.0)
         _require_in("trainer_sample_seconds", self.trainer_sample_seconds, low=0.0, low_open=True)
         _require_in("trainer_cpu_fraction", self.trainer_cpu_fraction, low=0.0, high=1.0)
+        _require_in("core_efficiency", self.core_efficiency, low=0.0, high=1.0, low_open=True)
 
     @property
     def io_samples_per_second(self) -> float:

@@ -39,8 +39,8 @@ def test_coefficients_are_leaves_and_only_shape_settings_are_static():
     assert static == STATIC
     assert "scenario" not in {f.name for f in dataclasses.fields(PipelineParams)}
     # every profile and range value, every per-stage entry and every coefficient is a leaf:
-    # profile 4 per-stage fields + 10 scalars; 12 (low, high) ranges; 1 per-stage field + 13 scalars
-    assert len(jax.tree_util.tree_leaves(params)) == (4 * 6 + 10) + 12 * 2 + (6 + 13)
+    # profile 4 per-stage fields + 11 scalars; 12 (low, high) ranges; 1 per-stage field + 13 scalars
+    assert len(jax.tree_util.tree_leaves(params)) == (4 * 6 + 11) + 12 * 2 + (6 + 13)
     # the named scenarios share one tree structure (the scenario name is not in it)
     for name in SAME_STRUCTURE:
         assert jax.tree_util.tree_structure(make_params(name)) == treedef, name

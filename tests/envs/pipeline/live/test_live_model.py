@@ -25,7 +25,7 @@ from recgym.envs.pipeline.params import (
 SMALL = dict(max_cores_per_stage=3, min_batch_log2=6, max_batch_log2=8, max_prefetch=3, initial_batch_log2=6)
 
 
-def _world(rng, params, share):
+def _world(rng, params, share, efficiency=1.0):
     """A random small machine with CPU-bound stages (costs of a live pipeline's order)."""
     world = dynamics.sample_world(np, params, rng.random(dynamics.WORLD_UNIFORMS, dtype=np.float32))
     f32 = np.float32
@@ -44,6 +44,7 @@ def _world(rng, params, share):
         "trainer_batch_seconds": f32(rng.uniform(1e-4, 1e-3)),
         "trainer_sample_seconds": f32(rng.uniform(5e-7, 3e-6)),
         "trainer_cpu_fraction": f32(share),
+        "core_efficiency": f32(efficiency),
     })
 
 
@@ -65,12 +66,13 @@ def _brute_force(params, world, cond):
     return best
 
 
+@pytest.mark.parametrize("efficiency", [1.0, 0.6])
 @pytest.mark.parametrize("share", [0.0, 1.0])
 @pytest.mark.parametrize("overhead", [0.0, 0.05])
 @pytest.mark.parametrize("seed", range(4))
-def test_optimum_equals_brute_force_on_the_demand_basis(seed, overhead, share):
+def test_optimum_equals_brute_force_on_the_demand_basis(seed, overhead, share, efficiency):
     params = make_params("steady", oversubscription_basis="demand", oversubscription_overhead=overhead, **SMALL)
-    world = _world(np.random.default_rng(seed), params, share)
+    world = _world(np.random.default_rng(seed), params, share, efficiency)
     cond = dynamics.conditions(np, world, np.asarray(False), np.asarray(False))
     best = optimum.optimal_config(np, params, world, cond)
     expected = _brute_force(params, world, cond)
@@ -99,6 +101,32 @@ def test_a_cpu_bound_pipeline_delivers_cores_over_cpu_seconds_per_sample():
         demand = sum(world.cpu_seconds) + world.trainer_sample_seconds
         # The M/M/1/K factor of a 16-deep buffer is ~1; the trainer's single core caps at 1/t_sample.
         assert perf.throughput == pytest.approx(min(available / demand, 1e6), rel=0.02)
+
+
+@pytest.mark.parametrize("efficiency", [1.0, 0.75, 0.3])
+def test_core_efficiency_scales_a_cpu_bound_pipeline_and_nothing_else(efficiency):
+    """The pipeline runs on ``efficiency * available`` cores: a CPU-bound pipeline (its trainer on
+    the cores) delivers ``efficiency`` times as much; one that needs less than that is unchanged."""
+    _, world = _cpu_bound_world(1.0)
+    lean = dataclasses.replace(world, core_efficiency=efficiency)
+    for available in (0.5, 2.0):
+        cond = dynamics.Conditions(list(world.cpu_seconds), available, 1e6)
+        full = dynamics.performance(np, world, cond, [4] * NUM_STAGES, 10, 16, 0.0, "demand")
+        partial = dynamics.performance(np, lean, cond, [4] * NUM_STAGES, 10, 16, 0.0, "demand")
+        assert partial.throughput == pytest.approx(efficiency * full.throughput, rel=1e-5)
+    # A trainer capped by its own single core (1,000 samples/s: one core busy) on four free cores:
+    # even 0.3 of them (1.2) serve its demand, so the efficiency changes nothing.
+    slow = dataclasses.replace(world, trainer_sample_seconds=1e-3)
+    cond = dynamics.Conditions(list(world.cpu_seconds), 4.0, 1e6)
+    assert dynamics.performance(np, dataclasses.replace(slow, core_efficiency=efficiency), cond, [4] * NUM_STAGES,
+                                10, 16, 0.0, "demand").throughput == pytest.approx(
+        dynamics.performance(np, slow, cond, [4] * NUM_STAGES, 10, 16, 0.0, "demand").throughput, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, float("nan")])
+def test_core_efficiency_outside_zero_one_is_refused(bad):
+    with pytest.raises(ValueError, match="core_efficiency"):
+        PipelineProfile(core_efficiency=bad)
 
 
 def test_blocked_workers_cost_nothing_on_the_demand_basis_but_everything_on_the_allocated():
@@ -142,6 +170,7 @@ profiles = st.builds(
     core_budget=st.integers(1, 64),
     trainer_cpu_fraction=st.floats(0.0, 1.0),
     trainer_batch_seconds=st.floats(0.0, 0.1),
+    core_efficiency=st.floats(0.05, 1.0),
 )
 
 
@@ -168,6 +197,16 @@ def test_gym_make_simulates_a_profile_file(tmp_path):
     # An explicit override wins over the file's value.
     env = gym.make("RecGym-Pipeline-v0", profile=path, oversubscription_overhead=0.5)
     assert env.unwrapped.params.oversubscription_overhead == 0.5
+
+
+def test_a_profile_file_from_before_core_efficiency_loads_work_conserving(tmp_path):
+    """Profiles written before the field existed carry no ``core_efficiency``: they read as 1."""
+    path = save_profile(tmp_path / "p.json", PipelineProfile(core_budget=2, core_efficiency=0.7),
+                        {"oversubscription_basis": "demand"})
+    raw = json.loads(path.read_text())
+    del raw["profile"]["core_efficiency"]
+    path.write_text(json.dumps(raw))
+    assert load_profile(path).profile.core_efficiency == 1.0
 
 
 def test_bad_profile_files_raise_naming_the_file_and_field(tmp_path):
