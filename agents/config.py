@@ -37,6 +37,7 @@ __all__ = [
     "flag_name",
     "load_config",
     "parse_config",
+    "parse_flags",
     "save_config",
 ]
 
@@ -204,15 +205,33 @@ def parse_config(config_class: type[ConfigT], argv: Sequence[str] | None = None,
         SystemExit: Bad flags (argparse's message), or a value the config rejects (its
             ``ValueError`` message, which names the field).
     """
-    parser = build_parser(config_class, prog=prog)
-    namespace = parser.parse_args(argv)
-    given = set(vars(_explicit_parser(parser).parse_args(argv)))
-    values = {name: (tuple(v) if isinstance(v, list) else v) for name, v in vars(namespace).items()}
+    values, given, parser = parse_flags(config_class, argv, prog=prog)
     try:
         return config_class(**values), given
     except ValueError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+
+
+def parse_flags(config_class: type, argv: Sequence[str] | None = None,
+                prog: str | None = None) -> tuple[dict[str, Any], set[str], argparse.ArgumentParser]:
+    """Parse a command line into field values, without building (validating) the config.
+
+    For callers that combine the flags with other values first (e.g. a resumed run's saved
+    config) and validate the result.
+
+    Returns:
+        ``(values, given, parser)``: ``{field: value}`` of every field (defaults included), the
+        names of the fields given explicitly, and the parser (for ``parser.error``).
+
+    Raises:
+        SystemExit: Bad flags (argparse's message).
+    """
+    parser = build_parser(config_class, prog=prog)
+    namespace = parser.parse_args(argv)
+    given = set(vars(_explicit_parser(parser).parse_args(argv)))
+    values = {name: (tuple(v) if isinstance(v, list) else v) for name, v in vars(namespace).items()}
+    return values, given, parser
 
 
 def _explicit_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

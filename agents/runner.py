@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from agents.checkpoint import Checkpointer, abstract_like
-from agents.config import load_config, parse_config, save_config
+from agents.config import load_config, parse_flags, save_config
 from agents.logging import TrainingLogger
 from agents.parallel import PARALLEL_MODES, to_local
 from recgym.core import is_int, require
@@ -218,19 +218,27 @@ def resolve_config(config_class: type[ConfigT], argv: Sequence[str] | None, prog
     (``coordinator``, ``process_id``).
 
     Raises:
-        SystemExit: A flag disagrees with the saved config (naming both values).
+        SystemExit: Bad flags or values (naming the field), or a flag that disagrees with the
+            saved config (naming both values).
     """
-    config, given = parse_config(config_class, argv, prog=prog)
-    if not config.resume:
-        return config
-    saved = load_config(config_class, Path(config.resume) / CONFIG_FILE)
-    conflicts = {name: (getattr(config, name), getattr(saved, name)) for name in given
-                 if name not in _RESUME_OVERRIDABLE and getattr(config, name) != getattr(saved, name)}
-    if conflicts:
-        shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})" for name, (mine, theirs) in sorted(conflicts.items()))
-        raise SystemExit(f"--resume {config.resume}: flags disagree with the saved config: {shown}")
-    kept = {name: getattr(config, name) for name in _RESUME_OVERRIDABLE if hasattr(config, name)}
-    return dataclasses.replace(saved, **(kept | {"out": config.resume}))
+    values, given, parser = parse_flags(config_class, argv, prog=prog)
+    try:
+        if not values["resume"]:
+            return config_class(**values)
+        # the flags alone need not form a valid config (e.g. --process-id without --parallel):
+        # only the saved config with the overridable flags applied is validated
+        saved = load_config(config_class, Path(values["resume"]) / CONFIG_FILE)
+        conflicts = {name: (values[name], getattr(saved, name)) for name in given
+                     if name not in _RESUME_OVERRIDABLE and values[name] != getattr(saved, name)}
+        if conflicts:
+            shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})"
+                              for name, (mine, theirs) in sorted(conflicts.items()))
+            raise SystemExit(f"--resume {values['resume']}: flags disagree with the saved config: {shown}")
+        kept = {name: values[name] for name in _RESUME_OVERRIDABLE if name in values}
+        return dataclasses.replace(saved, **(kept | {"out": values["resume"]}))
+    except ValueError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits
 
 
 def run_training(config: Any, training: Any, nan_hint: str = "") -> Any:
