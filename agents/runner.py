@@ -120,7 +120,8 @@ class RunConfig:
         require(lambda v: bool(v) == (self.num_processes > 1), "coordinator", self.coordinator,
                 "given (host:port) exactly when num_processes > 1: give --coordinator, --num-processes and "
                 f"--process-id together (num_processes={self.num_processes})")
-        require(_is_host_port, "coordinator", self.coordinator or "host:1", "host:port with a port in [1, 65535]")
+        require(lambda v: not v or _is_host_port(v), "coordinator", self.coordinator,
+                "host:port with a port in [1, 65535]")
         require(lambda v: self.num_processes == 1 or v == "shard_map", "parallel", self.parallel,
                 f"'shard_map' with num_processes={self.num_processes} (jax.pmap runs in one process only)")
         require(lambda v: v >= self.steps_per_update, "total_steps", self.total_steps,
