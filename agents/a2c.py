@@ -52,10 +52,17 @@ from agents.networks import (
     standardisation,
 )
 from agents.optim import OPTIMIZERS, make_optimizer
-from agents.parallel import PARALLEL_MODES, DeviceAxis, data_parallel
+from agents.parallel import DeviceAxis, data_parallel
 from agents.returns import gae
-from agents.runner import CHECKPOINT_DIR, CONFIG_FILE, resolve_config, run_training  # noqa: F401 (re-exported)
-from recgym.core import EnvCarry
+from agents.runner import (  # noqa: F401 (CHECKPOINT_DIR and CONFIG_FILE re-exported)
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    RunConfig,
+    initialize_processes,
+    resolve_config,
+    run_training,
+)
+from recgym.core import EnvCarry, is_int, require
 
 __all__ = [
     "A2CConfig",
@@ -71,19 +78,19 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class A2CConfig:
+class A2CConfig(RunConfig):
     """Advantage actor-critic on a recgym recommender environment (one field per command-line flag).
+
+    The run-control fields (seed, total_steps, devices and processes, checkpoints, out, resume,
+    progress) are inherited from :class:`agents.runner.RunConfig`.
 
     Attributes:
         env: Registered recgym environment id to train on (its preset and time limit).
         dataset: MovieLens dataset name or path (see recgym.datasets), or "synthetic".
         slate_size: Items recommended per step: 1 for single items, k > 1 for slates of k
             distinct items.
-        seed: Seed of everything random in training: parameters, environments, actions.
-        total_steps: Environment steps to train for, all environments and devices together
-            (rounded down to whole updates).
-        num_envs: Environments stepped in parallel, all devices together (divisible by
-            num_devices).
+        num_envs: Environments stepped in parallel, all devices and processes together
+            (divisible by num_devices * num_processes).
         rollout_steps: Steps per environment between updates: the n of the n-step returns.
         gamma: Discount factor of the returns.
         gae_lambda: GAE trace decay: 1 gives n-step returns, 0 one-step TD errors.
@@ -108,31 +115,16 @@ class A2CConfig:
             0 learns from a uniform policy.
         mask_served: Never serve an item twice in an episode (from the agent's own memory of
             what it served, not from the env).
-        num_devices: Devices to train on, gradients averaged across them (force N CPU devices
-            with JAX_NUM_CPU_DEVICES=N or jax.config.update("jax_num_cpu_devices", N)).
-        parallel: How several devices run the step: "pmap" or "shard_map".
-        updates_per_call: Updates compiled into one call; the progress bar, the learning curve
-            and checkpoints advance between calls.
-        checkpoint_every: Save a checkpoint every this many updates (a multiple of
-            updates_per_call; 0: only at the end).
-        keep_checkpoints: Most recent checkpoints kept on disk.
-        out: Run folder: config, checkpoints, learning curve, evaluation ("" writes nothing).
-        resume: Folder of an interrupted run to continue from its last checkpoint; its saved
-            config is used (other flags must agree with it).
         eval_episodes: Episodes of held-out (test) users the trained agent is evaluated on at
             the end, with the harness and episodes of every baseline (0: no evaluation).
         eval_seed: Base seed of the evaluation episodes (0: the episodes of the results tables).
         eval_baselines: Baselines evaluated on the same episodes for comparison (names of
             recgym.evaluation.BASELINES or recgym.recommenders.simulator_policy.RECOMMENDER_POLICIES).
-        progress: Show a progress bar.
-        tensorboard: Also write TensorBoard logs (when tensorboardX or torch is installed).
     """
 
     env: str = "RecGym-MovieLens-v0"
     dataset: str = "ml-latest-small"
     slate_size: int = 1
-    seed: int = 0
-    total_steps: int = 5_000_000
     num_envs: int = 256
     rollout_steps: int = 16
     gamma: float = 0.99
@@ -152,71 +144,42 @@ class A2CConfig:
     logged_item_statistics: bool = True
     warm_start: float = 0.0
     mask_served: bool = True
-    num_devices: int = 1
-    parallel: str = "pmap"
-    updates_per_call: int = 50
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    out: str = ""
-    resume: str = ""
     eval_episodes: int = 610
     eval_seed: int = 0
     eval_baselines: tuple[str, ...] = ("most-popular", "popularity (IMDB weighted)", "matrix factorization",
                                        "oracle-greedy", "boredom-aware")
-    progress: bool = True
-    tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        positive_ints = ("slate_size", "total_steps", "num_envs", "rollout_steps", "embedding_dim", "num_devices",
-                         "updates_per_call", "keep_checkpoints")
-        for name in positive_ints:
-            _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, getattr(self, name),
-                     "an integer >= 1")
-        for name in ("checkpoint_every", "eval_episodes", "eval_seed", "seed"):
-            _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name, getattr(self, name),
-                     "an integer >= 0")
+        super().__post_init__()
+        for name in ("slate_size", "num_envs", "rollout_steps", "embedding_dim"):
+            require(lambda v: is_int(v) and v >= 1, name, getattr(self, name), "an integer >= 1")
+        for name in ("eval_episodes", "eval_seed"):
+            require(lambda v: is_int(v) and v >= 0, name, getattr(self, name), "an integer >= 0")
         for name in ("gamma", "gae_lambda"):
-            _require(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "in [0, 1]")
+            require(lambda v: 0.0 <= v <= 1.0, name, getattr(self, name), "in [0, 1]")
         for name in ("learning_rate", "max_grad_norm", "reward_scale"):
-            _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
-                     "finite and > 0")
+            require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "warm_start"):
-            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
-                     "finite and >= 0")
-        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        _require(self.activation in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
-        _require(self.parallel in PARALLEL_MODES, "parallel", self.parallel, f"one of {PARALLEL_MODES}")
-        _require(len(self.hidden_sizes) >= 1 and all(isinstance(h, int) and h >= 1 for h in self.hidden_sizes),
-                 "hidden_sizes", self.hidden_sizes, "one or more integers >= 1")
-        _require(self.num_envs % self.num_devices == 0, "num_envs", self.num_envs,
-                 f"divisible by num_devices={self.num_devices}")
-        _require(self.checkpoint_every % self.updates_per_call == 0, "checkpoint_every", self.checkpoint_every,
-                 f"a multiple of updates_per_call={self.updates_per_call}")
-        _require(not self.warm_start or self.logged_item_statistics, "warm_start", self.warm_start,
-                 "0 without logged_item_statistics (the warm start reads the logged item bias)")
-        _require(self.total_steps >= self.steps_per_update, "total_steps", self.total_steps,
-                 f">= num_envs * rollout_steps = {self.steps_per_update} (one update)")
+            require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
+        require(lambda v: v in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        require(lambda v: v in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
+        require(lambda v: len(v) >= 1 and all(is_int(h) and h >= 1 for h in v), "hidden_sizes", self.hidden_sizes,
+                "one or more integers >= 1")
+        require(lambda v: v % self.total_devices == 0, "num_envs", self.num_envs,
+                f"divisible by num_devices * num_processes = {self.total_devices}")
+        require(lambda v: not v or self.logged_item_statistics, "warm_start", self.warm_start,
+                "0 without logged_item_statistics (the warm start reads the logged item bias)")
 
     @property
     def steps_per_update(self) -> int:
         """Environment steps per update: ``num_envs * rollout_steps``."""
         return self.num_envs * self.rollout_steps
 
-    @property
-    def num_updates(self) -> int:
-        """Updates of the whole run: ``total_steps // steps_per_update``."""
-        return self.total_steps // self.steps_per_update
-
 
 def _variance(x: jax.Array, axis: DeviceAxis) -> jax.Array:
     """Variance of ``x`` over the global batch (every device's share)."""
     mean = axis.mean(jnp.mean(x))
     return axis.mean(jnp.mean((x - mean) ** 2))
-
-
-def _require(ok: bool, field: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"{field} must be {expected}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------ state
@@ -550,7 +513,7 @@ class A2CTraining:
     def __call__(self, key: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
         """``train(key)``: initialise from ``key`` and run every update of the config."""
         state = self.init(key)
-        if self.config.num_devices == 1:  # pure: jittable and vmappable as a whole
+        if self.config.single_device:  # pure: jittable and vmappable as a whole
             learner, actors, metrics = self._block(DeviceAxis(), self.env_params, state.learner, state.actors,
                                                    num_updates=self.config.num_updates)
             return TrainState(learner=learner, actors=actors), metrics
@@ -667,10 +630,17 @@ def evaluate_against_baselines(policy: Any, config: A2CConfig, n_episodes: int, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m agents.a2c --help``)."""
+    """Command-line entry point (``python -m agents.a2c --help``).
+
+    With ``--num-processes N`` every process runs this with the same flags but ``--process-id``;
+    they join (``jax.distributed``) before anything touches a device, and process 0 reports.
+    """
     config = _resolve_config(argv)
+    initialize_processes(config)
     start = time.perf_counter()
     training, state = train_run(config)
+    if config.process_id != 0:
+        return 0
     print(f"trained {config.num_updates * config.steps_per_update:,} steps in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     if config.eval_episodes:

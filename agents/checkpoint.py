@@ -7,6 +7,12 @@ and, separately, what a trained policy needs (parameters and the network's const
 restores without the training code — beside a JSON item of metadata (the config, the observation
 size). Checkpoints are numbered by update; orbax writes each to a temporary folder and renames it
 when complete, so an interrupted save never leaves a checkpoint that restores.
+
+In a multi-process run (``jax.distributed``) every process calls :meth:`Checkpointer.save` and
+:meth:`Checkpointer.restore` with the same tree, as orbax's ``CheckpointManager`` requires (it
+synchronises the processes around each save): each process writes the shards its devices hold
+(one replica of each), process 0 writes the metadata and commits the one checkpoint folder, and
+every process restores the whole tree. The folder must be on a file system every process sees.
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from agents.parallel import to_global, to_local
 
 __all__ = ["Checkpointer", "abstract_like"]
 
@@ -53,6 +63,33 @@ def _empty_again(restored: Any, target: Any) -> Any:
         lambda leaf, want: jnp.zeros(want.shape, want.dtype) if _is_empty(want) else leaf, restored, target)
 
 
+def _everywhere() -> NamedSharding:
+    """Replicated over every device of every process (how local leaves are saved and restored)."""
+    return NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), PartitionSpec())
+
+
+def _as_global(tree: Any) -> Any:
+    """Several processes: local leaves as global replicated arrays (orbax refuses host-local
+    arrays there); global leaves (a training step's outputs) as they are. One process: unchanged."""
+    if jax.process_count() == 1:
+        return tree
+    everywhere = _everywhere()
+    return jax.tree_util.tree_map(
+        lambda x: x if isinstance(x, jax.Array) and not x.is_fully_addressable else to_global(x, everywhere), tree)
+
+
+def _restore_target(tree: Any) -> Any:
+    """The restore target with a sharding on every leaf: one local device in a single-process run,
+    replicated on every device with several processes (each restores the whole tree).
+
+    Without one orbax would reuse the sharding saved in the checkpoint, which names devices of the
+    run that wrote it (e.g. 2 devices, or another process) and fails elsewhere.
+    """
+    where = (jax.sharding.SingleDeviceSharding(jax.local_devices()[0]) if jax.process_count() == 1
+             else _everywhere())
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), tree)
+
+
 class Checkpointer:
     """Numbered checkpoints in ``directory`` (an ``ocp.CheckpointManager``).
 
@@ -80,7 +117,7 @@ class Checkpointer:
         """
         if "metadata" in items:
             raise ValueError("'metadata' is reserved for the JSON metadata item")
-        args = {name: ocp.args.StandardSave(_fill_empty(tree)) for name, tree in items.items()}
+        args = {name: ocp.args.StandardSave(_as_global(_fill_empty(tree))) for name, tree in items.items()}
         self._manager.save(int(step), args=ocp.args.Composite(metadata=ocp.args.JsonSave(metadata), **args))
         self._manager.wait_until_finished()
 
@@ -115,15 +152,16 @@ class Checkpointer:
             step: Which checkpoint.
 
         Returns:
-            ``{name: pytree}``.
+            ``{name: pytree}`` of local arrays (in a multi-process run, the whole tree on every
+            process).
 
         Raises:
             FileNotFoundError: No such checkpoint.
         """
         chosen = self._step(step)
-        args = {name: ocp.args.StandardRestore(_fill_empty(tree)) for name, tree in items.items()}
+        args = {name: ocp.args.StandardRestore(_restore_target(_fill_empty(tree))) for name, tree in items.items()}
         restored = self._manager.restore(chosen, args=ocp.args.Composite(**args))
-        return {name: _empty_again(restored[name], items[name]) for name in items}
+        return {name: _empty_again(to_local(restored[name]), items[name]) for name in items}
 
     def close(self) -> None:
         """Finish pending writes and release the manager."""

@@ -6,6 +6,10 @@ field per hyper-parameter). That docstring is the single source of the field doc
 it, :func:`build_parser` turns it into ``--help`` text, and :func:`config_table` into the Markdown
 table of the docs. A field without a doc is an error, so the three cannot drift apart.
 
+A config may inherit fields from a base dataclass (e.g. :class:`agents.runner.RunConfig`, the
+run-control fields every agent shares): each class documents the fields it declares, and the
+class's own fields are listed before the inherited ones (in ``--help``, in a group of their own).
+
 Field types map to flags as follows: ``int`` / ``float`` / ``str`` take one value (``int`` accepts
 ``20_000_000``); ``bool`` gives ``--flag`` / ``--no-flag``; ``tuple[int, ...]`` takes one or more
 values; a field whose default is ``None`` takes its type's value or the word ``none``.
@@ -33,6 +37,7 @@ __all__ = [
     "flag_name",
     "load_config",
     "parse_config",
+    "parse_flags",
     "save_config",
 ]
 
@@ -41,21 +46,28 @@ ConfigT = TypeVar("ConfigT")
 _ATTRIBUTE_LINE = re.compile(r"^(\s*)(\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
 
 
-def field_docs(config_class: type) -> dict[str, str]:
-    """The doc of every field, parsed from the ``Attributes:`` section of the class docstring.
+def _field_groups(config_class: type) -> list[tuple[type, list[str]]]:
+    """``(class, field names)``: the config class first, then its dataclass bases, nearest first.
 
-    Args:
-        config_class: A dataclass whose docstring has a Google-style ``Attributes:`` section.
-
-    Returns:
-        ``{field name: one-line doc}`` in field order (continuation lines joined with spaces).
-
-    Raises:
-        TypeError: ``config_class`` is not a dataclass, or a field has no doc.
+    A field belongs to the most basic class that declares it, so a subclass that only changes an
+    inherited field's default leaves it in its base's group.
     """
-    if not dataclasses.is_dataclass(config_class):
-        raise TypeError(f"{config_class!r} is not a dataclass")
-    lines = inspect.cleandoc(config_class.__doc__ or "").splitlines()
+    classes = [cls for cls in config_class.__mro__ if dataclasses.is_dataclass(cls)]
+    home: dict[str, type] = {}
+    for f in dataclasses.fields(config_class):
+        home[f.name] = [cls for cls in classes if f.name in cls.__dict__.get("__annotations__", {})][-1]
+    return [(cls, names) for cls in classes if (names := [n for n, c in home.items() if c is cls])]
+
+
+def _display_order(config_class: type) -> list[dataclasses.Field]:
+    """The fields in the order shown to users: the class's own first, then inherited ones."""
+    by_name = {f.name: f for f in dataclasses.fields(config_class)}
+    return [by_name[name] for _, names in _field_groups(config_class) for name in names]
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``{name: doc}`` of the ``Attributes:`` section of ``cls``'s own docstring."""
+    lines = inspect.cleandoc(cls.__dict__.get("__doc__") or "").splitlines()
     docs: dict[str, str] = {}
     inside, entry_indent, current = False, None, None
     for line in lines:
@@ -72,7 +84,32 @@ def field_docs(config_class: type) -> dict[str, str]:
             docs[current] = match.group(3).strip()
         elif current is not None and line.strip():
             docs[current] = f"{docs[current]} {line.strip()}".strip()
-    names = [f.name for f in dataclasses.fields(config_class)]
+    return docs
+
+
+def field_docs(config_class: type) -> dict[str, str]:
+    """The doc of every field, parsed from the ``Attributes:`` section of the class docstring.
+
+    An inherited field is documented by the class that declares it (a subclass may document it
+    again to override the text).
+
+    Args:
+        config_class: A dataclass whose docstring has a Google-style ``Attributes:`` section.
+
+    Returns:
+        ``{field name: one-line doc}`` in display order (the class's own fields, then inherited
+        ones; continuation lines joined with spaces).
+
+    Raises:
+        TypeError: ``config_class`` is not a dataclass, or a field has no doc.
+    """
+    if not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"{config_class!r} is not a dataclass")
+    docs: dict[str, str] = {}
+    for cls in reversed(config_class.__mro__):  # nearest class last: its docs win
+        if dataclasses.is_dataclass(cls):
+            docs |= {name: doc for name, doc in _attribute_docs(cls).items() if doc}
+    names = [f.name for f in _display_order(config_class)]
     missing = [name for name in names if not docs.get(name)]
     if missing:
         raise TypeError(f"{config_class.__name__} fields without a doc in its Attributes section: {missing}")
@@ -125,21 +162,27 @@ def build_parser(config_class: type, prog: str | None = None, description: str |
         prog=prog, description=description or summary,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for f in dataclasses.fields(config_class):
+    groups = {}
+    for cls, names in _field_groups(config_class)[1:]:  # inherited fields under their class's summary
+        title = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+        group = parser.add_argument_group(title)
+        groups |= dict.fromkeys(names, group)
+    for f in _display_order(config_class):
         annotation = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         inner = _optional_inner(annotation)
         kind = inner if inner is not None else annotation
         flag = flag_name(f.name)
         help_text = docs[f.name].replace("%", "%%")
+        target = groups.get(f.name, parser)
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(kind) is tuple:
             element = typing.get_args(kind)[0]
-            parser.add_argument(flag, type=element, nargs="+", default=default, help=help_text,
+            target.add_argument(flag, type=element, nargs="+", default=default, help=help_text,
                                 metavar=element.__name__.upper())
         elif kind in (int, float, str):
-            parser.add_argument(flag, type=_parse_scalar(kind, inner is not None), default=default,
+            target.add_argument(flag, type=_parse_scalar(kind, inner is not None), default=default,
                                 help=help_text, metavar=kind.__name__.upper())
         else:
             raise TypeError(f"{config_class.__name__}.{f.name}: unsupported field type {annotation!r}")
@@ -162,15 +205,33 @@ def parse_config(config_class: type[ConfigT], argv: Sequence[str] | None = None,
         SystemExit: Bad flags (argparse's message), or a value the config rejects (its
             ``ValueError`` message, which names the field).
     """
-    parser = build_parser(config_class, prog=prog)
-    namespace = parser.parse_args(argv)
-    given = set(vars(_explicit_parser(parser).parse_args(argv)))
-    values = {name: (tuple(v) if isinstance(v, list) else v) for name, v in vars(namespace).items()}
+    values, given, parser = parse_flags(config_class, argv, prog=prog)
     try:
         return config_class(**values), given
     except ValueError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+
+
+def parse_flags(config_class: type, argv: Sequence[str] | None = None,
+                prog: str | None = None) -> tuple[dict[str, Any], set[str], argparse.ArgumentParser]:
+    """Parse a command line into field values, without building (validating) the config.
+
+    For callers that combine the flags with other values first (e.g. a resumed run's saved
+    config) and validate the result.
+
+    Returns:
+        ``(values, given, parser)``: ``{field: value}`` of every field (defaults included), the
+        names of the fields given explicitly, and the parser (for ``parser.error``).
+
+    Raises:
+        SystemExit: Bad flags (argparse's message).
+    """
+    parser = build_parser(config_class, prog=prog)
+    namespace = parser.parse_args(argv)
+    given = set(vars(_explicit_parser(parser).parse_args(argv)))
+    values = {name: (tuple(v) if isinstance(v, list) else v) for name, v in vars(namespace).items()}
+    return values, given, parser
 
 
 def _explicit_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -225,10 +286,10 @@ def load_config(config_class: type[ConfigT], path: str | Path) -> ConfigT:
 
 
 def config_table(config_class: type) -> str:
-    """The fields as a Markdown table: flag, default, meaning (for the docs)."""
+    """The fields as a Markdown table: flag, default, meaning (for the docs), in display order."""
     docs = field_docs(config_class)
     lines = ["| flag | default | meaning |", "| --- | --- | --- |"]
-    for f in dataclasses.fields(config_class):
+    for f in _display_order(config_class):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         lines.append(f"| `{flag_name(f.name)}` | `{shown}` | {docs[f.name]} |")

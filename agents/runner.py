@@ -1,15 +1,19 @@
 """The command-line training loop every agent shares: config from flags or a run folder, blocks of
-jitted updates, the learning-curve log, checkpoints and ``--resume``.
+jitted updates, the learning-curve log, checkpoints, ``--resume`` and multi-process runs.
 
-An agent provides a frozen config dataclass (:mod:`agents.config`) with the run fields below and a
-training object; :func:`run_training` does the rest, the same way for :mod:`agents.a2c` and
-:mod:`agents.tuner`.
+An agent's config is a frozen dataclass (:mod:`agents.config`) that inherits the run-control
+fields of :class:`RunConfig` (seed, budget, devices, processes, checkpoints, run folder, output)
+and adds its own; with a training object, :func:`run_training` does the rest, the same way for
+:mod:`agents.a2c` and :mod:`agents.tuner`. The training object answers ``init(key) -> state``,
+``run(state, n_updates) -> (state, metrics)``, ``checkpoint_items(state)`` and
+``checkpoint_metadata()``; its state has ``state.learner.update`` (updates done).
 
-Config fields read here: ``out``, ``resume``, ``seed``, ``num_updates``, ``steps_per_update``,
-``updates_per_call``, ``checkpoint_every``, ``keep_checkpoints``, ``progress``, ``tensorboard``.
-The training object answers ``init(key) -> state``, ``run(state, n_updates) -> (state,
-metrics)``, ``checkpoint_items(state)`` and ``checkpoint_metadata()``; its state has
-``state.learner.update`` (updates done).
+Several processes (``num_processes > 1``, e.g. one per host) train as one: every process calls
+:func:`initialize_processes` first (``jax.distributed.initialize``), then runs the same loop on
+the same config; the device step spans every process's devices (:mod:`agents.parallel`), all
+processes take part in each checkpoint (orbax coordinates them; process 0 writes the metadata
+and commits), and only process 0 writes the config, the learning curve and TensorBoard logs,
+shows the progress bar and evaluates.
 """
 
 from __future__ import annotations
@@ -24,20 +28,161 @@ import jax
 import numpy as np
 
 from agents.checkpoint import Checkpointer, abstract_like
-from agents.config import load_config, parse_config, save_config
+from agents.config import load_config, parse_flags, save_config
 from agents.logging import TrainingLogger
+from agents.parallel import PARALLEL_MODES, to_local
+from recgym.core import is_int, require
 
-__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "check_finite", "resolve_config", "run_training"]
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "RunConfig",
+    "check_finite",
+    "initialize_processes",
+    "resolve_config",
+    "run_training",
+]
 
 CHECKPOINT_DIR = "checkpoints"
 """Sub-folder of a run's ``out`` folder holding its checkpoints."""
 CONFIG_FILE = "config.json"
 """File of a run's ``out`` folder holding its config (read back by ``--resume``)."""
 
-# flags that may differ between a run and its resumption (where and how it reports, not what it trains)
-_RESUME_OVERRIDABLE = ("resume", "out", "progress", "tensorboard")
+# flags that may differ between a run and its resumption (where and how it reports or which process
+# it is, not what it trains)
+_RESUME_OVERRIDABLE = ("resume", "out", "progress", "tensorboard", "coordinator", "process_id")
 
 ConfigT = TypeVar("ConfigT")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Run control shared by every agent's config: seed, budget, devices, processes, checkpoints, output.
+
+    An agent's config inherits these fields (its flags are listed after the agent's own in
+    ``--help``) and must define ``steps_per_update``; ``__post_init__`` validates them (a subclass
+    that adds checks calls ``super().__post_init__()``).
+
+    Attributes:
+        seed: Seed of everything random in training: parameters, environments, actions.
+        total_steps: Environment steps to train for, all environments, devices and processes
+            together (rounded down to whole updates).
+        num_devices: Devices per process to train on, gradients averaged across every process's
+            devices (force N CPU devices with JAX_NUM_CPU_DEVICES=N or
+            jax.config.update("jax_num_cpu_devices", N)).
+        parallel: How several devices run the step: "pmap" or "shard_map" (several processes
+            need "shard_map").
+        updates_per_call: Updates compiled into one call; the progress bar, the learning curve
+            and checkpoints advance between calls.
+        checkpoint_every: Save a checkpoint every this many updates (a multiple of
+            updates_per_call; 0: only at the end).
+        keep_checkpoints: Most recent checkpoints kept on disk.
+        out: Run folder: config, checkpoints, learning curve, evaluation ("" writes nothing);
+            with several processes, a folder every process sees (shared file system).
+        resume: Folder of an interrupted run to continue from its last checkpoint; its saved
+            config is used (other flags must agree with it, but for out, progress, tensorboard,
+            coordinator and process_id).
+        progress: Show a progress bar (process 0 only).
+        tensorboard: Also write TensorBoard logs (when tensorboardX or torch is installed).
+        coordinator: host:port of process 0's coordinator service for a multi-process run
+            (jax.distributed); "" for one process.
+        num_processes: Processes training together (e.g. one per host), each on num_devices of its
+            own devices; > 1 needs coordinator and parallel="shard_map".
+        process_id: This process's index in [0, num_processes); process 0 writes the config, the
+            learning curve and the evaluation.
+    """
+
+    seed: int = 0
+    total_steps: int = 5_000_000
+    num_devices: int = 1
+    parallel: str = "pmap"
+    updates_per_call: int = 50
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    out: str = ""
+    resume: str = ""
+    progress: bool = True
+    tensorboard: bool = True
+    coordinator: str = ""
+    num_processes: int = 1
+    process_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "num_devices", "updates_per_call", "keep_checkpoints", "num_processes"):
+            require(lambda v: is_int(v) and v >= 1, name, getattr(self, name), "an integer >= 1")
+        for name in ("seed", "checkpoint_every"):
+            require(lambda v: is_int(v) and v >= 0, name, getattr(self, name), "an integer >= 0")
+        require(lambda v: v in PARALLEL_MODES, "parallel", self.parallel, f"one of {PARALLEL_MODES}")
+        require(lambda v: v % self.updates_per_call == 0, "checkpoint_every", self.checkpoint_every,
+                f"a multiple of updates_per_call={self.updates_per_call}")
+        require(lambda v: is_int(v) and 0 <= v < self.num_processes, "process_id", self.process_id,
+                f"an integer in [0, num_processes={self.num_processes})")
+        require(lambda v: bool(v) == (self.num_processes > 1), "coordinator", self.coordinator,
+                "given (host:port) exactly when num_processes > 1: give --coordinator, --num-processes and "
+                f"--process-id together (num_processes={self.num_processes})")
+        require(lambda v: not v or _is_host_port(v), "coordinator", self.coordinator,
+                "host:port with a port in [1, 65535]")
+        require(lambda v: self.num_processes == 1 or v == "shard_map", "parallel", self.parallel,
+                f"'shard_map' with num_processes={self.num_processes} (jax.pmap runs in one process only)")
+        require(lambda v: v >= self.steps_per_update, "total_steps", self.total_steps,
+                f">= num_envs * rollout_steps = {self.steps_per_update} (one update)")
+
+    @property
+    def steps_per_update(self) -> int:
+        """Environment steps per update, all devices and processes together (defined by each agent)."""
+        raise NotImplementedError(f"{type(self).__name__} must define steps_per_update")
+
+    @property
+    def num_updates(self) -> int:
+        """Updates of the whole run: ``total_steps // steps_per_update``."""
+        return self.total_steps // self.steps_per_update
+
+    @property
+    def total_devices(self) -> int:
+        """Devices of the whole run: ``num_devices * num_processes`` (the global batch is split over them)."""
+        return self.num_devices * self.num_processes
+
+    @property
+    def single_device(self) -> bool:
+        """``True`` when the run has one device in one process (plain ``jit``, no collectives)."""
+        return self.total_devices == 1
+
+
+def _is_host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(host) and bool(sep) and port.isdigit() and 1 <= int(port) <= 65535
+
+
+def initialize_processes(config: RunConfig, timeout_s: int = 300) -> None:
+    """Join the run's processes with ``jax.distributed.initialize`` (a no-op for one process).
+
+    Must come before anything touches a device (a JAX computation, ``jax.devices()``...): call it
+    first in a command line's ``main``, right after reading the config.
+
+    Args:
+        config: Gives ``coordinator``, ``num_processes`` and ``process_id``.
+        timeout_s: Seconds to wait for every process to join before failing.
+
+    Raises:
+        RuntimeError: JAX has already started (naming the fix), or the processes did not join
+            within ``timeout_s`` (JAX's error).
+    """
+    if config.num_processes == 1:
+        return
+    # JAX has no public query for this; jax.distributed.initialize checks the same condition
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError(
+            f"process {config.process_id}: jax.distributed.initialize (--coordinator {config.coordinator}) must "
+            "run before any JAX operation, but JAX has already started its devices; call "
+            "agents.runner.initialize_processes(config) first in main, before building environments or "
+            "training")
+    jax.distributed.initialize(coordinator_address=config.coordinator, num_processes=config.num_processes,
+                               process_id=config.process_id, initialization_timeout=timeout_s)
+    if jax.process_count() != config.num_processes:  # e.g. an outer launcher already initialised differently
+        raise RuntimeError(f"jax.distributed has {jax.process_count()} processes, the config num_processes="
+                           f"{config.num_processes}")
 
 
 def check_finite(metrics: dict[str, np.ndarray], first_update: int, checkpoints: Checkpointer | None,
@@ -70,35 +215,48 @@ def resolve_config(config_class: type[ConfigT], argv: Sequence[str] | None, prog
     """The run's config: from the flags, or with ``--resume DIR`` the config saved in ``DIR``.
 
     On resume, flags given explicitly must agree with the saved config, except where and how the
-    run reports (``out``, ``progress``, ``tensorboard``).
+    run reports (``out``, ``progress``, ``tensorboard``) and which process this is
+    (``coordinator``, ``process_id``).
 
     Raises:
-        SystemExit: A flag disagrees with the saved config (naming both values).
+        SystemExit: Bad flags or values (naming the field), or a flag that disagrees with the
+            saved config (naming both values).
     """
-    config, given = parse_config(config_class, argv, prog=prog)
-    if not config.resume:
-        return config
-    saved = load_config(config_class, Path(config.resume) / CONFIG_FILE)
-    conflicts = {name: (getattr(config, name), getattr(saved, name)) for name in given
-                 if name not in _RESUME_OVERRIDABLE and getattr(config, name) != getattr(saved, name)}
-    if conflicts:
-        shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})" for name, (mine, theirs) in sorted(conflicts.items()))
-        raise SystemExit(f"--resume {config.resume}: flags disagree with the saved config: {shown}")
-    return dataclasses.replace(saved, resume=config.resume, out=config.resume,
-                               progress=config.progress, tensorboard=config.tensorboard)
+    values, given, parser = parse_flags(config_class, argv, prog=prog)
+    try:
+        if not values["resume"]:
+            return config_class(**values)
+        # the flags alone need not form a valid config (e.g. --process-id without --parallel):
+        # only the saved config with the overridable flags applied is validated
+        saved = load_config(config_class, Path(values["resume"]) / CONFIG_FILE)
+        conflicts = {name: (values[name], getattr(saved, name)) for name in given
+                     if name not in _RESUME_OVERRIDABLE and values[name] != getattr(saved, name)}
+        if conflicts:
+            shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})"
+                              for name, (mine, theirs) in sorted(conflicts.items()))
+            raise SystemExit(f"--resume {values['resume']}: flags disagree with the saved config: {shown}")
+        kept = {name: values[name] for name in _RESUME_OVERRIDABLE if name in values}
+        return dataclasses.replace(saved, **(kept | {"out": values["resume"]}))
+    except ValueError as err:
+        parser.error(str(err))
+        raise  # unreachable: parser.error exits
 
 
 def run_training(config: Any, training: Any, nan_hint: str = "") -> Any:
     """Train as the command line does: blocks of updates, logging, checkpoints, resume.
 
+    With several processes every process calls this with the same config (but ``process_id``);
+    they train as one, and only process 0 writes the config, the curve and TensorBoard logs and
+    shows the progress bar.
+
     Args:
-        config: The run's config; with ``config.resume`` the run continues from the last
-            checkpoint in that folder (bit-identical to an uninterrupted run).
+        config: The run's config (a :class:`RunConfig`); with ``config.resume`` the run continues
+            from the last checkpoint in that folder (bit-identical to an uninterrupted run).
         training: The agent's training object (see the module docstring).
         nan_hint: What to change when a loss becomes non-finite (see :func:`check_finite`).
 
     Returns:
-        The final training state.
+        The final training state, as local arrays (the same on every process).
 
     Raises:
         SystemExit: ``--resume`` of a folder without checkpoints, or ``--out`` a folder that
@@ -106,6 +264,7 @@ def run_training(config: Any, training: Any, nan_hint: str = "") -> Any:
         FloatingPointError: A loss became non-finite (the last good checkpoint is kept).
     """
     out = Path(config.out) if config.out else None
+    reporter = jax.process_index() == 0
     checkpoints = Checkpointer(out / CHECKPOINT_DIR, config.keep_checkpoints) if out else None
     state = training.init(jax.random.key(config.seed))
     start = 0
@@ -114,20 +273,23 @@ def run_training(config: Any, training: Any, nan_hint: str = "") -> Any:
             raise SystemExit(f"--resume {config.resume}: no checkpoint in {config.resume}/{CHECKPOINT_DIR}")
         state = checkpoints.restore({"train_state": abstract_like(state)})["train_state"]
         start = int(state.learner.update)
-        print(f"resumed {config.resume} at update {start} of {config.num_updates}", file=sys.stderr)
+        if reporter:
+            print(f"resumed {config.resume} at update {start} of {config.num_updates}", file=sys.stderr)
     elif out is not None:
         if checkpoints.latest_step() is not None:
             raise SystemExit(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
-        save_config(config, out / CONFIG_FILE)
+        if reporter:
+            save_config(config, out / CONFIG_FILE)
     metadata = training.checkpoint_metadata()
     try:
-        with TrainingLogger(out, config.num_updates * config.steps_per_update, start * config.steps_per_update,
-                            progress=config.progress, tensorboard=config.tensorboard) as logger:
+        with TrainingLogger(out if reporter else None, config.num_updates * config.steps_per_update,
+                            start * config.steps_per_update, progress=config.progress and reporter,
+                            tensorboard=config.tensorboard) as logger:
             update = start
             while update < config.num_updates:
                 block = min(config.updates_per_call, config.num_updates - update)
                 new_state, metrics = training.run(state, block)
-                metrics = jax.tree_util.tree_map(np.asarray, metrics)
+                metrics = jax.tree_util.tree_map(np.asarray, to_local(metrics))
                 check_finite(metrics, update, checkpoints, nan_hint)
                 state, update = new_state, update + block
                 logger.log(metrics)
@@ -137,4 +299,4 @@ def run_training(config: Any, training: Any, nan_hint: str = "") -> Any:
     finally:
         if checkpoints is not None:
             checkpoints.close()
-    return state
+    return to_local(state)

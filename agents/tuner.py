@@ -44,10 +44,17 @@ from agents.checkpoint import Checkpointer
 from agents.config import config_to_dict
 from agents.networks import ACTIVATIONS, MLP
 from agents.optim import OPTIMIZERS, make_optimizer
-from agents.parallel import PARALLEL_MODES, DeviceAxis, data_parallel
+from agents.parallel import DeviceAxis, data_parallel
 from agents.returns import gae
-from agents.runner import CHECKPOINT_DIR, CONFIG_FILE, resolve_config, run_training  # noqa: F401 (re-exported)
-from recgym.core import EnvCarry
+from agents.runner import (  # noqa: F401 (CHECKPOINT_DIR and CONFIG_FILE re-exported)
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    RunConfig,
+    initialize_processes,
+    resolve_config,
+    run_training,
+)
+from recgym.core import EnvCarry, is_int, require
 from recgym.envs.pipeline import (
     ACTION_MODES,
     SCENARIOS,
@@ -76,18 +83,20 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class TunerConfig:
+class TunerConfig(RunConfig):
     """PPO tuner for RecGym-Pipeline-v0 (one field per command-line flag).
+
+    The run-control fields (seed, total_steps, devices and processes, checkpoints, out, resume,
+    progress) are inherited from :class:`agents.runner.RunConfig`; the tuner changes the defaults
+    of total_steps (20,000,000), updates_per_call (20) and checkpoint_every (200).
 
     Attributes:
         scenario: Scenario trained on: "random" (a new pipeline from the documented ranges at
             every reset) or a named one.
         action_mode: "increment" (InTune's one-knob moves) or "absolute" (a whole configuration
             per step, chosen as bounded moves of every knob at once).
-        seed: Seed of everything random in training: parameters, pipelines, actions.
-        total_steps: Environment steps to train for, all pipelines together (rounded down to
-            whole updates).
-        num_envs: Pipelines stepped in parallel (divisible by num_devices).
+        num_envs: Pipelines stepped in parallel, all devices and processes together (divisible by
+            num_devices * num_processes).
         rollout_steps: Steps per pipeline between updates.
         gamma: Discount factor of the returns.
         gae_lambda: GAE trace decay.
@@ -107,27 +116,16 @@ class TunerConfig:
         core_moves: Absolute mode: the moves a stage's worker count may make in one step.
         batch_moves: Absolute mode: the moves of log2(batch size) in one step.
         prefetch_moves: Absolute mode: the moves of the prefetch depth in one step.
-        num_devices: Devices to train on, gradients averaged across them.
-        parallel: How several devices run the step: "pmap" or "shard_map".
-        updates_per_call: Updates compiled into one call; the progress bar, the learning curve
-            and checkpoints advance between calls.
-        checkpoint_every: Save a checkpoint every this many updates (a multiple of
-            updates_per_call; 0: only at the end).
-        keep_checkpoints: Most recent checkpoints kept on disk.
-        out: Run folder: config, checkpoints, learning curve, evaluation ("" writes nothing).
-        resume: Folder of an interrupted run to continue from its last checkpoint; its saved
-            config is used (other flags must agree with it).
         eval_random_pipelines: Held-out random pipelines the trained tuner is evaluated on at the
             end (0: no evaluation).
         eval_scenario_seeds: Held-out seeds of each named scenario in the final evaluation.
-        progress: Show a progress bar.
-        tensorboard: Also write TensorBoard logs (when tensorboardX or torch is installed).
     """
 
+    total_steps: int = 20_000_000  # run-control defaults of the tuner (documented in RunConfig)
+    updates_per_call: int = 20
+    checkpoint_every: int = 200
     scenario: str = "random"
     action_mode: str = "increment"
-    seed: int = 0
-    total_steps: int = 20_000_000
     num_envs: int = 512
     rollout_steps: int = 32
     gamma: float = 0.98
@@ -147,72 +145,38 @@ class TunerConfig:
     core_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
     batch_moves: tuple[int, ...] = (-2, -1, 0, 1, 2)
     prefetch_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
-    num_devices: int = 1
-    parallel: str = "pmap"
-    updates_per_call: int = 20
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    out: str = ""
-    resume: str = ""
     eval_random_pipelines: int = 200
     eval_scenario_seeds: int = 20
-    progress: bool = True
-    tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("total_steps", "num_envs", "hidden_width", "rollout_steps", "update_epochs", "num_minibatches", "num_devices",
-                    "updates_per_call", "keep_checkpoints")
-        for name in positive:
-            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, getattr(self, name),
-                     "an integer >= 1")
-        for name in ("seed", "checkpoint_every", "eval_random_pipelines", "eval_scenario_seeds"):
-            _require(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
-                     "an integer >= 0")
-        _require(self.scenario in SCENARIOS, "scenario", self.scenario, f"one of {tuple(SCENARIOS)}")
-        _require(self.action_mode in ACTION_MODES, "action_mode", self.action_mode, f"one of {ACTION_MODES}")
+        super().__post_init__()
+        for name in ("num_envs", "hidden_width", "rollout_steps", "update_epochs", "num_minibatches"):
+            require(lambda v: is_int(v) and v >= 1, name, getattr(self, name), "an integer >= 1")
+        for name in ("eval_random_pipelines", "eval_scenario_seeds"):
+            require(lambda v: is_int(v) and v >= 0, name, getattr(self, name), "an integer >= 0")
+        require(lambda v: v in SCENARIOS, "scenario", self.scenario, f"one of {tuple(SCENARIOS)}")
+        require(lambda v: v in ACTION_MODES, "action_mode", self.action_mode, f"one of {ACTION_MODES}")
         for name in ("gamma", "gae_lambda"):
-            _require(0.0 <= getattr(self, name) <= 1.0, name, getattr(self, name), "in [0, 1]")
+            require(lambda v: 0.0 <= v <= 1.0, name, getattr(self, name), "in [0, 1]")
         for name in ("learning_rate", "max_grad_norm", "clip_coef"):
-            _require(math.isfinite(getattr(self, name)) and getattr(self, name) > 0, name, getattr(self, name),
-                     "finite and > 0")
+            require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
-            _require(math.isfinite(getattr(self, name)) and getattr(self, name) >= 0, name, getattr(self, name),
-                     "finite and >= 0")
-        _require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
-        _require(self.activation in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
-        _require(self.parallel in PARALLEL_MODES, "parallel", self.parallel, f"one of {PARALLEL_MODES}")
+            require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
+        require(lambda v: v in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        require(lambda v: v in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
         for name in ("core_moves", "batch_moves", "prefetch_moves"):
-            moves = getattr(self, name)
-            _require(len(moves) >= 2 and all(_is_int(m) for m in moves) and 0 in moves
-                     and len(set(moves)) == len(moves), name, moves, "distinct integers including 0")
-        _require(self.num_envs % self.num_devices == 0, "num_envs", self.num_envs,
-                 f"divisible by num_devices={self.num_devices}")
-        _require((self.num_envs // self.num_devices) * self.rollout_steps % self.num_minibatches == 0,
-                 "num_minibatches", self.num_minibatches,
-                 f"a divisor of the per-device batch {(self.num_envs // self.num_devices) * self.rollout_steps}")
-        _require(self.checkpoint_every % self.updates_per_call == 0, "checkpoint_every", self.checkpoint_every,
-                 f"a multiple of updates_per_call={self.updates_per_call}")
-        _require(self.total_steps >= self.steps_per_update, "total_steps", self.total_steps,
-                 f">= num_envs * rollout_steps = {self.steps_per_update} (one update)")
+            require(lambda v: len(v) >= 2 and all(is_int(m) for m in v) and 0 in v and len(set(v)) == len(v),
+                    name, getattr(self, name), "distinct integers including 0")
+        require(lambda v: v % self.total_devices == 0, "num_envs", self.num_envs,
+                f"divisible by num_devices * num_processes = {self.total_devices}")
+        per_device = (self.num_envs // self.total_devices) * self.rollout_steps
+        require(lambda v: per_device % v == 0, "num_minibatches", self.num_minibatches,
+                f"a divisor of the per-device batch {per_device}")
 
     @property
     def steps_per_update(self) -> int:
         """Environment steps per update: ``num_envs * rollout_steps``."""
         return self.num_envs * self.rollout_steps
-
-    @property
-    def num_updates(self) -> int:
-        """Updates of the whole run: ``total_steps // steps_per_update``."""
-        return self.total_steps // self.steps_per_update
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _require(ok: bool, field: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"{field} must be {expected}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------ observation
@@ -745,7 +709,7 @@ class TunerTraining:
     def __call__(self, key: jax.Array) -> tuple[TunerState, dict[str, jax.Array]]:
         """``train(key)``: initialise from ``key`` and run every update of the config."""
         state = self.init(key)
-        if self.config.num_devices == 1:  # pure: jittable and vmappable as a whole
+        if self.config.single_device:  # pure: jittable and vmappable as a whole
             learner, pipelines, metrics = self._block(DeviceAxis(), self.env_params, state.learner,
                                                       state.pipelines, num_updates=self.config.num_updates)
             return TunerState(learner=learner, pipelines=pipelines), metrics
@@ -1032,10 +996,17 @@ def train_run(config: TunerConfig) -> tuple[TunerTraining, TunerState]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m agents.tuner --help``)."""
+    """Command-line entry point (``python -m agents.tuner --help``).
+
+    With ``--num-processes N`` every process runs this with the same flags but ``--process-id``;
+    they join (``jax.distributed``) before anything touches a device, and process 0 reports.
+    """
     config = _resolve_config(argv)
+    initialize_processes(config)
     start = time.perf_counter()
     training, state = train_run(config)
+    if config.process_id != 0:
+        return 0
     print(f"trained {config.num_updates * config.steps_per_update:,} steps in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     if config.eval_random_pipelines or config.eval_scenario_seeds:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import numpy as np
 import pytest
 
 from agents import a2c
-from agents.a2c import A2CConfig, make_train, train_run
-from agents.checkpoint import Checkpointer
-from agents.logging import read_curve
+from agents.a2c import A2CConfig, make_train
 from agents.movielens import make_env_params
 from tests.agents.conftest import tiny_config
 
@@ -76,56 +72,6 @@ def test_slate_training_serves_distinct_unserved_items(synthetic_slate_params):
 def test_config_and_env_must_agree_on_the_slate_size(synthetic_params):
     with pytest.raises(ValueError, match="slate_size"):
         make_train(tiny_config(slate_size=3), synthetic_params)
-
-
-def test_resume_gives_bit_identical_parameters(tmp_path, monkeypatch):
-    config = tiny_config(total_steps=16 * 4 * 8)
-    _, uninterrupted = train_run(dataclasses.replace(config, out=str(tmp_path / "whole")))
-
-    calls = {"n": 0}
-    original = a2c.A2CTraining.run
-
-    def interrupted_run(self, state, num_updates):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # after two blocks (and their checkpoints)
-        return original(self, state, num_updates)
-
-    monkeypatch.setattr(a2c.A2CTraining, "run", interrupted_run)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(dataclasses.replace(config, out=str(tmp_path / "split")))
-    monkeypatch.setattr(a2c.A2CTraining, "run", original)
-    assert Checkpointer(tmp_path / "split" / "checkpoints").latest_step() == 4
-    _, resumed = train_run(dataclasses.replace(config, out=str(tmp_path / "split"), resume=str(tmp_path / "split")))
-    for a, b in zip(leaves(uninterrupted), leaves(resumed)):
-        np.testing.assert_array_equal(a, b)
-    whole, split = read_curve(tmp_path / "whole"), read_curve(tmp_path / "split")
-    np.testing.assert_array_equal(whole["global_step"], split["global_step"])  # no duplicated rows
-    np.testing.assert_array_equal(whole["losses/total_loss"], split["losses/total_loss"])
-
-
-def test_a_run_folder_is_not_overwritten(tmp_path):
-    config = tiny_config(total_steps=16 * 4 * 2, out=str(tmp_path))
-    train_run(config)
-    with pytest.raises(SystemExit, match="already holds a run"):
-        train_run(config)
-
-
-def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    original = a2c.A2CTraining.run
-    calls = {"n": 0}
-
-    def poisoned(self, state, num_updates):
-        state, metrics = original(self, state, num_updates)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            metrics = dict(metrics, **{"losses/total_loss": metrics["losses/total_loss"].at[1].set(np.nan)})
-        return state, metrics
-
-    monkeypatch.setattr(a2c.A2CTraining, "run", poisoned)
-    with pytest.raises(FloatingPointError, match=r"non-finite losses/total_loss \(nan\) at update 4.*update 2"):
-        train_run(tiny_config(out=str(tmp_path)))
-    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 2
 
 
 def test_training_beats_random_on_held_out_users():

@@ -15,8 +15,6 @@ from hypothesis import strategies as st
 
 import recgym  # noqa: F401  (registers the ids)
 from agents import tuner
-from agents.checkpoint import Checkpointer
-from agents.logging import read_curve
 from agents.tuner import (
     FEATURE_SIZE,
     ActionHeads,
@@ -29,14 +27,7 @@ from agents.tuner import (
     train_run,
 )
 from recgym.envs.pipeline import dynamics, make_params
-
-
-def tiny_config(**overrides) -> TunerConfig:
-    """A tuner small enough to compile and train in seconds."""
-    values = dict(total_steps=16 * 4 * 6, num_envs=16, rollout_steps=4, num_minibatches=2, update_epochs=2,
-                  hidden_width=16, updates_per_call=2, checkpoint_every=2, eval_random_pipelines=0,
-                  eval_scenario_seeds=0, progress=False, tensorboard=False)
-    return TunerConfig(**(values | overrides))
+from tests.agents.conftest import tiny_tuner_config as tiny_config
 
 
 def leaves(tree):
@@ -197,56 +188,6 @@ def test_vmap_over_seeds_equals_training_each_seed():
     single, _ = jax.jit(train)(keys[1])
     for a, b in zip(leaves(batched.learner.params), leaves(single.learner.params)):
         np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6)
-
-
-def test_resume_gives_bit_identical_parameters(tmp_path, monkeypatch):
-    config = tiny_config(total_steps=16 * 4 * 8)
-    _, uninterrupted = train_run(dataclasses.replace(config, out=str(tmp_path / "whole")))
-
-    calls = {"n": 0}
-    original = tuner.TunerTraining.run
-
-    def interrupted_run(self, state, num_updates):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # after two blocks (and their checkpoints)
-        return original(self, state, num_updates)
-
-    monkeypatch.setattr(tuner.TunerTraining, "run", interrupted_run)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(dataclasses.replace(config, out=str(tmp_path / "split")))
-    monkeypatch.setattr(tuner.TunerTraining, "run", original)
-    assert Checkpointer(tmp_path / "split" / "checkpoints").latest_step() == 4
-    _, resumed = train_run(dataclasses.replace(config, out=str(tmp_path / "split"), resume=str(tmp_path / "split")))
-    for a, b in zip(leaves(uninterrupted), leaves(resumed)):
-        np.testing.assert_array_equal(a, b)
-    whole, split = read_curve(tmp_path / "whole"), read_curve(tmp_path / "split")
-    np.testing.assert_array_equal(whole["global_step"], split["global_step"])  # no duplicated rows
-    np.testing.assert_array_equal(whole["losses/total_loss"], split["losses/total_loss"])
-
-
-def test_a_run_folder_is_not_overwritten(tmp_path):
-    config = tiny_config(total_steps=16 * 4 * 2, out=str(tmp_path))
-    train_run(config)
-    with pytest.raises(SystemExit, match="already holds a run"):
-        train_run(config)
-
-
-def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    original = tuner.TunerTraining.run
-    calls = {"n": 0}
-
-    def poisoned(self, state, num_updates):
-        state, metrics = original(self, state, num_updates)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            metrics = dict(metrics, **{"losses/total_loss": metrics["losses/total_loss"].at[1].set(np.nan)})
-        return state, metrics
-
-    monkeypatch.setattr(tuner.TunerTraining, "run", poisoned)
-    with pytest.raises(FloatingPointError, match=r"non-finite losses/total_loss \(nan\) at update 4.*update 2"):
-        train_run(tiny_config(out=str(tmp_path)))
-    assert Checkpointer(tmp_path / "checkpoints").latest_step() == 2
 
 
 # ------------------------------------------------------------------------------------ policy
