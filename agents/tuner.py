@@ -63,12 +63,14 @@ from recgym.envs.pipeline import (
     dynamics,
     make_params,
 )
-from recgym.envs.pipeline.params import NUM_STAGES
+from recgym.envs.pipeline.params import NUM_STAGES, STAGES
 from recgym.policies import Policy
 
 __all__ = [
     "FEATURE_SIZE",
     "ActionHeads",
+    "MemoryEstimate",
+    "MemoryShield",
     "TunerConfig",
     "TunerNetwork",
     "TunerPolicy",
@@ -78,6 +80,8 @@ __all__ = [
     "main",
     "make_train",
     "observation_features",
+    "shield_allowed_actions",
+    "update_memory_estimate",
 ]
 
 
@@ -111,6 +115,12 @@ class TunerConfig(RunConfig):
         value_coef: Weight of the value loss in the loss.
         oom_penalty: Reward on the step that runs the trainer out of memory, in units of the
             episode's throughput scale (the episode also ends: every later reward is lost).
+        memory_shield: Increment mode: mask the moves whose memory, estimated from the measured
+            memory in use, would exceed the cap (in training and when acting); absolute mode has
+            no shield and ignores it.
+        shield_probe_fraction: The shield's assumed memory cost of a move not yet measured in the
+            episode, as a fraction of the memory cap.
+        shield_headroom: Fraction of the memory cap the shield keeps free.
         hidden_width: Width of the stage encoders and torsos of the actor and of the critic.
         activation: Hidden-layer activation: "tanh" or "relu".
         core_moves: Absolute mode: the moves a stage's worker count may make in one step.
@@ -140,6 +150,9 @@ class TunerConfig(RunConfig):
     entropy_coef: float = 0.005
     value_coef: float = 0.5
     oom_penalty: float = 10.0
+    memory_shield: bool = True
+    shield_probe_fraction: float = 0.05
+    shield_headroom: float = 0.0
     hidden_width: int = 64
     activation: str = "tanh"
     core_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
@@ -162,6 +175,10 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
+        require(lambda v: isinstance(v, bool), "memory_shield", self.memory_shield, "a bool")
+        for name in ("shield_probe_fraction", "shield_headroom"):
+            require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
+                    getattr(self, name), "in [0, 1)")
         require(lambda v: v in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         require(lambda v: v in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
         for name in ("core_moves", "batch_moves", "prefetch_moves"):
@@ -177,6 +194,11 @@ class TunerConfig(RunConfig):
     def steps_per_update(self) -> int:
         """Environment steps per update: ``num_envs * rollout_steps``."""
         return self.num_envs * self.rollout_steps
+
+    @property
+    def shielded(self) -> bool:
+        """Whether the memory shield acts: ``memory_shield`` in increment mode."""
+        return self.memory_shield and self.action_mode == "increment"
 
 
 # ------------------------------------------------------------------------------------ observation
@@ -377,6 +399,176 @@ def _greedy(heads: ActionHeads, logits: jax.Array) -> jax.Array:
     return jnp.stack([jnp.argmax(head, axis=-1) for head in heads.split(logits)], axis=-1).astype(jnp.int32)
 
 
+# ------------------------------------------------------------------------------------ memory shield
+#: Knobs whose growth the memory shield prices, in :class:`MemoryEstimate` order: one worker more
+#: of each stage, the batch size doubled, the prefetch depth one batch deeper.
+SHIELD_KNOBS: tuple[str, ...] = (*(f"{s} +1 worker" for s in STAGES), "batch x2", "prefetch +1")
+#: Stages whose workers hold a whole batch in flight, so that their per-worker memory grows with the
+#: batch size (the batch and prefetch stages).
+_BATCH_HOLDING = np.asarray([False] * (NUM_STAGES - 2) + [True, True])
+#: Increment action -> the knob (index into :data:`SHIELD_KNOBS`) it grows, or -1 for a move that
+#: cannot add memory (a shrink or the no-op).
+_GROWN_KNOB = np.asarray([i if sign > 0 else -1 for i in range(NUM_STAGES) for sign in (1, -1)]
+                         + [NUM_STAGES, -1, NUM_STAGES + 1, -1, -1], np.int32)
+
+
+@struct.dataclass
+class MemoryEstimate:
+    """What the memory shield has learnt, within one episode, about what each move costs.
+
+    Estimated only from the observation's memory in use (which a monitor reads as the process
+    tree's RSS): when a step changes exactly one knob, the change of memory in use *is* that
+    knob's cost. Every estimate is exact or an upper bound under the memory model (memory =
+    trainer + per-worker resident memory + in-flight elements + buffers, linear in the workers of
+    each stage and in the batch size): a batch-holding stage's worker cost ``w + e B`` is doubled
+    when ``B`` doubles (an upper bound) and kept when it halves; the batch doubling's cost (the
+    memory proportional to ``B``) gains a whole batch-holding worker's cost (an upper bound) or
+    exactly the buffer's growth.
+
+    Attributes:
+        grow_cost: ``(..., 8)`` float32 GiB: the memory each knob of :data:`SHIELD_KNOBS` would add.
+        measured: ``(..., 8)`` bool: whether that cost has been measured this episode (the shield
+            assumes a prior cost for the others, see :func:`shield_allowed_actions`).
+    """
+
+    grow_cost: jax.Array
+    measured: jax.Array
+
+    @classmethod
+    def unknown(cls, batch_shape: tuple[int, ...] = ()) -> MemoryEstimate:
+        """Nothing measured yet (an episode's start)."""
+        n = NUM_STAGES + 2
+        return cls(grow_cost=jnp.zeros((*batch_shape, n), jnp.float32),
+                   measured=jnp.zeros((*batch_shape, n), bool))
+
+
+def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.Array,
+                           observation: jax.Array) -> MemoryEstimate:
+    """Learn what the move between two consecutive observations of one episode cost.
+
+    Only a step that changed exactly one knob is read (what every increment-mode step is); a step
+    that changed nothing, or several knobs at once, leaves the estimate as it was.
+
+    Args:
+        estimate: The estimate before the step (batch shape ``(...)``).
+        previous_observation: ``(..., 26)`` the observation before the step.
+        observation: ``(..., 26)`` the one after it.
+
+    Returns:
+        The updated estimate.
+    """
+    cores_change = observation[..., dynamics.OBS_CORES] - previous_observation[..., dynamics.OBS_CORES]
+    batch_ratio = observation[..., dynamics.OBS_BATCH] / jnp.maximum(previous_observation[..., dynamics.OBS_BATCH], 1.0)
+    prefetch_change = observation[..., dynamics.OBS_PREFETCH] - previous_observation[..., dynamics.OBS_PREFETCH]
+    memory_change = observation[..., dynamics.OBS_MEMORY] - previous_observation[..., dynamics.OBS_MEMORY]
+    batch_changed = batch_ratio != 1.0
+    changed = jnp.sum(cores_change != 0, axis=-1) + batch_changed + (prefetch_change != 0)
+    single = (changed == 1)[..., None]
+    # A crash reads 0 rates; its step is the episode's last, and its memory change is still exact.
+    cost, measured = estimate.grow_cost, estimate.measured
+    workers, batch, prefetch = cost[..., :NUM_STAGES], cost[..., NUM_STAGES], cost[..., NUM_STAGES + 1]
+
+    # One stage's workers moved by k: each of them costs memory_change / k.
+    stage_moved = cores_change != 0
+    per_worker = memory_change[..., None] / jnp.where(stage_moved, cores_change, 1.0)
+    stage_workers = jnp.where(stage_moved, per_worker, workers)
+    grown_holders = jnp.sum(jnp.where(_BATCH_HOLDING & (cores_change > 0), memory_change[..., None], 0.0), axis=-1)
+    # The prefetch depth moved by k: k batches of the buffer, all of it proportional to B.
+    prefetch_moved = prefetch_change != 0
+    stage_batch = batch + grown_holders
+    # The batch size went from B to rB: the B-proportional memory M(B) changed by (r - 1) M(B), so
+    # the next doubling costs M(rB) = r change / (r - 1) (twice the change after a doubling, minus
+    # the change after a halving).
+    safe_ratio = jnp.where(batch_changed, batch_ratio, 2.0)
+    batch_after = safe_ratio * memory_change / (safe_ratio - 1.0)
+    holders_after = jnp.where(_BATCH_HOLDING, workers * jnp.maximum(safe_ratio, 1.0)[..., None], workers)
+    prefetch_after = prefetch * safe_ratio
+
+    new_cost = jnp.where(
+        batch_changed[..., None],
+        jnp.concatenate([holders_after, batch_after[..., None], prefetch_after[..., None]], axis=-1),
+        jnp.where(
+            prefetch_moved[..., None],
+            jnp.concatenate([workers, (batch + memory_change)[..., None],
+                             (memory_change / jnp.where(prefetch_moved, prefetch_change, 1.0))[..., None]], axis=-1),
+            jnp.concatenate([stage_workers, stage_batch[..., None], prefetch[..., None]], axis=-1)))
+    knob_moved = jnp.concatenate([stage_moved, batch_changed[..., None], prefetch_moved[..., None]], axis=-1)
+    return MemoryEstimate(grow_cost=jnp.where(single, jnp.maximum(new_cost, 0.0), cost),
+                          measured=measured | (single & knob_moved))
+
+
+def shield_allowed_actions(estimate: MemoryEstimate, observation: jax.Array, probe_fraction: float,
+                           headroom: float) -> jax.Array:
+    """Which increment actions the memory shield lets through.
+
+    A move that grows a knob is let through only if the memory in use plus the knob's estimated
+    cost stays within ``(1 - headroom)`` of the cap; a knob not yet measured this episode is
+    assumed to cost ``probe_fraction`` of the cap. Shrinks and the no-op are always allowed, so at
+    least one action always is.
+
+    Args:
+        estimate: The episode's :class:`MemoryEstimate` (batch shape ``(...)``).
+        observation: ``(..., 26)`` the latest observation.
+        probe_fraction: Assumed cost of an unmeasured move, as a fraction of the memory cap.
+        headroom: Fraction of the cap kept free.
+
+    Returns:
+        ``(..., 17)`` bool, one per increment action.
+    """
+    cap = observation[..., dynamics.OBS_MEMORY_CAP, None]
+    cost = jnp.where(estimate.measured, estimate.grow_cost, probe_fraction * cap)
+    fits = observation[..., dynamics.OBS_MEMORY, None] + cost <= (1.0 - headroom) * cap
+    grown = jnp.asarray(_GROWN_KNOB)
+    return jnp.where(grown >= 0, jnp.take(fits, jnp.maximum(grown, 0), axis=-1), True)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryShield:
+    """The tuner's memory shield: increment moves whose estimated memory exceeds the cap are masked.
+
+    A safety layer between the policy and the pipeline, reading only what a monitor measures (the
+    memory in use and the cap, see :class:`MemoryEstimate`): the policy's logits of the masked
+    moves are set to a large negative number before it samples or takes its most likely choice,
+    in training as when acting, so PPO learns the shielded policy. It never reads the world's
+    per-worker memory nor the optimum. It cannot foresee a fall of the cap (a change event):
+    ``headroom`` keeps a margin for that.
+
+    Attributes:
+        probe_fraction: Assumed cost of a move not yet measured in the episode, as a fraction of
+            the memory cap.
+        headroom: Fraction of the memory cap kept free.
+    """
+
+    probe_fraction: float = 0.05
+    headroom: float = 0.0
+
+    @classmethod
+    def from_config(cls, config: TunerConfig) -> MemoryShield | None:
+        """The shield of ``config`` (``None`` when it has none: absolute mode or switched off)."""
+        return cls(config.shield_probe_fraction, config.shield_headroom) if config.shielded else None
+
+    def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
+        """``(..., 17)`` bool: the increment actions let through (see :func:`shield_allowed_actions`)."""
+        return shield_allowed_actions(estimate, observation, self.probe_fraction, self.headroom)
+
+
+def allowed_choices(shield: MemoryShield | None, heads: ActionHeads, estimate: MemoryEstimate,
+                    observation: jax.Array) -> jax.Array:
+    """``(..., heads.num_logits)`` bool: the choices the shield lets through (all without one)."""
+    if shield is None:
+        return jnp.ones((*observation.shape[:-1], heads.num_logits), bool)
+    return shield.allowed(estimate, observation)
+
+
+#: Logit of a masked choice: finite, so that log-probabilities and entropies stay finite.
+MASKED_LOGIT = -1e9
+
+
+def mask_logits(logits: jax.Array, allowed: jax.Array) -> jax.Array:
+    """``logits`` with the choices not ``allowed`` made (numerically) impossible."""
+    return jnp.where(allowed, logits, MASKED_LOGIT)
+
+
 # ------------------------------------------------------------------------------------ networks
 class _StageTower(nnx.Module):
     """One tower of :class:`TunerNetwork`: a stage encoder shared by the six stages, pooled over
@@ -462,6 +654,7 @@ class PipelinesState:
         throughput_scale: ``(n,)`` each episode's reward scale (:func:`episode_throughput_scale`).
         episode_return: ``(n,)`` scaled reward summed so far this episode.
         episode_length: ``(n,)`` int32 steps so far this episode.
+        memory_estimate: The memory shield's :class:`MemoryEstimate` of each pipeline's episode.
     """
 
     env: EnvCarry
@@ -470,6 +663,7 @@ class PipelinesState:
     throughput_scale: jax.Array
     episode_return: jax.Array
     episode_length: jax.Array
+    memory_estimate: MemoryEstimate
 
 
 @struct.dataclass
@@ -492,6 +686,7 @@ class Rollout:
     Attributes:
         features: ``(n, FEATURE_SIZE)`` what the policy acted on.
         choices: ``(n, heads)`` int32 head choices.
+        allowed: ``(n, num_logits)`` bool, the choices the memory shield let through (masked logits).
         log_prob: ``(n,)`` their log-probability under the acting policy.
         value: ``(n,)`` the critic's value of ``features``.
         reward: ``(n,)`` scaled reward.
@@ -504,6 +699,7 @@ class Rollout:
 
     features: jax.Array
     choices: jax.Array
+    allowed: jax.Array
     log_prob: jax.Array
     value: jax.Array
     reward: jax.Array
@@ -532,6 +728,7 @@ class TunerTraining:
         core: The pipeline's functional core.
         env_params: The params trained on.
         heads: The action heads.
+        shield: The :class:`MemoryShield` (``None``: none).
         graphdef: The network's NNX graph definition (static).
         traces: How many times the update body was traced (a recompilation guard for tests).
     """
@@ -545,6 +742,7 @@ class TunerTraining:
         self.core = PipelineCore(env_params)
         self.env_params = env_params
         self.heads = ActionHeads.from_config(config, env_params)
+        self.shield = MemoryShield.from_config(config)
         # Only the structure: the abstract model draws no parameters (init(key) does).
         self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: self.build_model(jax.random.key(0))))
         self.optimizer = make_optimizer(
@@ -564,6 +762,10 @@ class TunerTraining:
         """The network with ``params``."""
         return nnx.merge(self.graphdef, params)
 
+    def allowed_logits(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
+        """``(..., num_logits)`` bool: the choices the memory shield lets through (all without it)."""
+        return allowed_choices(self.shield, self.heads, estimate, observation)
+
     # ---------------------------------------------------------------- init
     def init(self, key: jax.Array) -> TunerState:
         """The state before the first update, all randomness drawn from ``key`` (a typed key)."""
@@ -575,7 +777,8 @@ class TunerTraining:
         pipelines = PipelinesState(
             env=env, observation=observation, previous_observation=observation,
             throughput_scale=episode_throughput_scale(observation),
-            episode_return=jnp.zeros((n,), jnp.float32), episode_length=jnp.zeros((n,), jnp.int32))
+            episode_return=jnp.zeros((n,), jnp.float32), episode_length=jnp.zeros((n,), jnp.int32),
+            memory_estimate=MemoryEstimate.unknown((n,)))
         learner = LearnerState(params=params, opt_state=self.optimizer.init(params), key=learner_key,
                                update=jnp.zeros((), jnp.int32))
         return TunerState(learner=learner, pipelines=pipelines)
@@ -593,6 +796,8 @@ class TunerTraining:
             env_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, env_ids)
             features = observation_features(p.observation, p.previous_observation)
             logits, value = model(features)
+            allowed = self.allowed_logits(p.memory_estimate, p.observation)
+            logits = mask_logits(logits, allowed)
             choices = jax.vmap(functools.partial(_sample, self.heads))(env_keys, logits)
             log_prob, _ = _log_probs(self.heads, logits, choices)
             action = self.heads.to_env_action(choices, p.observation, env_params)
@@ -603,7 +808,7 @@ class TunerTraining:
             reward = jnp.where(terminated, -c.oom_penalty, measured / p.throughput_scale)
             episode_return = p.episode_return + reward
             rollout = Rollout(
-                features=features, choices=choices, log_prob=log_prob, value=value, reward=reward,
+                features=features, choices=choices, allowed=allowed, log_prob=log_prob, value=value, reward=reward,
                 terminated=terminated, truncated=truncated,
                 next_features=observation_features(info["final_obs"], p.observation),
                 finished_return=jnp.where(done, episode_return, 0.0), crashed=terminated)
@@ -612,7 +817,11 @@ class TunerTraining:
                 previous_observation=jnp.where(done[:, None], observation, p.observation),
                 throughput_scale=jnp.where(done, episode_throughput_scale(observation), p.throughput_scale),
                 episode_return=jnp.where(done, 0.0, episode_return),
-                episode_length=jnp.where(done, 0, p.episode_length + 1))
+                episode_length=jnp.where(done, 0, p.episode_length + 1),
+                memory_estimate=jax.tree_util.tree_map(
+                    lambda fresh, learnt: jnp.where(done[:, None], fresh, learnt),
+                    MemoryEstimate.unknown((n_local,)),
+                    update_memory_estimate(p.memory_estimate, p.observation, info["final_obs"])))
             return next_p, rollout
 
         return jax.lax.scan(env_step, pipelines, jnp.arange(c.rollout_steps))
@@ -620,6 +829,7 @@ class TunerTraining:
     def _loss(self, params: Any, batch: Rollout, advantages: jax.Array, targets: jax.Array):
         c = self.config
         logits, values = self.model(params)(batch.features)
+        logits = mask_logits(logits, batch.allowed)
         log_prob, entropy = _log_probs(self.heads, logits, batch.choices)
         ratio = jnp.exp(log_prob - batch.log_prob)
         policy_loss = -jnp.mean(jnp.minimum(ratio * advantages,
@@ -759,6 +969,8 @@ class TunerPolicy(Policy):
         params: Its parameters (``nnx.State``).
         heads: The action heads the network was trained with.
         env_params: Params of the env it acts in (the action mode and bounds must match).
+        shield: The :class:`MemoryShield` it acts under (the one it was trained with; ``None``:
+            none). It keeps a :class:`MemoryEstimate` per env, forgotten by ``begin_episode``.
         deterministic: Take each head's most likely choice instead of sampling.
         name: Display name.
     """
@@ -766,23 +978,28 @@ class TunerPolicy(Policy):
     name = "ppo-tuner"
 
     def __init__(self, graphdef: Any, params: Any, heads: ActionHeads, env_params: PipelineParams, *,
-                 deterministic: bool = True, name: str | None = None):
+                 shield: MemoryShield | None = None, deterministic: bool = True, name: str | None = None):
         super().__init__()
         if env_params.action_mode != heads.mode:
             raise ValueError(f"the tuner was trained for action_mode={heads.mode!r}, "
                              f"the env has action_mode={env_params.action_mode!r}")
         self.graphdef, self.params, self.heads = graphdef, params, heads
+        if shield is not None and heads.mode != "increment":
+            raise ValueError(f"the memory shield masks increment actions; the tuner acts in {heads.mode!r} mode")
         self.env_params = env_params
+        self.shield = shield
         self.deterministic = bool(deterministic)
         if name is not None:
             self.name = name
         self.previous = None
-        self._act = _compiled_policy_act(graphdef, heads, self.deterministic)
+        self.estimate: MemoryEstimate | None = None
+        self._act = _compiled_policy_act(graphdef, heads, shield, self.deterministic)
 
     @classmethod
     def from_training(cls, training: TunerTraining, state: TunerState, env_params: PipelineParams | None = None,
                       **kwargs: Any) -> TunerPolicy:
         """The policy of a finished training run, acting in ``env_params`` (default: the training env's)."""
+        kwargs.setdefault("shield", training.shield)
         return cls(training.graphdef, state.learner.params, training.heads,
                    training.env_params if env_params is None else env_params, **kwargs)
 
@@ -795,7 +1012,8 @@ class TunerPolicy(Policy):
             path: A run folder (with ``checkpoints/``) or the checkpoints folder itself.
             env_params: Params of the env it will act in (default: the training scenario's).
             step: Which checkpoint (default: the latest).
-            **kwargs: ``deterministic``, ``name``.
+            **kwargs: ``deterministic``, ``name``, ``shield`` (default: the run config's; a run
+                saved before the shield existed gets the default shield in increment mode).
 
         Raises:
             FileNotFoundError: No checkpoint at ``path``.
@@ -813,17 +1031,23 @@ class TunerPolicy(Policy):
                                                            rngs=nnx.Rngs(0)))
             graphdef, state = nnx.split(abstract)
             restored = checkpoints.restore({"policy": {"params": state}}, step)["policy"]["params"]
+        kwargs.setdefault("shield", MemoryShield.from_config(config))
         return cls(graphdef, restored, heads, params, **kwargs)
 
     def reset(self, num_envs: int = 1, seed: int | None = None) -> None:
         """See :meth:`recgym.policies.Policy.reset`; the seed also seeds the policy's sampling."""
         self.previous = None
+        self.estimate = None
         super().reset(num_envs, seed)
 
     def begin_episode(self, env_mask: np.ndarray) -> None:
         """Forget the previous observation of the envs starting a new episode."""
+        mask = np.asarray(env_mask, dtype=bool)
         if self.previous is not None:
-            self.previous[np.asarray(env_mask, dtype=bool)] = np.nan
+            self.previous[mask] = np.nan
+        if self.estimate is not None:
+            self.estimate = jax.tree_util.tree_map(lambda x: np.where(mask.reshape(-1, *[1] * (x.ndim - 1)), 0, x),
+                                                   self.estimate)
 
     def act_batch(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
         """``(num_envs,)`` increment actions or ``(num_envs, 8)`` absolute actions (int64).
@@ -835,12 +1059,15 @@ class TunerPolicy(Policy):
             raise ValueError(f"expected observations of shape ({self.num_envs}, {dynamics.OBS_DIM}), got {observations.shape}")
         if self.previous is None:
             self.previous = np.full_like(observations, np.nan)
+        if self.estimate is None:
+            self.estimate = jax.tree_util.tree_map(np.asarray, MemoryEstimate.unknown((self.num_envs,)))
         previous = np.where(np.isnan(self.previous), observations, self.previous)
         # Sampling keys come from the policy's seeded generator (Policy.rng, set by reset(seed=)).
         key = jax.random.key(int(self.rng.integers(2**31)))
-        actions = np.asarray(self._act(self.params, self.env_params, observations, previous, key), np.int64)
+        actions, estimate = self._act(self.params, self.env_params, observations, previous, self.estimate, key)
+        self.estimate = jax.tree_util.tree_map(np.array, estimate)
         self.previous = observations.copy()
-        return actions
+        return np.asarray(actions, np.int64)
 
     def act(self, observation: np.ndarray, info: Mapping[str, Any]) -> Any:
         """The action for one env (an ``int`` in increment mode, an ``(8,)`` array in absolute mode)."""
@@ -851,19 +1078,24 @@ class TunerPolicy(Policy):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_policy_act(graphdef: Any, heads: ActionHeads, deterministic: bool) -> Any:
+def _compiled_policy_act(graphdef: Any, heads: ActionHeads, shield: MemoryShield | None, deterministic: bool) -> Any:
     # One jitted function per network structure, shared by every policy built from it (a policy per
     # episode or per scenario must not recompile).
-    return jax.jit(functools.partial(_policy_act, graphdef, heads, deterministic))
+    return jax.jit(functools.partial(_policy_act, graphdef, heads, shield, deterministic))
 
 
-def _policy_act(graphdef, heads: ActionHeads, deterministic: bool, params, env_params, observations, previous, key):
+def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deterministic: bool, params, env_params,
+                observations, previous, estimate, key):
+    # The estimate learns what the last move cost (a fresh episode's previous observation is the
+    # current one: nothing moved), then the shield masks what no longer fits.
+    estimate = update_memory_estimate(estimate, previous, observations)
     logits, _ = nnx.merge(graphdef, params)(observation_features(observations, previous))
+    logits = mask_logits(logits, allowed_choices(shield, heads, estimate, observations))
     if deterministic:
         choices = _greedy(heads, logits)
     else:
         choices = jax.vmap(functools.partial(_sample, heads))(jax.random.split(key, observations.shape[0]), logits)
-    return heads.to_env_action(choices, observations, env_params)
+    return heads.to_env_action(choices, observations, env_params), estimate
 
 
 def config_from_saved(values: dict[str, Any]) -> TunerConfig:

@@ -2,7 +2,9 @@
 
 For each action mode of :data:`MODES` the experiment trains one tuner on the ``random`` scenario
 (a fresh pipeline from the documented ranges at every reset, drawn from the training run's key
-chain, not from the harness's held-out integer seeds), then scores it and every baseline tuner of
+chain, not from the harness's held-out integer seeds) with the CLI's default config — so the
+increment-mode tuner trains and acts under its memory shield (:class:`agents.tuner.MemoryShield`)
+— then scores it and every baseline tuner of
 :mod:`recgym.envs.pipeline.baselines` in the same action mode with the evaluation harness on the
 same held-out episodes: :data:`FULL` ``random_pipelines`` held-out ``random`` pipelines and
 ``scenario_seeds`` held-out seeds of each named scenario. It writes
