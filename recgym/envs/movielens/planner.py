@@ -83,9 +83,10 @@ _CORE = MovieLensCore()  # stateless: every planner simulates with it
 class PlannerConfig:
     """Settings of :class:`PlannerPolicy`.
 
-    The defaults keep the full MovieLens policies experiment within the main job's budget on
-    two CPU cores; docs/environments/movielens_results.md reports how the ceiling moves with
-    them.
+    The defaults come from the measurements on docs/environments/movielens_results.md (610
+    paired held-out episodes of ml-latest-small): rollouts to the end of the session are what
+    make the planner match or beat its base policy with slates of 5 (a 20-step horizon fell 1.3%
+    below it), and a 64-item shortlist earned no more than 32 items at twice the cost.
 
     Attributes:
         horizon: Steps each candidate is judged over: ``None`` (default), until the simulated
