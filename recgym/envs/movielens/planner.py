@@ -73,8 +73,8 @@ BASE_POLICIES: tuple[str, ...] = ("boredom-aware", "oracle-greedy")
 # Envs planned per jitted call: the active envs go in calls of this fixed size (the last padded),
 # so the planner traces once yet works in proportion to the envs still being scored. Small,
 # because a call's rollouts run until the longest simulated session of the call has ended: 8
-# envs per call cost about 40% less than 32 on ml-latest-small slates (same plans; the docs'
-# planner cost section has the measurement).
+# envs per call cost less than 32 on ml-latest-small slates (same plans; the measurements are in
+# docs/metrics_and_policies.md, "Cost").
 _ENVS_PER_CALL = 8
 _CORE = MovieLensCore()  # stateless: every planner simulates with it
 
@@ -86,7 +86,8 @@ class PlannerConfig:
     The defaults come from the measurements on docs/environments/movielens_results.md (610
     paired held-out episodes of ml-latest-small): rollouts to the end of the session are what
     make the planner match or beat its base policy with slates of 5 (a 20-step horizon fell 1.3%
-    below it), and a 64-item shortlist earned no more than 32 items at twice the cost.
+    below it), and a 64-item shortlist earned no more than 32 items (on 128 slate episodes) at
+    about twice the cost.
 
     Attributes:
         horizon: Steps each candidate is judged over: ``None`` (default), until the simulated
