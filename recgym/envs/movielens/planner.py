@@ -18,10 +18,10 @@ where ``r_1`` is the simulated reward of serving ``o`` (the user's click and rat
 of the item the user chooses from it, as the env does) and ``r_2 .. r_H`` those of the next
 steps simulated by the core, the base policy choosing (0 once the simulated user leaves). With
 ``horizon=None`` (the default) the rollouts run until the simulated user leaves or the episode
-reaches its time limit: this is Bertsekas' *rollout algorithm*, and because each ``Q`` is then
-an unbiased estimate of the return of "``o`` now, the base policy after", serving the base
-policy's option unless another's estimated ``Q`` is higher improves on the base policy in
-expectation (up to the estimates' noise, see ``confidence``). A finite horizon ``H`` values
+reaches its time limit: this is Bertsekas' *rollout algorithm*. Each ``Q`` is then an unbiased
+estimate of the return of "``o`` now, the base policy after", and serving the option of highest
+``Q`` improves on the base policy when the estimates are exact (with noisy ones, up to their
+noise: see ``confidence``). A finite horizon ``H`` values
 nothing beyond step ``H``: an option that earns more now and costs session budget later (the
 user leaves sooner) then looks better than it is, which put the slate planner 1% *below* its
 base policy at ``H = 20`` (docs/environments/movielens_results.md). A one-step horizon serves
