@@ -29,6 +29,12 @@ def test_experiment_runs_registered_policies_and_worlds(tmp_path, monkeypatch):
     assert any("boredom-aware / oracle-greedy" in note for note in result.notes)
     record = result.records[0]
     assert record["episodes"] == 120 and record["return"]["n"] == 120
+    # where the time goes: every cell timed, the note names the world's total and the cells
+    assert all(r["seconds"] > 0 for r in result.records)
+    time_note = next(note for note in result.notes if note.startswith("Wall-clock time"))
+    total = sum(r["seconds"] for r in result.records)
+    assert f"{total:.0f} s in all; per world: dynamic {total:.0f} s" in time_note
+    assert "oracle-greedy in dynamic" in time_note and "boredom-aware in dynamic" in time_note
     assert result.figures and result.figures[0].is_file()
     assert "| dynamic | oracle-greedy |" in result.to_markdown()
 

@@ -27,7 +27,7 @@ from recgym.envs.movielens import (
     make_params,
     true_utilities,
 )
-from recgym.envs.movielens.planner import _local_state, _local_world
+from recgym.envs.movielens.planner import _local_state, _local_world, _Rollouts
 from recgym.evaluation import BASELINES, evaluate, make_eval_env, paired_ratio_ci
 from recgym.policies import OracleGreedyPolicy, Policy
 
@@ -267,8 +267,8 @@ def test_access_reports_every_env_active_outside_the_harness():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"horizon": 0}, r"PlannerConfig.horizon must be an integer >= 1, got 0"),
-        ({"horizon": 2.0}, r"PlannerConfig.horizon must be an integer >= 1, got 2.0"),
+        ({"horizon": 0}, r"PlannerConfig.horizon must be an integer >= 1 or None \(to the end of the episode\), got 0"),
+        ({"horizon": 2.0}, r"PlannerConfig.horizon must be an integer >= 1 or None \(to the end of the episode\), got 2.0"),
         ({"candidates": 0}, r"PlannerConfig.candidates must be an integer >= 1, got 0"),
         ({"base_candidates": 0}, r"PlannerConfig.base_candidates must be an integer >= 1, got 0"),
         ({"samples": True}, r"PlannerConfig.samples must be an integer >= 1, got True"),
@@ -320,3 +320,60 @@ def test_the_planner_ties_with_the_oracle_in_the_static_world():
     planner = evaluate(BASELINES["planner"], static, 8, seed=0).episodes["return"].to_numpy()
     ratio, low, high = paired_ratio_ci(planner, greedy)
     assert low <= 1.0 <= high and abs(ratio - 1.0) < 0.02
+
+
+# ------------------------------------------------------------------ rollouts to the end of the episode
+def _python_rollout(params, state, slate, key, steps, slots, boredom_weight):
+    """The return of serving ``slate`` then the boredom-aware base policy, one core step at a time."""
+    core = MovieLensCore(params)
+    total, action = 0.0, slate
+    for t in range(steps):
+        noise = core.step_noise(jax.random.fold_in(key, t), params)
+        state, reward, terminated, _ = core.transition(jnp, state, action, noise, params)
+        total += float(reward)
+        if bool(terminated) or bool(core.is_truncated(jnp, state, params)):
+            break
+        scores = np.asarray(true_utilities(jnp, state, params) - boredom_weight * boredom_cost(jnp, state, params))
+        order = np.argsort(-scores, kind="stable")  # best first, the lower id of equals first
+        action = jnp.int32(order[0]) if slots == 1 else jnp.asarray(order[:slots], jnp.int32)
+    return total, t + 1
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_a_rollout_to_the_end_is_the_core_stepped_until_the_user_leaves(slots):
+    params = as_jax(make_params(build_world("synthetic"), slate_size=slots, max_episode_steps=60))
+    rollouts = _Rollouts(replace(FAST, horizon=None), slots, 3, 3)
+    simulate = jax.jit(lambda state, slate, key: rollouts.simulated_return(params, state, slate, key))
+    _, state = MovieLensCore(params).reset(jax.random.key(5), params)
+    slate = jnp.arange(2, 2 + slots, dtype=jnp.int32)
+    lengths = set()
+    for sample in range(4):
+        key = jax.random.key(sample)
+        expected, length = _python_rollout(params, state, slate if slots > 1 else slate[0], key,
+                                           params.max_episode_steps, slots, FAST.boredom_weight)
+        lengths.add(length)
+        assert float(simulate(state, slate, key)) == pytest.approx(expected, rel=1e-5)
+    assert max(lengths) > 4  # the rollouts run past the finite horizon
+
+
+@pytest.mark.parametrize("horizon", [None, 7])
+def test_early_exit_does_not_change_the_simulated_returns(horizon):
+    params = as_jax(make_params(build_world("synthetic"), slate_size=3, max_episode_steps=80))
+    config = replace(FAST, horizon=horizon)
+    _, start = MovieLensCore(params).reset(jax.random.key(2), params)
+    keys = jax.random.split(jax.random.key(9), 16)
+    slate = jnp.arange(3, dtype=jnp.int32)
+
+    def returns(early_exit):
+        rollouts = _Rollouts(config, 3, 3, 3, early_exit=early_exit)
+        return jax.jit(jax.vmap(lambda key: rollouts.simulated_return(params, start, slate, key)))(keys)
+
+    exiting, full = returns(True), returns(False)
+    np.testing.assert_allclose(exiting, full, rtol=1e-6)
+    assert np.unique(np.asarray(full)).size > 1  # the samples differ: the check compares real rollouts
+
+
+def test_the_default_planner_plans_to_the_end_of_the_episode():
+    assert PlannerConfig().horizon is None
+    with pytest.raises(ValueError, match=r"PlannerConfig.horizon must be an integer >= 1 or None"):
+        PlannerConfig(horizon=-3)

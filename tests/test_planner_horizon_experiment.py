@@ -22,3 +22,10 @@ def test_quick_run_reports_horizons_agreement_and_cost(tmp_path, monkeypatch):
         assert record["episodes"] == 16 and record["seconds"] > 0 and record["traces"] <= 1
         assert float(result.rows[2]["s / 1,000 episodes"]) > 0
     assert any("load average" in note for note in result.notes)
+
+
+def test_the_full_run_includes_rollouts_to_the_end_in_both_worlds():
+    assert None in planner_horizon.HORIZONS and None in planner_horizon.SLATE_HORIZONS
+    assert 1 in planner_horizon.HORIZONS  # the oracle-greedy check
+    assert planner_horizon.horizon_label(None) == "to the end"
+    assert planner_horizon.horizon_label(20) == "H = 20"

@@ -11,6 +11,8 @@ append one line to :data:`POLICIES` (a name and a factory ``PolicyContext -> Pol
 from __future__ import annotations
 
 import math
+import os
+import time
 from pathlib import Path
 
 from benchmarks.common import ExperimentResult, RunContext, format_ci, mean_ci
@@ -77,6 +79,8 @@ def _fraction_of_ceiling(rows: list[dict], records: list[dict], returns: dict, w
 def run(ctx: RunContext) -> ExperimentResult:
     """Evaluate every policy in every world; write the table, the JSON records and a plot."""
     rows, records, returns = [], [], {}
+    seconds: dict[tuple[str, str], float] = {}  # wall-clock of each cell: where the experiment's time goes
+    load_before = os.getloadavg()[0]
     n_episodes = None
     # The synthetic stand-in is seeded like every other experiment's (data_summary's).
     data_kwargs = {"dataset": ctx.dataset} | ({"synthetic_seed": ctx.seed} if ctx.synthetic else {})
@@ -91,10 +95,13 @@ def run(ctx: RunContext) -> ExperimentResult:
         # trained agents (movielens_agent experiment) join the worlds they were trained in
         world_policies = POLICIES | trained_agent_policies(ctx, world_name)
         for policy_name, factory in world_policies.items():
+            start = time.perf_counter()
             result = evaluate(factory, env, n_episodes, seed=ctx.seed, name=policy_name)
+            seconds[world_name, policy_name] = time.perf_counter() - start
             returns[world_name, policy_name] = result.episodes["return"].to_numpy()
             row = {"world": world_name, "policy": policy_name}
-            record = dict(row, episodes=n_episodes, coverage=result.coverage)
+            record = dict(row, episodes=n_episodes, coverage=result.coverage,
+                          seconds=seconds[world_name, policy_name])
             for label, col in METRICS.items():
                 values = result.episodes[col].dropna().to_numpy()
                 mean, half = mean_ci(values) if values.size else (math.nan, math.nan)
@@ -135,6 +142,7 @@ def run(ctx: RunContext) -> ExperimentResult:
         best = max(static, key=static.get)
         notes.append(f"static: best mean return {static[best]:.1f} by {best} "
                      f"(oracle-greedy {static.get('oracle-greedy', math.nan):.1f}).")
+    notes.append(_time_note(seconds, load_before))
     figure = _plot(ctx.out_dir / "movielens_policies.png", returns)
     return ExperimentResult(
         name="movielens_policies",
@@ -145,6 +153,17 @@ def run(ctx: RunContext) -> ExperimentResult:
         records=records,
         figures=[figure] if figure else [],
     )
+
+
+def _time_note(seconds: dict[tuple[str, str], float], load_before: float) -> str:
+    """Where the experiment's wall-clock time went: per world, and the costliest cells."""
+    worlds = dict.fromkeys(w for w, _ in seconds)
+    per_world = ", ".join(f"{w} {sum(s for (v, _), s in seconds.items() if v == w):.0f} s" for w in worlds)
+    costliest = sorted(seconds.items(), key=lambda item: -item[1])[:5]
+    cells = ", ".join(f"{p} in {w} {s:.0f} s" for (w, p), s in costliest)
+    return (f"Wall-clock time (evaluation only; on {os.cpu_count()} CPU cores, load average {load_before:.1f} "
+            f"before, {os.getloadavg()[0]:.1f} after): {sum(seconds.values()):.0f} s in all; per world: "
+            f"{per_world}; costliest cells: {cells}.")
 
 
 # ---- ratio columns (agents issue): every row's return against the references, paired episodes ----

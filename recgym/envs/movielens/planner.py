@@ -3,26 +3,32 @@
 :class:`PlannerPolicy` reads the users' hidden state through a
 :class:`~recgym.envs.movielens.MovieLensAccess` and plans with the simulator's own pure core
 (:class:`~recgym.envs.movielens.MovieLensCore`): at every step it judges a few options (items,
-or slates) by rolling the true dynamics forward ``horizon`` steps under a base policy, with noise
-drawn from its *own* seeded keys, and serves the best. It is a research instrument, like
-oracle-greedy: it knows the user model exactly, which no recommender does, so its return bounds
-what a recommender (or a trained agent) could reach from the same world. It is an upper bound in
-that sense, not an optimum: it looks a finite number of steps ahead, through a base policy, over
-a few options and noise samples, so a cleverer planner could earn more.
+or slates) by rolling the true dynamics forward under a base policy (by default to the end of
+the session), with noise drawn from its *own* seeded keys, and serves the best. It is a research
+instrument, like oracle-greedy: it knows the user model exactly, which no recommender does, so
+its return bounds what a recommender (or a trained agent) could reach from the same world. It is
+an upper bound in that sense, not an optimum: it improves on one base policy, over a few options
+and noise samples, so a cleverer planner could earn more.
 
-The value of serving option ``o`` now is
+The value of serving option ``o`` now is its simulated return
 
-    value(o) = u_o + mean over samples of (r_2 + ... + r_H)
+    Q(o) = mean over samples of (r_1 + r_2 + ... + r_H)
 
-where ``u_o`` is the user's current expected satisfaction of ``o`` (its true utility, what
-oracle-greedy ranks by; a slate's is the mean of its items') and ``r_2 .. r_H`` are the rewards
-of the next ``H - 1`` steps simulated by the core after ``o`` is served, the base policy
-choosing (0 once the simulated user leaves). So a one-step horizon ranks exactly as oracle-greedy
-does, and longer horizons add what the option does to the user's future: the habit it builds,
-the satiation it adds, the session budget it costs. The planner serves the base policy's option
-unless another one's gain is confirmed on fresh samples by ``confidence`` standard errors: the
-simulated futures are noisy, and the option that looks best on a few samples is mostly the one
-whose noise flattered it.
+where ``r_1`` is the simulated reward of serving ``o`` (the user's click and rating; for a slate,
+of the item the user chooses from it, as the env does) and ``r_2 .. r_H`` those of the next
+steps simulated by the core, the base policy choosing (0 once the simulated user leaves). With
+``horizon=None`` (the default) the rollouts run until the simulated user leaves or the episode
+reaches its time limit: this is Bertsekas' *rollout algorithm*. Each ``Q`` is then an unbiased
+estimate of the return of "``o`` now, the base policy after", and serving the option of highest
+``Q`` improves on the base policy when the estimates are exact (with noisy ones, up to their
+noise: see ``confidence``). A finite horizon ``H`` values
+nothing beyond step ``H``: an option that earns more now and costs session budget later (the
+user leaves sooner) then looks better than it is, which put the slate planner 1% *below* its
+base policy at ``H = 20`` (docs/environments/movielens_results.md). A one-step horizon serves
+oracle-greedy's choice (the highest current true utility; nothing is simulated). The planner
+serves the base policy's option unless another one's gain is confirmed on fresh samples by
+``confidence`` standard errors: the simulated futures are noisy, and the option that looks best
+on a few samples is mostly the one whose noise flattered it.
 
 Two things keep it cheap enough to run over every held-out user (docs/metrics_and_policies.md,
 docs/environments/movielens_results.md for the measured cost):
@@ -33,7 +39,9 @@ docs/environments/movielens_results.md for the measured cost):
   ``boredom_cost``, ``MovieLensCore.transition``), on ``shortlist`` items instead of the whole
   catalogue; only the base policy's choices in the rollouts are restricted to the shortlist.
 * One jitted function plans for a batch of envs, every option and every noise sample at once
-  (``vmap``), the horizon a ``lax.scan``; it is traced once per settings and batch shape, and
+  (``vmap``); the rollout is a ``lax.while_loop`` that stops as soon as every simulated user of
+  the batch has left (or the horizon or time limit is reached), so its cost follows the
+  remaining sessions, not the time limit. It is traced once per settings and batch shape, and
   envs whose episode is no longer scored are not planned.
 
 The planner never sees the env's future noise: its rollouts draw their own from keys seeded by
@@ -63,8 +71,11 @@ BASE_POLICIES: tuple[str, ...] = ("boredom-aware", "oracle-greedy")
 """Base policies the rollouts can follow (the baselines of :mod:`recgym.policies` of that name)."""
 
 # Envs planned per jitted call: the active envs go in calls of this fixed size (the last padded),
-# so the planner traces once yet works in proportion to the envs still being scored.
-_ENVS_PER_CALL = 32
+# so the planner traces once yet works in proportion to the envs still being scored. Small,
+# because a call's rollouts run until the longest simulated session of the call has ended: 8
+# envs per call cost less than 32 on ml-latest-small slates (same plans; the measurements are in
+# docs/metrics_and_policies.md, "Cost").
+_ENVS_PER_CALL = 8
 _CORE = MovieLensCore()  # stateless: every planner simulates with it
 
 
@@ -72,13 +83,18 @@ _CORE = MovieLensCore()  # stateless: every planner simulates with it
 class PlannerConfig:
     """Settings of :class:`PlannerPolicy`.
 
-    The defaults keep the full MovieLens policies experiment within the main job's budget on
-    two CPU cores; docs/environments/movielens_results.md reports how the ceiling moves with
-    them.
+    The defaults come from the measurements on docs/environments/movielens_results.md (610
+    paired held-out episodes of ml-latest-small): rollouts to the end of the session are what
+    make the planner match or beat its base policy with slates of 5 (a 20-step horizon fell 1.3%
+    below it), and a 64-item shortlist earned no more than 32 items (on 128 slate episodes) at
+    about twice the cost.
 
     Attributes:
-        horizon: ``H >= 1``, steps each candidate is judged over: the step it is served, then
-            ``H - 1`` simulated steps of the base policy. ``H = 1`` is oracle-greedy.
+        horizon: Steps each candidate is judged over: ``None`` (default), until the simulated
+            user leaves or the episode reaches its time limit (the rollout algorithm, which
+            improves on its base policy); ``H >= 1``, the step it is served, then ``H - 1``
+            simulated steps of the base policy, nothing valued beyond. ``H = 1`` is
+            oracle-greedy.
         candidates: ``M >= 1``, the items of highest current true utility, considered for every
             slot (raised to the slate size for slates).
         base_candidates: ``>= 1`` further candidates from the base policy's current ranking
@@ -102,7 +118,7 @@ class PlannerConfig:
             however noisy; needs ``samples >= 2`` when positive).
     """
 
-    horizon: int = 20
+    horizon: int | None = None
     candidates: int = 4
     base_candidates: int = 2
     samples: int = 8
@@ -112,8 +128,10 @@ class PlannerConfig:
     confidence: float = 2.0
 
     def __post_init__(self) -> None:
-        for name, minimum in (("horizon", 1), ("candidates", 1), ("base_candidates", 1),
-                              ("samples", 1), ("shortlist", 1)):
+        if self.horizon is not None:
+            require(lambda v: is_int(v) and v >= 1, "PlannerConfig.horizon", self.horizon,
+                    "an integer >= 1 or None (to the end of the episode)")
+        for name, minimum in (("candidates", 1), ("base_candidates", 1), ("samples", 1), ("shortlist", 1)):
             require(lambda v, m=minimum: is_int(v) and v >= m, f"PlannerConfig.{name}",
                     getattr(self, name), f"an integer >= {minimum}")
         n_candidates = self.candidates + self.base_candidates
@@ -276,12 +294,15 @@ class _Rollouts:
         slots: Items per action (the slate size; 1 for single items).
         n_top: Candidates of highest current utility (``candidates``, raised to ``slots``).
         n_base: Candidates from the base policy's ranking (``base_candidates``, raised to ``slots``).
+        early_exit: Stop each rollout once every simulated user of the batch has left (a
+            ``lax.while_loop``) rather than running every step (a ``lax.scan``); same values.
     """
 
     config: PlannerConfig
     slots: int
     n_top: int
     n_base: int
+    early_exit: bool = True
 
     def _plan_batch(self, params: MovieLensParams, state: MovieLensState, envs: jax.Array, shortlist: jax.Array,
                     immediate: jax.Array, seed: jax.Array) -> jax.Array:
@@ -292,7 +313,7 @@ class _Rollouts:
             state: Every env's hidden state (leading ``num_envs`` axis).
             envs: ``(m,)`` the envs to plan for (indices into ``state``).
             shortlist: ``(m, L)`` item ids, candidates first.
-            immediate: ``(m, C)`` the candidates' current true utilities.
+            immediate: ``(m, C)`` the candidates' current true utilities (the one-step horizon's ranking).
             seed: uint32 scalar, this step's seed.
         """
         _TRACES[0] += 1  # a Python side effect: runs only when jax.jit traces
@@ -316,7 +337,6 @@ class _Rollouts:
         base_scores = self._base_scores(start, local)                                   # (L,)
         if k == 1:
             options = jnp.arange(n_cand, dtype=jnp.int32)[:, None]                       # every candidate
-            value_now = immediate
             default = jnp.argmax(base_scores[:n_cand])
         else:
             # the base policy's slate (all candidates: base_candidates >= k), oracle-greedy's, and the
@@ -326,21 +346,20 @@ class _Rollouts:
             swapped = jnp.tile(base_slate, (n_top, 1)).at[:, -1].set(tops)
             swapped = jnp.where(jnp.isin(tops, base_slate)[:, None], base_slate[None], swapped)
             options = jnp.concatenate([base_slate[None], jnp.arange(k, dtype=jnp.int32)[None], swapped])
-            value_now = immediate[options].mean(axis=1)
             default = 0
         screen_key, confirm_key = jax.random.split(key)
 
-        def futures(options, key):  # (A, S): every option on the same S noise samples
+        def returns(options, key):  # (A, S): every option on the same S noise samples
             samples = jax.random.split(key, self.config.samples)
-            return jax.vmap(lambda option: jax.vmap(lambda sample: self._future(local, start, option, sample))(
+            return jax.vmap(lambda option: jax.vmap(lambda sample: self.simulated_return(local, start, option, sample))(
                 samples))(options)
 
         # screen: the option with the best estimated gain over the base policy's
-        gain = _gains(value_now, futures(options, screen_key), default).mean(axis=1)
+        gain = _gains(returns(options, screen_key), default).mean(axis=1)
         challenger = jnp.argmax(gain)
         # confirm on fresh samples: the screen's winner is flattered by the noise that made it win
         pair = jnp.stack([default, challenger])
-        gain = _gains(value_now[pair], futures(options[pair], confirm_key), 0)[1]
+        gain = _gains(returns(options[pair], confirm_key), 0)[1]
         advantage = gain.mean()
         if self.config.confidence > 0:
             advantage = advantage - self.config.confidence * gain.std(ddof=1) / np.sqrt(gain.shape[0])
@@ -353,32 +372,58 @@ class _Rollouts:
             scores = scores - self.config.boredom_weight * boredom_cost(jnp, state, params)
         return scores
 
-    def _future(self, params: MovieLensParams, state: MovieLensState, slate: jax.Array, key: jax.Array) -> jax.Array:
-        """Sum of the simulated rewards of the ``H - 1`` steps after ``slate`` is served (one sample).
+    def simulated_return(self, params: MovieLensParams, state: MovieLensState, slate: jax.Array,
+                         key: jax.Array) -> jax.Array:
+        """One sample of the return of serving ``slate`` now, then following the base policy.
 
-        Step ``t`` of the rollout draws its noise from ``fold_in(key, t)`` with the core's own
-        :meth:`~recgym.envs.movielens.MovieLensCore.step_noise`; rewards stop when the simulated
-        user leaves or the episode reaches its time limit.
+        The sum of the simulated rewards of the step ``slate`` is served and of the base policy's
+        steps after it, up to ``horizon`` steps in all (``None``: until the simulated user leaves
+        or the episode reaches its time limit). Step ``t`` draws its noise from ``fold_in(key, t)``
+        with the core's own :meth:`~recgym.envs.movielens.MovieLensCore.step_noise` and is
+        simulated by :meth:`~recgym.envs.movielens.MovieLensCore.transition`; rewards stop when
+        the simulated user leaves or the episode reaches its time limit.
+
+        With ``early_exit`` the steps run in a ``lax.while_loop`` that stops once the user has
+        left (under ``vmap``: once every simulated user of the batch has), so a rollout costs
+        what the remaining sessions last, not the horizon; without it a ``lax.scan`` runs every
+        step. The two give the same return (a left user earns 0).
+
+        Args:
+            params: The params of the local world the rollout runs in (JAX arrays).
+            state: The user's state in that world (unbatched).
+            slate: ``(k,)`` item ids (positions in the local world) served first.
+            key: This sample's PRNG key.
+
+        Returns:
+            float32 scalar, in rating units.
         """
         core, k = _CORE, self.slots
+        steps = params.max_episode_steps if self.config.horizon is None else self.config.horizon
 
         def advance(state, alive, action, t):
             noise = core.step_noise(jax.random.fold_in(key, t), params)
             nxt, reward, terminated, _ = core.transition(jnp, state, action, noise, params)
-            return nxt, alive & ~(terminated | core.is_truncated(jnp, nxt, params)), reward
+            return nxt, alive & ~(terminated | core.is_truncated(jnp, nxt, params)), jnp.where(alive, reward, 0.0)
 
         def base_step(carry, t):
             state, alive, total = carry
             scores = self._base_scores(state, params)
             action = jnp.argmax(scores) if k == 1 else _top_items(scores, k)
             nxt, still, reward = advance(state, alive, action.astype(jnp.int32), t)
-            return (nxt, still, total + jnp.where(alive, reward, 0.0)), None
+            return nxt, still, total + reward
 
-        state, alive, _ = advance(state, jnp.asarray(True), slate[0] if k == 1 else slate, 0)
-        (_, _, total), _ = jax.lax.scan(base_step, (state, alive, jnp.float32(0.0)),
-                                        jnp.arange(1, self.config.horizon))
+        state, alive, first = advance(state, jnp.asarray(True), slate[0] if k == 1 else slate, 0)
+        carry = (state, alive, first.astype(jnp.float32))
+        if self.early_exit:
+            def more(loop):
+                t, (_, alive, _) = loop
+                return alive & (t < steps)
+
+            _, (_, _, total) = jax.lax.while_loop(more, lambda loop: (loop[0] + 1, base_step(loop[1], loop[0])),
+                                                  (jnp.int32(1), carry))
+        else:
+            (_, _, total), _ = jax.lax.scan(lambda c, t: (base_step(c, t), None), carry, jnp.arange(1, steps))
         return total
-
 
 
 # one compiled planning function per (settings, shapes), shared by every PlannerPolicy
@@ -386,13 +431,13 @@ _plan = jax.jit(lambda rollouts, *args: rollouts._plan_batch(*args), static_argn
 _TRACES = [0]  # how many times _plan traced (each policy reads its own share: PlannerPolicy.trace_count)
 
 
-def _gains(immediate: jax.Array, future: jax.Array, default: jax.Array | int) -> jax.Array:
+def _gains(returns: jax.Array, default: jax.Array | int) -> jax.Array:
     """``(A, S)`` paired gains of each option over option ``default``, sample by sample.
 
-    ``immediate`` (``(A,)``) is each option's current true utility and ``future`` (``(A, S)``) its
-    simulated futures; the noise an option shares with the default (same samples) cancels.
+    ``returns`` (``(A, S)``) are each option's simulated returns; the noise an option shares with
+    the default (same samples) cancels.
     """
-    return (immediate - immediate[default])[:, None] + future - future[default]
+    return returns - returns[default]
 
 
 def _top_items(scores: jax.Array, k: int) -> jax.Array:
