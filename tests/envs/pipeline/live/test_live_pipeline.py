@@ -96,8 +96,9 @@ def test_a_stage_that_raises_reports_its_traceback(source, no_orphans):
 
 def test_keyboard_interrupt_leaves_no_process(source, no_orphans):
     # interrupt_main() does nothing while SIGINT is ignored, so give this test Python's own Ctrl-C
-    # handler whatever an earlier test or library left installed (in CI's full run the interrupt
-    # never arrived: SIGINT was not Python's there)
+    # handler: a test run started in the background of a non-interactive shell (`cmd &` in a CI
+    # script, nohup) inherits SIGINT ignored, as POSIX shells do for background jobs, and Python
+    # then leaves it ignored (CI's full run never delivered the interrupt for this reason)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         pipeline = _pipeline(source)
