@@ -368,6 +368,25 @@ class A2CTraining:
             warm_start_logged_mf(model, self.env_params, c.warm_start)
         return model
 
+    def initial_params(self, key: jax.Array) -> Any:
+        """The trainable parameters of :meth:`build_model` (``nnx.State``), drawn from ``key``.
+
+        ``jax.vmap`` over keys runs this one key after the other (``sequential_vmap``), not as
+        one batched computation: the orthogonal initialisers factorise random matrices with
+        LAPACK (``geqrf``), and jaxlib 0.10.2 runs a *batched* LAPACK call by queueing the batch
+        on XLA's CPU intra-op thread pool and blocking a pool thread until it is done. When the
+        thunk executor runs as many independent batched factorisations at once (the actor's and
+        the critic's layers) as the pool has threads — two on a 2-core machine — every pool thread
+        blocks on work no thread is left to run: ``jax.jit(jax.vmap(train))(keys)`` deadlocked
+        intermittently, every thread waiting. Unbatched, the factorisations never queue work.
+        The parameters are the same either way (same key, same values).
+        """
+        @jax.custom_batching.sequential_vmap
+        def draw(key: jax.Array) -> Any:
+            return nnx.split(self.build_model(key), nnx.Param, ...)[1]
+
+        return draw(key)
+
     def model(self, params: Any) -> ActorCritic:
         """The network with ``params`` (``nnx.merge`` of the graph, the params and the constants)."""
         return nnx.merge(self.graphdef, params, self.model_constants)
@@ -380,7 +399,7 @@ class A2CTraining:
             key: A typed PRNG key (``jax.random.key(seed)``).
         """
         model_key, env_key, learner_key = jax.random.split(key, 3)
-        _, params, _ = nnx.split(self.build_model(model_key), nnx.Param, ...)
+        params = self.initial_params(model_key)
         env_keys = jax.random.split(env_key, self.config.num_envs)
         observation, env = jax.vmap(self.core.start, in_axes=(0, None))(env_keys, self.env_params)
         n = self.config.num_envs

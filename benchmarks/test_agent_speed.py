@@ -15,7 +15,11 @@ whole catalogue, and count environment steps per second of training (rollout + u
   ``gym.make`` envs in a ``DummyVecEnv``, through the gymnasium API — skipped when SB3 is not
   installed (``pip install "recgym[peers]"``; SB3 needs PyTorch).
 
-The last test prints the ratio when both ran in the same session.
+The last test prints the ratio when both ran in the same session. ``test_a2c_update_flop_breakdown``
+prints where an update's work goes (XLA's cost analysis: FLOPs, independent of the machine's load;
+not a benchmark, so ``--benchmark-only`` skips it)::
+
+    python -m pytest benchmarks/test_agent_speed.py -k flop -s
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import pytest
 
-from agents.a2c import A2CConfig, make_train
+from agents.a2c import A2CConfig, DeviceAxis, make_train
 from agents.movielens import make_env_params
 
 RESULTS: dict[str, float] = {}
@@ -107,3 +112,64 @@ def test_speed_ratio_report():
         pytest.skip("needs both speed benchmarks in the same session")
     ratio = RESULTS["a2c"] / RESULTS["sb3"]
     print(f"\n[training speed] recgym A2C / SB3 A2C = {ratio:,.0f}x (measured {time.strftime('%Y-%m-%d')})")
+
+
+def _gflop(function, *args) -> float:
+    """GFLOP of one call of ``jax.jit(function)(*args)`` by XLA's cost analysis (a loop body counts once)."""
+    cost = jax.jit(function).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) / 1e9
+
+
+def update_flop_breakdown(config: A2CConfig) -> dict[str, float]:
+    """GFLOP of one A2C update of ``config`` on its env, by part.
+
+    Returns:
+        ``{part: GFLOP}``: ``rollout`` (the scan's body times ``rollout_steps``: XLA counts a loop
+        body once), ``loss forward``, ``loss backward`` (the gradient's total minus the forward),
+        ``actor scores`` and ``critic values`` (forward passes over the update's observations),
+        ``env steps`` (``step_autoreset`` alone over the rollout, random items) and ``update``
+        (rollout + loss + gradient).
+    """
+    env = make_env_params(config)
+    training = make_train(config, env.params, env.core, env.item_features)
+    state = training.init(jax.random.key(0))
+    axis, params = DeviceAxis(), state.learner.params
+
+    def rollout(params, actors, key):
+        return training._rollout(axis, training.env_params, params, actors, key)
+
+    _, batch = jax.jit(rollout)(params, state.actors, jax.random.key(1))
+    observations = batch.observation.reshape(-1, batch.observation.shape[-1])
+
+    def env_steps(env_carry, key):
+        def step(env_carry, t):
+            items = jax.random.randint(jax.random.fold_in(key, t), (config.num_envs,), 0, training.n_items)
+            observation, env_carry, reward, *_ = jax.vmap(training.core.step_autoreset, in_axes=(0, 0, None))(
+                env_carry, items, training.env_params)
+            return env_carry, (observation, reward)
+        return jax.lax.scan(step, env_carry, jnp.arange(config.rollout_steps))
+
+    parts = {
+        "rollout": _gflop(rollout, params, state.actors, jax.random.key(1)) * config.rollout_steps,
+        "loss forward": _gflop(lambda p, b: training._loss(p, b, axis)[0], params, batch),
+        "loss + gradient": _gflop(lambda p, b: jax.grad(training._loss, has_aux=True)(p, b, axis), params, batch),
+        "actor scores": _gflop(lambda p, o: training.model(p).scores(o), params, observations),
+        "critic values": _gflop(lambda p, o: training.model(p).value(o), params, observations),
+        "env steps": _gflop(env_steps, state.actors.env, jax.random.key(2)) * config.rollout_steps,
+    }
+    parts["loss backward"] = parts.pop("loss + gradient") - parts["loss forward"]
+    parts["update"] = parts["rollout"] + parts["loss forward"] + parts["loss backward"]
+    return parts
+
+
+def test_a2c_update_flop_breakdown():
+    """Where one update's work goes (the docs' profile): compute in the networks, not in the env."""
+    config = A2CConfig(dataset=DATASET, total_steps=10**9, progress=False, tensorboard=False)  # the timed config
+    parts = update_flop_breakdown(config)
+    per_thousand = parts["update"] / config.steps_per_update * 1000
+    print(f"\n[A2C update FLOPs, {config.num_envs} envs x {config.rollout_steps} steps, {DATASET}] "
+          + ", ".join(f"{name} {gflop:.2f}" for name, gflop in parts.items())
+          + f" GFLOP; {per_thousand:.2f} GFLOP per 1,000 env-steps")
+    assert parts["loss backward"] > parts["loss forward"] > 0
+    assert parts["env steps"] < 0.01 * parts["update"], parts
