@@ -14,7 +14,7 @@ explains each):
    CPU seconds per step, fitted as ``t_batch + B t_sample``.
 2. **Contention and memory in the running pipeline** (1 to ``max_workers`` workers per stage):
    how the CPU time per sample grows with workers beyond the cores gives the oversubscription
-   overhead ``kappa``, and the cores its processes keep busy against the cores free gives the
+   overhead ``kappa``, and the cores its processes keep busy while cores stand idle gives the
    core efficiency (hand-offs between processes leave cores idle although work is queued);
    the pipeline's memory with one and with the most workers per stage gives
    the base memory (trainer, launcher, shared pages) and each worker's, split across stages by
@@ -220,18 +220,20 @@ def fit_contention(rows: list[dict], cores: int, trainer_cpu_fraction: float = 1
     return float(np.clip(slope / d0, 0.0, 10.0)) if d0 > 0 else 0.0
 
 
-def fit_core_efficiency(rows: list[dict], cores: int) -> float:
-    """The fraction of the free cores the pipeline keeps busy when it has more work than cores.
+def fit_core_efficiency(rows: list[dict], cores: int, idle_threshold: float = 0.1) -> float:
+    """The fraction of the cores the pipeline keeps busy when it has more work than cores.
 
-    The median over the contention rows with at least two workers per stage (every one of them
-    oversubscribes the cores, so work is always queued somewhere) of the cores the pipeline's
-    processes used over the cores the others left free, ``pipeline / (cores - other)``, clipped to
-    ``[0.05, 1]``. A work-conserving pipeline reads 1. Where other programs fill every idle
-    moment of the cores (a loaded machine), the cores they leave free are the ones the pipeline
-    used, and this reads 1 too: the idle gaps then show up as the neighbours' load instead.
+    Read from the contention rows with at least two workers per stage (all oversubscribed: work
+    is always queued somewhere) in which cores stood idle — neither the pipeline nor other
+    programs used at least ``idle_threshold`` of a core, so the pipeline had cores it could not
+    fill: there it used ``core_efficiency * cores``. The median over those rows, clipped to
+    ``[0.05, 1]``. Rows without idle cores say nothing (other programs filled the gaps: the
+    pipeline got all the cores they left), and without any such row the pipeline is taken as
+    work-conserving (1): a calibration on a saturated machine cannot see its idle gaps.
     """
-    ratios = [r["pipeline_cores"] / max(cores - r["other_cores"], 1e-3)
-              for r in rows if r["workers"] >= 2 * NUM_STAGES and "pipeline_cores" in r]
+    ratios = [r["pipeline_cores"] / cores for r in rows
+              if r["workers"] >= 2 * NUM_STAGES and "pipeline_cores" in r
+              and cores - r["other_cores"] - r["pipeline_cores"] >= idle_threshold]
     if not ratios:
         return 1.0
     return float(np.clip(np.median(ratios), 0.05, 1.0))
@@ -466,6 +468,9 @@ def calibrate(config: CalibrationConfig, log=print) -> tuple[PipelineProfile, di
         memory = measure_memory(pipeline, config, most)
     kappa = fit_contention(contention["rows"], len(cpus))
     efficiency = fit_core_efficiency(contention["rows"], len(cpus))
+    if not any(len(cpus) - r["other_cores"] - r["pipeline_cores"] >= 0.1 for r in contention["rows"]):
+        log("  no core stood idle during the contention runs (other programs filled them): the core "
+            "efficiency cannot be measured and is taken as 1; calibrate on a quiet machine")
     elements = element_bytes(source, settings)
     base_gib, worker_gib = fit_memory(memory, settings.shuffle_buffer * elements[_SHUFFLE] / most / _GIB)
     log(f"  oversubscription overhead kappa={kappa:.3f}; core efficiency {efficiency:.3f}; "

@@ -170,15 +170,17 @@ def cpu_slowdown(
         overhead: ``kappa``.
         core_budget: ``(...)`` the machine's cores (the ``"demand"`` basis' switching cost counts
             the workers beyond them; default ``available_cores``).
-        core_efficiency: ``(...)`` in ``(0, 1]``, the fraction of the available cores the
-            pipeline keeps busy when it has more work than cores
+        core_efficiency: ``(...)`` in ``(0, 1]``, the fraction of the machine's cores the
+            pipeline keeps busy when it has more work than cores and the cores to itself
             (:attr:`~recgym.envs.pipeline.params.PipelineProfile.core_efficiency`): the pipeline
-            runs on ``core_efficiency * available_cores``. 1 for a work-conserving pipeline.
+            runs on ``min(core_efficiency * core_budget, available_cores)`` cores — neighbours
+            first fill the cores its hand-offs leave idle. 1 for a work-conserving pipeline.
 
     Returns:
         The factor every stage's capacity is multiplied by.
     """
-    available_cores = core_efficiency * available_cores
+    budget = available_cores if core_budget is None else core_budget
+    available_cores = xp.minimum(core_efficiency * budget, available_cores)
     workers = sum(stages(cores)) + trainer_cpu_fraction
     if basis == "allocated":
         return oversubscription_factor(xp, workers, available_cores, overhead)

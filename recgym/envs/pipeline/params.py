@@ -173,12 +173,13 @@ class PipelineProfile:
             ``[0, 1]``: 0 for an accelerator trainer (the default), 1 for a trainer computing on the
             CPU (the live pipeline on a machine without one) — it then competes with the workers
             for the cores and oversubscription slows it too.
-        core_efficiency: Fraction of the available cores the pipeline's processes keep busy when
-            they have more work than cores, in ``(0, 1]``: 1 (the default) for a work-conserving
-            pipeline; below 1 when hand-offs between worker processes leave cores idle although
-            work is queued (the live pipeline on two cores keeps about three quarters of them
-            busy). The model runs the pipeline on ``core_efficiency * available_cores``.
-            :mod:`recgym.envs.pipeline.calibrate` measures it.
+        core_efficiency: Fraction of the machine's cores the pipeline's processes keep busy when
+            they have more work than cores and the cores to themselves, in ``(0, 1]``: 1 (the
+            default) for a work-conserving pipeline; below 1 when hand-offs between worker
+            processes leave cores idle although work is queued (the live pipeline on two quiet
+            cores keeps about three quarters of them busy). The model runs the pipeline on
+            ``min(core_efficiency * core_budget, available_cores)`` cores: other programs first
+            fill the idle gaps. :mod:`recgym.envs.pipeline.calibrate` measures it.
     """
 
     cpu_seconds_per_sample: tuple[float, ...] = (20e-6, 60e-6, 150e-6, 10e-6, 8e-6, 5e-6)

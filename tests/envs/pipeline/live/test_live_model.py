@@ -104,19 +104,22 @@ def test_a_cpu_bound_pipeline_delivers_cores_over_cpu_seconds_per_sample():
 
 
 @pytest.mark.parametrize("efficiency", [1.0, 0.75, 0.3])
-def test_core_efficiency_scales_a_cpu_bound_pipeline_and_nothing_else(efficiency):
-    """The pipeline runs on ``efficiency * available`` cores: a CPU-bound pipeline (its trainer on
-    the cores) delivers ``efficiency`` times as much; one that needs less than that is unchanged."""
-    _, world = _cpu_bound_world(1.0)
+def test_core_efficiency_caps_a_cpu_bound_pipeline_at_its_share_of_the_machine(efficiency):
+    """The pipeline runs on ``min(efficiency * budget, available)`` cores: a CPU-bound pipeline (its
+    trainer on the cores) on the whole 2-core machine delivers ``efficiency`` times as much;
+    neighbours taking fewer cores than its idle gaps cost it nothing; one that needs less is
+    unchanged."""
+    _, world = _cpu_bound_world(1.0)  # core_budget 2
     lean = dataclasses.replace(world, core_efficiency=efficiency)
-    for available in (0.5, 2.0):
+    for available in (0.5, 1.0, 2.0):
         cond = dynamics.Conditions(list(world.cpu_seconds), available, 1e6)
         full = dynamics.performance(np, world, cond, [4] * NUM_STAGES, 10, 16, 0.0, "demand")
         partial = dynamics.performance(np, lean, cond, [4] * NUM_STAGES, 10, 16, 0.0, "demand")
-        assert partial.throughput == pytest.approx(efficiency * full.throughput, rel=1e-5)
-    # A trainer capped by its own single core (1,000 samples/s: one core busy) on four free cores:
-    # even 0.3 of them (1.2) serve its demand, so the efficiency changes nothing.
-    slow = dataclasses.replace(world, trainer_sample_seconds=1e-3)
+        share = min(efficiency * 2.0, available) / available
+        assert partial.throughput == pytest.approx(share * full.throughput, rel=1e-5)
+    # A trainer capped by its own single core (1,000 samples/s: one core busy) on a 4-core
+    # machine: even 0.3 of it (1.2 cores) serves its demand, so the efficiency changes nothing.
+    slow = dataclasses.replace(world, trainer_sample_seconds=1e-3, core_budget=4.0)
     cond = dynamics.Conditions(list(world.cpu_seconds), 4.0, 1e6)
     assert dynamics.performance(np, dataclasses.replace(slow, core_efficiency=efficiency), cond, [4] * NUM_STAGES,
                                 10, 16, 0.0, "demand").throughput == pytest.approx(
