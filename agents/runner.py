@@ -50,7 +50,8 @@ CONFIG_FILE = "config.json"
 
 # flags that may differ between a run and its resumption (where and how it reports or which process
 # it is, not what it trains)
-_RESUME_OVERRIDABLE = ("resume", "out", "progress", "tensorboard", "coordinator", "process_id")
+_RESUME_OVERRIDABLE = ("resume", "out", "progress", "tensorboard", "coordinator", "process_id", "join_timeout_s",
+                       "heartbeat_timeout_s")
 
 ConfigT = TypeVar("ConfigT")
 
@@ -90,6 +91,12 @@ class RunConfig:
             own devices; > 1 needs coordinator and parallel="shard_map".
         process_id: This process's index in [0, num_processes); process 0 writes the config, the
             learning curve and the evaluation.
+        join_timeout_s: Seconds each process of a multi-process run waits for all of them to join
+            the coordinator; past it (a wrong address, a process that never starts) every waiting
+            process stops with JAX's DEADLINE_EXCEEDED error.
+        heartbeat_timeout_s: Seconds of silence after which the coordinator declares a process of
+            a multi-process run dead; every other process then stops with JAX's "distributed
+            service detected fatal errors" error instead of waiting for it.
     """
 
     seed: int = 0
@@ -106,9 +113,12 @@ class RunConfig:
     coordinator: str = ""
     num_processes: int = 1
     process_id: int = 0
+    join_timeout_s: int = 300
+    heartbeat_timeout_s: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "num_devices", "updates_per_call", "keep_checkpoints", "num_processes"):
+        for name in ("total_steps", "num_devices", "updates_per_call", "keep_checkpoints", "num_processes",
+                     "join_timeout_s", "heartbeat_timeout_s"):
             require(lambda v: is_int(v) and v >= 1, name, getattr(self, name), "an integer >= 1")
         for name in ("seed", "checkpoint_every"):
             require(lambda v: is_int(v) and v >= 0, name, getattr(self, name), "an integer >= 0")
@@ -153,7 +163,7 @@ def _is_host_port(address: str) -> bool:
     return bool(host) and bool(sep) and port.isdigit() and 1 <= int(port) <= 65535
 
 
-def initialize_processes(config: RunConfig, timeout_s: int = 300) -> None:
+def initialize_processes(config: RunConfig) -> None:
     """Join the run's processes with ``jax.distributed.initialize`` (a no-op for one process).
 
     Must come before anything touches a device (a JAX computation, ``jax.devices()``...): call it
@@ -161,11 +171,11 @@ def initialize_processes(config: RunConfig, timeout_s: int = 300) -> None:
 
     Args:
         config: Gives ``coordinator``, ``num_processes`` and ``process_id``.
-        timeout_s: Seconds to wait for every process to join before failing.
-
     Raises:
-        RuntimeError: JAX has already started (naming the fix), or the processes did not join
-            within ``timeout_s`` (JAX's error).
+        RuntimeError: JAX has already started (naming the fix). Processes that do not all join
+            within ``config.join_timeout_s``, or one that dies later (no heartbeat for
+            ``config.heartbeat_timeout_s``), stop every other process: JAX aborts them with its
+            own error (exit status 134), after the message this function prints.
     """
     if config.num_processes == 1:
         return
@@ -178,8 +188,13 @@ def initialize_processes(config: RunConfig, timeout_s: int = 300) -> None:
             "run before any JAX operation, but JAX has already started its devices; call "
             "agents.runner.initialize_processes(config) first in main, before building environments or "
             "training")
+    print(f"process {config.process_id} of {config.num_processes}: joining the run at {config.coordinator} "
+          f"(--join-timeout-s {config.join_timeout_s}, --heartbeat-timeout-s {config.heartbeat_timeout_s}); a process "
+          "that does not join or dies stops every other one with JAX's 'distributed service detected fatal "
+          "errors' message", file=sys.stderr, flush=True)
     jax.distributed.initialize(coordinator_address=config.coordinator, num_processes=config.num_processes,
-                               process_id=config.process_id, initialization_timeout=timeout_s)
+                               process_id=config.process_id, initialization_timeout=config.join_timeout_s,
+                               heartbeat_timeout_seconds=config.heartbeat_timeout_s)
     if jax.process_count() != config.num_processes:  # e.g. an outer launcher already initialised differently
         raise RuntimeError(f"jax.distributed has {jax.process_count()} processes, the config num_processes="
                            f"{config.num_processes}")

@@ -202,6 +202,8 @@ def test_a_multi_process_config_is_valid(config_kind):
     (dict(num_processes=0), "num_processes must be an integer >= 1, got 0"),
     (dict(seed=-1), "seed must be an integer >= 0, got -1"),
     (dict(num_devices=True), "num_devices must be an integer >= 1, got True"),
+    (dict(join_timeout_s=0), "join_timeout_s must be an integer >= 1, got 0"),
+    (dict(heartbeat_timeout_s=2.5), "heartbeat_timeout_s must be an integer >= 1, got 2.5"),
 ])
 def test_bad_run_control_values_are_rejected_by_name(config_kind, overrides, message):
     _, make = config_kind
@@ -230,10 +232,10 @@ def test_resume_takes_the_process_flags_from_the_command_line(tmp_path):
 
 def test_joining_processes_after_jax_started_is_a_clear_error_not_a_hang():
     jax.devices()  # JAX has started in this process
-    config = tiny_config(**MULTI, num_envs=16)
+    config = tiny_config(**MULTI, num_envs=16, join_timeout_s=5)
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="must run before any JAX operation"):
-        initialize_processes(config, timeout_s=5)
+        initialize_processes(config)
     assert time.monotonic() - start < 5
 
 

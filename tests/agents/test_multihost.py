@@ -131,3 +131,44 @@ def test_one_checkpoint_folder_written_once(runs):
     assert Checkpointer(multi / CHECKPOINT_DIR).all_steps() == [4, 6]
     assert sorted(p.parent.name for p in runs["root"].rglob(CHECKPOINT_DIR)) == ["multi", "single"]
     assert load_config(A2CConfig, multi / CONFIG_FILE).process_id == 0  # written by process 0
+
+
+def test_a_coordinator_nobody_answers_fails_within_the_join_timeout(tmp_path):
+    """Process 1 of 2 whose coordinator (process 0) never starts: JAX stops it after the join
+    timeout with its DEADLINE_EXCEEDED error, after the run's own message — never a hang."""
+    flags = [*FLAGS, "--num-devices", "1", "--out", str(tmp_path / "run"), "--join-timeout-s", "5",
+             *multi_process_flags(1, free_port())]
+    start = time.monotonic()
+    [(code, output)] = finish([launch(0, flags, devices=1, cache=tmp_path / "jax-cache")], timeout_s=240)
+    assert code != 0
+    assert "process 1 of 2: joining the run at 127.0.0.1:" in output
+    assert "DEADLINE_EXCEEDED" in output
+    assert time.monotonic() - start < 240
+    assert not (tmp_path / "run").exists()  # nothing was written
+
+
+def test_a_process_that_dies_stops_the_others(tmp_path):
+    """Process 1 killed mid-training: process 0 stops with JAX's heartbeat error within the
+    heartbeat timeout instead of waiting for it in the next collective."""
+    out, cache = tmp_path / "run", tmp_path / "jax-cache"
+    long_run = [*FLAGS, "--total-steps", str(16 * 4 * 2000), "--num-devices", "1", "--out", str(out),
+                "--heartbeat-timeout-s", "5"]
+    port = free_port()
+    processes = [launch(0, [*long_run, *multi_process_flags(rank, port)], devices=1, cache=cache) for rank in (0, 1)]
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        checkpoints = out / CHECKPOINT_DIR
+        while not (checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+            assert time.monotonic() < deadline, "the run wrote no checkpoint"
+            assert all(p.poll() is None for p in processes), "a process ended before training"
+            time.sleep(0.5)
+        processes[1].kill()
+        killed_at = time.monotonic()
+        [(code, output)] = finish(processes[:1], timeout_s=120)
+        assert code != 0 and time.monotonic() - killed_at < 120
+        assert "heartbeat" in output
+    finally:
+        for process in processes:  # always reaped, whatever failed
+            if process.poll() is None:
+                process.kill()
+            process.wait()
