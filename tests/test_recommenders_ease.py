@@ -249,3 +249,12 @@ def test_ncf_ml1m_with_the_validation_selected_l2(ncf):
 
     result = evaluate_ncf(EASE(**TUNED_EASE), ncf)
     assert result.hr >= 0.715 and result.ndcg >= 0.44
+
+
+def test_ncf_ml1m_edlae_with_the_validation_selected_parameters(ncf):
+    """Regression guard: EDLAE at the validation selection (docs: HR@10 0.719, NDCG@10 0.448)."""
+    from benchmarks.experiments.recommenders_offline import TUNED_EDLAE
+    from recgym.recommenders.offline_evaluation import evaluate_ncf
+
+    result = evaluate_ncf(EASE(**TUNED_EDLAE), ncf)
+    assert result.hr >= 0.715 and result.ndcg >= 0.44
