@@ -86,7 +86,7 @@ def test_edlae_columns_minimise_the_emphasised_objective_directly(x, l2, dropout
     st.floats(0.0, 0.9),
 )  # fmt: skip
 def test_dlae_is_the_least_squares_solution_of_the_stacked_system(x, l2, dropout):
-    """No constraint: B minimises ||X - XB||^2 + ||Lambda^1/2 B||^2, i.e. lstsq on [X; Lambda^1/2]."""
+    """No constraint: B minimises ||X - XB||^2 + ||Lambda^1/2 B||^2: lstsq on [X; Lambda^1/2]."""
     weights = ease_weights(sp.csr_matrix(x), l2, dropout=dropout, zero_diagonal=False)
     root = np.diag(np.sqrt(_edlae_penalty(x, l2, dropout)))
     stacked_inputs = np.vstack([x, root])
