@@ -138,3 +138,39 @@ def test_tuning_on_the_validation_split_prefers_a_personalised_model():
     assert search.best_params["kind"] == "ease"
     by_kind = {t.params["kind"]: t.result.hr for t in search.trials}
     assert by_kind["ease"] > by_kind["popularity"]
+
+
+def test_the_experiments_selection_never_reads_the_test_items():
+    """The NCF experiment selects on holdout_validation(train): other test items, same choice."""
+    from benchmarks.experiments.recommenders_offline import validation_searches
+    from recgym.recommenders.offline_evaluation import NCFData
+
+    n_users, n_items = 40, 150
+    train = _interactions(7, n_users=n_users, n_items=n_items)[["user_id", "item_id"]]
+    items = pd.DataFrame({"item_id": np.arange(n_items)})
+
+    def protocol(test_seed: int) -> NCFData:
+        rng = np.random.default_rng(test_seed)
+        return NCFData(
+            train=train,
+            test_items=rng.integers(0, n_items, n_users),
+            negatives=rng.integers(0, n_items, (n_users, 99)),
+            items=items,
+        )
+
+    grid = {"dropout": [0.0, 0.3, 0.6], "l2": [0.5, 5.0, 50.0]}
+    first = validation_searches(protocol(1), {"EDLAE": (EASE, grid)}, seed=3)["EDLAE"]
+    second = validation_searches(protocol(2), {"EDLAE": (EASE, grid)}, seed=3)["EDLAE"]
+    assert first.best_params == second.best_params
+    assert [(t.result.hr, t.result.ndcg) for t in first.trials] == [
+        (t.result.hr, t.result.ndcg) for t in second.trials
+    ]
+    # The two test sets do score differently, so reading them would have shown.
+    assert (
+        evaluate_ncf(EASE(l2=5.0), protocol(1)).ndcg != evaluate_ncf(EASE(l2=5.0), protocol(2)).ndcg
+    )
+    # And what the search scores is the seeded validation split of the training pairs.
+    validation = holdout_validation(train, items, seed=3)
+    for trial in first.trials:
+        expected = evaluate_ncf(EASE(**trial.params), validation)
+        assert (trial.result.hr, trial.result.ndcg) == (expected.hr, expected.ndcg)

@@ -7,7 +7,8 @@ Three tables:
    the same run on the same folds when ``scikit-surprise`` is installed.
 2. Top-N, leave-last-out per user with full ranking: HR@10, NDCG@10, Recall@10, MRR, coverage.
 3. The NCF ML-1M protocol (He et al. 2017): HR@10 and NDCG@10 against 99 fixed negatives, with
-   the published anchors beside them. In full mode EASE^R's ``l2``, item-kNN's feature
+   the published anchors beside them. In full mode EASE^R's ``l2``, EDLAE's ``l2`` and dropout
+   (Steck 2020; :class:`~recgym.recommenders.EASE` with ``dropout > 0``), item-kNN's feature
    weighting, similarity, neighbourhood size and shrinkage, and SLIM's two penalties are first
    tuned on a validation
    split carved from the training pairs
@@ -18,9 +19,9 @@ Three tables:
 
 ``ctx.quick`` runs 2 folds, ml-100k only, and fewer models, and replaces the validation searches
 by the configurations they selected in the last full run (:data:`TUNED_EASE`,
-:data:`TUNED_KNN`; SLIM, the slowest fit, only runs in full mode); ``ctx.synthetic`` runs
-tables 1 and 2 on the synthetic world (marked) and skips the NCF tables, whose protocol files
-are real data.
+:data:`TUNED_EDLAE`, :data:`TUNED_KNN`; SLIM, the slowest fit, only runs in full mode);
+``ctx.synthetic`` runs tables 1 and 2 on the synthetic world (marked) and skips the NCF tables,
+whose protocol files are real data.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from recgym.recommenders import (
 )
 from recgym.recommenders.model_selection import GridSearchResult, grid_search, holdout_validation
 from recgym.recommenders.offline_evaluation import (
+    NCFData,
     TopNResult,
     evaluate_ncf,
     evaluate_ratings,
@@ -68,6 +70,7 @@ NCF_ANCHORS = {
     "MatrixFactorization (4 negatives)": "NeuMF 0.712",
     "Ensemble (ranking blend)": "SLIM 0.716",
     "EASE^R (tuned)": "SLIM 0.716",
+    "EDLAE (tuned)": "SLIM 0.716",
     "ItemKNN (tuned)": "ItemKNN 0.660",
     "SLIM (tuned)": "SLIM 0.716",
 }
@@ -78,11 +81,15 @@ NCF_KNN = dict(implicit=True, n_neighbours=30, shrinkage=0.0)
 NCF_MF = dict(negatives=4, n_factors=16, reg=0.01, bias_reg=1.0, reg_exponent=1.0, n_iters=10)
 
 # The validation searches of the full run (NCF ML-1M training pairs only). EASE^R's one
-# parameter on a log grid of ratio sqrt(2); item-kNN over the feature weighting of the
-# user-item matrix (Dacrema et al. 2019 tune none / TF-IDF / BM25), the asymmetry of the cosine
-# (0.5 is the plain cosine), the neighbourhood size and the shrinkage, on binary input (the NCF
-# pairs carry no ratings).
-EASE_GRID = {"l2": [round(100.0 * 2 ** (j / 2), 1) for j in range(11)]}  # 100 .. 3200
+# parameter on a log grid of ratio 2^(1/4) (it holds the former sqrt(2) grid); item-kNN over the
+# feature weighting of the user-item matrix (Dacrema et al. 2019 tune none / TF-IDF / BM25), the
+# asymmetry of the cosine (0.5 is the plain cosine), the neighbourhood size and the shrinkage, on
+# binary input (the NCF pairs carry no ratings).
+EASE_GRID = {"l2": [round(100.0 * 2 ** (j / 4), 1) for j in range(21)]}  # 100 .. 3200
+# EDLAE (EASE with Steck's dropout penalty, Lambda_jj = l2 + p / (1 - p) G_jj): the dropout rate
+# p and the uniform l2; G_jj is item j's interaction count, 270 on average on ML-1M, so p = 0.5
+# adds about as much as l2 = 270 on average, more on popular items and less on rare ones.
+EDLAE_GRID = {"dropout": [0.25, 0.33, 0.5, 0.75], "l2": [400.0, 800.0, 1200.0]}
 KNN_GRID = {
     "feature_weighting": ["none", "tfidf", "bm25"],
     "asymmetry": [0.2, 0.35, 0.5],
@@ -94,6 +101,7 @@ SLIM_GRID = {"l1": [0.5, 2.0, 8.0], "l2": [250.0, 1000.0]}
 # What those searches selected in the last full run; quick runs and the other tables use them,
 # and a full run notes any disagreement with its own selection.
 TUNED_EASE = dict(l2=1131.4)
+TUNED_EDLAE = dict(dropout=0.33, l2=800.0)
 TUNED_KNN = dict(feature_weighting="tfidf", asymmetry=0.35, n_neighbours=100, shrinkage=10.0)
 TUNED_SLIM = dict(l1=0.5, l2=1000.0)
 
@@ -131,6 +139,44 @@ def _knn_label(params: dict) -> str:
         f"{params.get('feature_weighting', 'none')}, alpha={params['asymmetry']}, "
         f"k={params['n_neighbours']}, shrinkage={params['shrinkage']}"
     )
+
+
+def ncf_searches() -> dict[str, tuple[Callable[..., Recommender], dict[str, list]]]:
+    """The full run's validation searches: name -> (model factory, parameter grid)."""
+    return {
+        "EASE^R": (EASE, EASE_GRID),
+        "EDLAE": (EASE, EDLAE_GRID),
+        "ItemKNN": (tuned_knn, KNN_GRID),
+        "SLIM": (SLIM, SLIM_GRID),
+    }
+
+
+def validation_searches(
+    data: NCFData,
+    searches: dict[str, tuple[Callable[..., Recommender], dict[str, list]]],
+    *,
+    seed: int,
+) -> dict[str, GridSearchResult]:
+    """Select hyper-parameters on a validation split of the training pairs only.
+
+    The split is :func:`~recgym.recommenders.model_selection.holdout_validation` of
+    ``data.train`` (one random training interaction per user against 99 negatives sampled from
+    the items the user has no training interaction with); ``data.test_items`` and
+    ``data.negatives`` are never read, so the test can only score the selected configurations.
+
+    Args:
+        data: The NCF protocol data.
+        searches: Name -> (model factory, grid), e.g. :func:`ncf_searches`.
+        seed: Seed of the validation split.
+
+    Returns:
+        Name -> the :class:`~recgym.recommenders.model_selection.GridSearchResult` (HR@10).
+    """
+    validation = holdout_validation(data.train, data.items, seed=seed)
+    return {
+        name: grid_search(make, grid, lambda model: evaluate_ncf(model, validation))
+        for name, (make, grid) in searches.items()
+    }
 
 
 def run(ctx: RunContext) -> list[ExperimentResult]:
@@ -372,30 +418,30 @@ def _ncf_table(ctx: RunContext) -> list[ExperimentResult]:
     for label, make in models.items():
         rows.append(_ncf_row(label, configurations.get(label, ""), evaluate_ncf(make(), data)))
 
-    ease_params, knn_params, slim_params = dict(TUNED_EASE), dict(TUNED_KNN), dict(TUNED_SLIM)
+    recorded = {"EASE^R": TUNED_EASE, "EDLAE": TUNED_EDLAE, "ItemKNN": TUNED_KNN,
+                "SLIM": TUNED_SLIM}  # fmt: skip
+    selected = {name: dict(params) for name, params in recorded.items()}
     how = "selected by the last full run's validation search"
     if not ctx.quick:
-        validation = holdout_validation(data.train, data.items, seed=ctx.seed)
-        ease_search = grid_search(EASE, EASE_GRID, lambda m: evaluate_ncf(m, validation))
-        knn_search = grid_search(tuned_knn, KNN_GRID, lambda m: evaluate_ncf(m, validation))
-        slim_search = grid_search(SLIM, SLIM_GRID, lambda m: evaluate_ncf(m, validation))
-        for name, search, recorded in (
-            ("EASE^R", ease_search, TUNED_EASE),
-            ("ItemKNN", knn_search, TUNED_KNN),
-            ("SLIM", slim_search, TUNED_SLIM),
-        ):
-            if search.best_params != recorded:
+        searches = validation_searches(data, ncf_searches(), seed=ctx.seed)
+        for name, search in searches.items():
+            if search.best_params != recorded[name]:
                 notes.append(
                     f"{name}: this run's validation search selected {search.best_params}, not "
-                    f"the recorded {recorded}; update TUNED_* in {__name__}."
+                    f"the recorded {recorded[name]}; update TUNED_* in {__name__}."
                 )
-        ease_params, knn_params = ease_search.best_params, knn_search.best_params
-        slim_params = slim_search.best_params
+            selected[name] = search.best_params
         how = "selected on the validation split in this run"
-        results.append(_tuning_table(ease_search, knn_search, slim_search, ctx.seed))
+        results.append(_tuning_table(searches, ctx.seed))
+    ease_params, edlae_params = selected["EASE^R"], selected["EDLAE"]
+    knn_params, slim_params = selected["ItemKNN"], selected["SLIM"]
     rows.append(
         _ncf_row("EASE^R (tuned)", f"l2={ease_params['l2']}; {how}",
                  evaluate_ncf(EASE(**ease_params), data))
+    )  # fmt: skip
+    rows.append(
+        _ncf_row("EDLAE (tuned)", f"{_edlae_label(edlae_params)}, zero diagonal; {how}",
+                 evaluate_ncf(EASE(**edlae_params), data))
     )  # fmt: skip
     rows.append(
         _ncf_row("ItemKNN (tuned)", f"binary, {_knn_label(knn_params)}; {how}",
@@ -452,20 +498,24 @@ def _slim_label(params: dict) -> str:
     return f"l1={params['l1']}, l2={params['l2']}"
 
 
-def _tuning_table(
-    ease: GridSearchResult, knn: GridSearchResult, slim: GridSearchResult, seed: int
-) -> ExperimentResult:
+def _edlae_label(params: dict) -> str:
+    return f"dropout={params['dropout']}, l2={params['l2']}"
+
+
+def _tuning_table(searches: dict[str, GridSearchResult], seed: int) -> ExperimentResult:
+    describe = {
+        "EASE^R": lambda p: f"l2={p['l2']}",
+        "EDLAE": _edlae_label,
+        "ItemKNN": _knn_label,
+        "SLIM": _slim_label,
+    }
     rows = []
-    for name, search, describe in (
-        ("EASE^R", ease, lambda p: f"l2={p['l2']}"),
-        ("ItemKNN (binary)", knn, _knn_label),
-        ("SLIM", slim, _slim_label),
-    ):
+    for name, search in searches.items():
         for trial in search.trials:
             rows.append(
                 {
-                    "model": name,
-                    "configuration": describe(trial.params),
+                    "model": "ItemKNN (binary)" if name == "ItemKNN" else name,
+                    "configuration": describe[name](trial.params),
                     "validation HR@10": round(trial.result.hr, 4),
                     "validation NDCG@10": round(trial.result.ndcg, 4),
                     "fit s": round(trial.result.fit_seconds, 1),
@@ -484,9 +534,12 @@ def _tuning_table(
             "one random training interaction per user held out against 99 sampled negatives "
             "(NCF's own tuning split). Random hold-outs are easier to rank than the test's "
             "latest interactions, hence the higher figures.",
-            f"Selection: highest validation HR@10, the first on ties. Search time: EASE^R "
-            f"{ease.seconds:.0f} s, ItemKNN {knn.seconds:.0f} s, SLIM {slim.seconds:.0f} s "
-            "(shared 2-core machine).",
+            "Selection: highest validation HR@10, the first on ties. Search time: "
+            + ", ".join(f"{name} {search.seconds:.0f} s" for name, search in searches.items())
+            + " (shared 2-core machine).",
+            "EDLAE: EASE^R's zero-diagonal closed form with the penalty of item j's row "
+            "l2 + p / (1 - p) G_jj (Steck 2020, full emphasis, full rank); dropout p = 0 is "
+            "EASE^R.",
             "ItemKNN: feature weighting of the binary user-item matrix (none, tfidf, bm25), "
             "then alpha, the asymmetric cosine's exponent (0.5 = the plain cosine). On binary "
             "input at alpha = 0.5, tfidf and bm25 give the same neighbours (BM25 only rescales "

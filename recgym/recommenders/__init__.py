@@ -9,9 +9,10 @@ Every model follows one API (users x items, contiguous integer ids from 0, ranki
 * ``recommend(user_id, k, exclude_seen=True) -> (item_ids, scores)``.
 
 The collaborative-filtering models: biased MF, item-kNN (cosine, adjusted or asymmetric
-cosine), EASE^R (:class:`EASE`, closed-form item-item regression) and SLIM (:class:`SLIM`,
-sparse non-negative item-item elastic net). :mod:`recgym.recommenders.model_selection` tunes
-hyper-parameters on a validation split carved from the training data.
+cosine), EASE^R (:class:`EASE`, closed-form item-item regression; with ``dropout > 0``, Steck's
+EDLAE) and SLIM (:class:`SLIM`, sparse non-negative item-item elastic net).
+:mod:`recgym.recommenders.model_selection` tunes hyper-parameters on a validation split carved
+from the training data.
 
 Each model has a small frozen config dataclass beside it (``PopularityConfig``, ...), with seeds,
 not generators. :mod:`recgym.biased_mf` holds the functional biased matrix factorisation
