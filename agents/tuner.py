@@ -1170,7 +1170,8 @@ class TunerPolicy(Policy):
             env_params: Params of the env it will act in (default: the training scenario's).
             step: Which checkpoint (default: the latest).
             **kwargs: ``deterministic``, ``name``, ``shield`` (default: the run config's; a run
-                saved before the shield existed gets the default shield in increment mode).
+                saved before the shield existed, in either mode, gets the default shield: pass
+                ``shield=None`` to act as it was trained).
 
         Raises:
             FileNotFoundError: No checkpoint at ``path``.
