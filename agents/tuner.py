@@ -1383,8 +1383,9 @@ def validation_score(policy_for: Any, action_mode: str, *, random_pipelines: int
             :data:`~recgym.envs.pipeline.HELD_OUT_SEED_START`.
 
     Returns:
-        ``{"score": mean over scenarios of the mean episode efficiency, "scenarios": {scenario: mean
-        efficiency}, "oom": OOM crashes over all episodes, "seeds": every seed evaluated}``.
+        A dict: ``score`` the mean over scenarios of the mean episode efficiency, ``scenarios``
+        each scenario's mean episode efficiency, ``oom`` the OOM crashes over all episodes and
+        ``seeds`` every seed evaluated.
 
     Raises:
         ValueError: A count is negative, none is positive, or the seeds reach the held-out ones.
