@@ -426,11 +426,11 @@ SHIELD_KNOBS: tuple[str, ...] = (*(f"{s} +1 worker" for s in STAGES), "batch x2"
 #: Stages whose workers hold a whole batch in flight, so that their per-worker memory grows with the
 #: batch size (the batch and prefetch stages).
 _BATCH_HOLDING = np.asarray([False] * (NUM_STAGES - 2) + [True, True])
-#: Increment action -> the knob (index into :data:`SHIELD_KNOBS`) it grows, or -1 for a move that
-#: cannot add memory (a shrink or the no-op).
 #: Knobs (in :data:`SHIELD_KNOBS` order) whose growth adds memory proportional to the batch size: the
 #: batch-holding stages' workers and the prefetch buffer's batches.
 _HOLDS_BATCH_KNOB = np.concatenate([_BATCH_HOLDING, [False, True]])
+#: Increment action -> the knob (index into :data:`SHIELD_KNOBS`) it grows, or -1 for a move that
+#: cannot add memory (a shrink or the no-op).
 _GROWN_KNOB = np.asarray([i if sign > 0 else -1 for i in range(NUM_STAGES) for sign in (1, -1)]
                          + [NUM_STAGES, -1, NUM_STAGES + 1, -1, -1], np.int32)
 
