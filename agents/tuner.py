@@ -76,12 +76,18 @@ __all__ = [
     "TunerPolicy",
     "TunerState",
     "TunerTraining",
+    "VALIDATION_SEED_START",
+    "absolute_move_costs",
+    "choose_actions",
     "episode_throughput_scale",
+    "knob_values",
     "main",
     "make_train",
     "observation_features",
+    "select_checkpoint",
     "shield_allowed_actions",
     "update_memory_estimate",
+    "validation_score",
 ]
 
 
@@ -115,9 +121,8 @@ class TunerConfig(RunConfig):
         value_coef: Weight of the value loss in the loss.
         oom_penalty: Reward on the step that runs the trainer out of memory, in units of the
             episode's throughput scale (the episode also ends: every later reward is lost).
-        memory_shield: Increment mode: mask the moves whose memory, estimated from the measured
-            memory in use, would exceed the cap (in training and when acting); absolute mode has
-            no shield and ignores it.
+        memory_shield: Mask the moves whose memory, estimated from the measured memory in use,
+            would exceed the cap (in training and when acting; in absolute mode knob by knob).
         shield_probe_fraction: The shield's assumed memory cost of a move not yet measured in the
             episode, as a fraction of the memory cap.
         shield_headroom: Fraction of the memory cap the shield keeps free.
@@ -197,8 +202,8 @@ class TunerConfig(RunConfig):
 
     @property
     def shielded(self) -> bool:
-        """Whether the memory shield acts: ``memory_shield`` in increment mode."""
-        return self.memory_shield and self.action_mode == "increment"
+        """Whether the memory shield acts (``memory_shield``, in either action mode)."""
+        return self.memory_shield
 
 
 # ------------------------------------------------------------------------------------ observation
@@ -365,17 +370,32 @@ class ActionHeads:
         for i, moves in enumerate(self.moves):
             table[i, : len(moves)] = moves
         move = jnp.asarray(table)[jnp.arange(len(self.sizes)), choices]
-        current = jnp.concatenate([
-            observation[..., dynamics.OBS_CORES],
-            jnp.log2(jnp.maximum(observation[..., dynamics.OBS_BATCH, None], 1.0)),
-            observation[..., dynamics.OBS_PREFETCH, None],
-        ], axis=-1)
-        current = jnp.round(current).astype(jnp.int32)
-        low = jnp.asarray([1] * NUM_STAGES + [params.min_batch_log2, 0], jnp.int32)
-        high = jnp.asarray([params.max_cores_per_stage] * NUM_STAGES + [params.max_batch_log2, params.max_prefetch],
-                           jnp.int32)
+        current, low, high = knob_values(observation, params)
         target = jnp.clip(current + move, low, high)
-        return target - jnp.asarray([1] * NUM_STAGES + [params.min_batch_log2, 0], jnp.int32)
+        return target - low
+
+
+def knob_values(observation: jax.Array, params: PipelineParams) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The absolute-mode knobs' current values and bounds, read from the observation.
+
+    Knobs in head order: each stage's workers, log2 of the batch size, the prefetch depth.
+
+    Args:
+        observation: ``(..., 26)`` an observation (it reports the allocation exactly).
+        params: The env's params (the bounds).
+
+    Returns:
+        ``(current (..., 8), low (8,), high (8,))`` int32.
+    """
+    current = jnp.concatenate([
+        observation[..., dynamics.OBS_CORES],
+        jnp.log2(jnp.maximum(observation[..., dynamics.OBS_BATCH, None], 1.0)),
+        observation[..., dynamics.OBS_PREFETCH, None],
+    ], axis=-1)
+    low = jnp.asarray([1] * NUM_STAGES + [params.min_batch_log2, 0], jnp.int32)
+    high = jnp.asarray([params.max_cores_per_stage] * NUM_STAGES + [params.max_batch_log2, params.max_prefetch],
+                       jnp.int32)
+    return jnp.round(current).astype(jnp.int32), low, high
 
 
 def _log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -406,6 +426,9 @@ SHIELD_KNOBS: tuple[str, ...] = (*(f"{s} +1 worker" for s in STAGES), "batch x2"
 #: Stages whose workers hold a whole batch in flight, so that their per-worker memory grows with the
 #: batch size (the batch and prefetch stages).
 _BATCH_HOLDING = np.asarray([False] * (NUM_STAGES - 2) + [True, True])
+#: Knobs (in :data:`SHIELD_KNOBS` order) whose growth adds memory proportional to the batch size: the
+#: batch-holding stages' workers and the prefetch buffer's batches.
+_HOLDS_BATCH_KNOB = np.concatenate([_BATCH_HOLDING, [False, True]])
 #: Increment action -> the knob (index into :data:`SHIELD_KNOBS`) it grows, or -1 for a move that
 #: cannot add memory (a shrink or the no-op).
 _GROWN_KNOB = np.asarray([i if sign > 0 else -1 for i in range(NUM_STAGES) for sign in (1, -1)]
@@ -446,8 +469,13 @@ def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.A
                            observation: jax.Array) -> MemoryEstimate:
     """Learn what the move between two consecutive observations of one episode cost.
 
-    Only a step that changed exactly one knob is read (what every increment-mode step is); a step
-    that changed nothing, or several knobs at once, leaves the estimate as it was.
+    A step that changed exactly one knob (every increment-mode step) measures that knob's cost
+    exactly. A step that changed several knobs with the batch size fixed (an absolute-mode step)
+    bounds each grown knob's unit cost from above: the memory change, plus what the shrunk knobs
+    released by their own estimates, divided by its growth (no bound while a shrunk knob is
+    unmeasured). A step that changed the batch size with other knobs measures nothing, but scales
+    the batch-proportional costs by the batch size's growth. A step that changed nothing leaves the
+    estimate as it was.
 
     Args:
         estimate: The estimate before the step (batch shape ``(...)``).
@@ -493,8 +521,37 @@ def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.A
                              (memory_change / jnp.where(prefetch_moved, prefetch_change, 1.0))[..., None]], axis=-1),
             jnp.concatenate([stage_workers, stage_batch[..., None], prefetch[..., None]], axis=-1)))
     knob_moved = jnp.concatenate([stage_moved, batch_changed[..., None], prefetch_moved[..., None]], axis=-1)
-    return MemoryEstimate(grow_cost=jnp.where(single, jnp.maximum(new_cost, 0.0), cost),
-                          measured=measured | (single & knob_moved))
+
+    # Several knobs moved at once with the batch size fixed (an absolute-mode step): memory is then
+    # linear in the workers and the prefetch depth with non-negative unit costs, so a grown knob's
+    # unit cost is at most (the memory change + what the shrunk knobs released) / its growth, the
+    # release bounded by the shrunk knobs' own estimates (upper bounds: no bound while any of them
+    # is unmeasured). Already measured, a knob keeps the smaller of its two upper bounds.
+    units = jnp.concatenate([cores_change, jnp.zeros_like(prefetch_change)[..., None], prefetch_change[..., None]],
+                            axis=-1)
+    grown, shrunk = units > 0, units < 0
+    released = jnp.sum(jnp.where(shrunk, -units * cost, 0.0), axis=-1)
+    bound = jnp.maximum((memory_change + released)[..., None] / jnp.where(grown, units, 1.0), 0.0)
+    several = ((changed >= 2) & ~batch_changed & jnp.all(measured | ~shrunk, axis=-1))[..., None]
+    several_unit = jnp.where(grown, jnp.where(measured, jnp.minimum(cost, bound), bound), cost)
+    # The memory proportional to the batch size grows by the grown batch-holding workers' and buffer batches' cost.
+    proportional_growth = jnp.sum(jnp.where(grown & _HOLDS_BATCH_KNOB, units * several_unit, 0.0), axis=-1)
+    several_cost = several_unit.at[..., NUM_STAGES].set(batch + proportional_growth)
+
+    # The batch size moved with other knobs: nothing is measured, but the batch-proportional costs
+    # scale with it (by r when it grew; kept, an upper bound, when it shrank); the batch doubling's
+    # cost gains the grown batch-holding knobs' costs, unknown while any of them is unmeasured.
+    mixed = ((changed >= 2) & batch_changed)[..., None]
+    grown_up = jnp.where(batch_changed, jnp.maximum(batch_ratio, 1.0), 1.0)
+    mixed_unit = jnp.where(_HOLDS_BATCH_KNOB, cost * grown_up[..., None], cost)
+    grown_holders_known = jnp.all(measured | ~(grown & _HOLDS_BATCH_KNOB), axis=-1)
+    mixed_batch = grown_up * (batch + jnp.sum(jnp.where(grown & _HOLDS_BATCH_KNOB, units * cost, 0.0), axis=-1))
+    mixed_cost = mixed_unit.at[..., NUM_STAGES].set(mixed_batch)
+    mixed_measured = measured.at[..., NUM_STAGES].set(measured[..., NUM_STAGES] & grown_holders_known)
+    return MemoryEstimate(
+        grow_cost=jnp.where(single, jnp.maximum(new_cost, 0.0),
+                            jnp.where(several, several_cost, jnp.where(mixed, mixed_cost, cost))),
+        measured=jnp.where(mixed, mixed_measured, measured | (single & knob_moved) | (several & grown)))
 
 
 def shield_allowed_actions(estimate: MemoryEstimate, observation: jax.Array, probe_fraction: float,
@@ -524,12 +581,13 @@ def shield_allowed_actions(estimate: MemoryEstimate, observation: jax.Array, pro
 
 @dataclasses.dataclass(frozen=True)
 class MemoryShield:
-    """The tuner's memory shield: increment moves whose estimated memory exceeds the cap are masked.
+    """The tuner's memory shield: moves whose estimated memory exceeds the cap are masked.
 
     A safety layer between the policy and the pipeline, reading only what a monitor measures (the
     memory in use and the cap, see :class:`MemoryEstimate`): the policy's logits of the masked
     moves are set to a large negative number before it samples or takes its most likely choice,
-    in training as when acting, so PPO learns the shielded policy. It never reads the world's
+    in training as when acting, so PPO learns the shielded policy (absolute mode: knob by knob,
+    given the growth the knobs before chose, see :func:`choose_actions`). It never reads the world's
     per-worker memory nor the optimum. It cannot foresee a fall of the cap (a change event):
     ``headroom`` keeps a margin for that.
 
@@ -544,7 +602,7 @@ class MemoryShield:
 
     @classmethod
     def from_config(cls, config: TunerConfig) -> MemoryShield | None:
-        """The shield of ``config`` (``None`` when it has none: absolute mode or switched off)."""
+        """The shield of ``config`` (``None`` when it is switched off)."""
         return cls(config.shield_probe_fraction, config.shield_headroom) if config.shielded else None
 
     def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
@@ -557,6 +615,8 @@ def allowed_choices(shield: MemoryShield | None, heads: ActionHeads, estimate: M
     """``(..., heads.num_logits)`` bool: the choices the shield lets through (all without one)."""
     if shield is None:
         return jnp.ones((*observation.shape[:-1], heads.num_logits), bool)
+    if heads.mode != "increment":
+        raise ValueError("absolute-mode choices are masked knob by knob: use choose_actions")
     return shield.allowed(estimate, observation)
 
 
@@ -567,6 +627,110 @@ MASKED_LOGIT = -1e9
 def mask_logits(logits: jax.Array, allowed: jax.Array) -> jax.Array:
     """``logits`` with the choices not ``allowed`` made (numerically) impossible."""
     return jnp.where(allowed, logits, MASKED_LOGIT)
+
+
+def absolute_move_costs(estimate: MemoryEstimate, observation: jax.Array, params: PipelineParams,
+                        heads: ActionHeads, probe_fraction: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """What each absolute-mode knob's moves would add to the memory in use, by the shield's estimate.
+
+    Per knob, the growth of each move once clipped to the knob's bounds (a shrink and the no-op
+    grow nothing), priced at the knob's estimated unit cost (``probe_fraction`` of the cap while
+    unmeasured). Shrinks are counted as freeing nothing: the estimates are upper bounds, so what
+    a shrink releases is not known from below.
+
+    Args:
+        estimate: One episode's :class:`MemoryEstimate` (no batch dimensions).
+        observation: ``(26,)`` the latest observation.
+        params: The env's params (the knobs' bounds).
+        heads: The absolute-mode action heads.
+        probe_fraction: Assumed unit cost of an unmeasured knob, as a fraction of the memory cap.
+
+    Returns:
+        ``(growth, unit_cost, proportional)``: ``growth`` ``(8, max_moves)`` int32 the units each
+        move adds (workers, doublings of the batch size, batches of prefetch; 0 past a head's
+        moves), ``unit_cost`` ``(8,)`` GiB per unit (the batch knob's entry is the memory
+        proportional to the batch size, which one doubling adds), and ``proportional`` the latter.
+    """
+    cap = observation[dynamics.OBS_MEMORY_CAP]
+    unit_cost = jnp.where(estimate.measured, estimate.grow_cost, probe_fraction * cap)
+    current, low, high = knob_values(observation, params)
+    table = np.zeros((len(heads.sizes), max(heads.sizes)), np.int32)
+    for i, moves in enumerate(heads.moves):
+        table[i, : len(moves)] = moves
+    growth = jnp.maximum(jnp.clip(current[:, None] + table, low[:, None], high[:, None]) - current[:, None], 0)
+    return growth, unit_cost, unit_cost[NUM_STAGES]
+
+
+def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: PipelineParams, logits: jax.Array,
+                              estimate: MemoryEstimate, observation: jax.Array,
+                              key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """One env's absolute-mode choices under the shield, knob by knob (see :func:`choose_actions`)."""
+    growth, unit_cost, proportional = absolute_move_costs(estimate, observation, params, heads, shield.probe_fraction)
+    budget = (1.0 - shield.headroom) * observation[dynamics.OBS_MEMORY_CAP] - observation[dynamics.OBS_MEMORY]
+    keys = None if key is None else jax.random.split(key, len(heads.sizes))
+    batch_factor = jnp.ones((), jnp.float32)
+    choices, allowed = [], []
+    for i, head in enumerate(heads.split(logits)):
+        grows = growth[i, : heads.sizes[i]].astype(jnp.float32)
+        if i < NUM_STAGES:
+            extra = grows * unit_cost[i]
+        elif i == NUM_STAGES:
+            # Doubling the batch size k times multiplies the memory proportional to it by 2^k.
+            extra = (2.0**grows - 1.0) * proportional
+        else:
+            # A batch of prefetch at the batch size chosen just before.
+            extra = grows * unit_cost[i] * batch_factor
+        ok = (grows == 0) | (extra <= budget)
+        masked = jnp.where(ok, head, MASKED_LOGIT)
+        choice = jnp.argmax(masked) if keys is None else jax.random.categorical(keys[i], masked)
+        budget = budget - extra[choice]
+        if i < NUM_STAGES and _BATCH_HOLDING[i]:
+            proportional = proportional + grows[choice] * unit_cost[i]
+        if i == NUM_STAGES:
+            batch_factor = 2.0 ** grows[choice]
+        choices.append(choice)
+        allowed.append(ok)
+    return jnp.stack(choices).astype(jnp.int32), jnp.concatenate(allowed)
+
+
+def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.Array, estimate: MemoryEstimate,
+                   observation: jax.Array, params: PipelineParams,
+                   keys: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """The policy's head choices under the memory shield, sampled or greedy.
+
+    Increment mode: the moves :func:`shield_allowed_actions` rejects are masked before the single
+    head chooses. Absolute mode: the heads choose one after the other (each stage's workers, the
+    batch size, the prefetch depth), each knob's growing moves masked when their estimated memory
+    (:func:`absolute_move_costs`) would exceed what the cap, less the headroom, leaves after the
+    memory in use and the growth the earlier knobs chose — autoregressive masking, so that each
+    head's masked softmax is a normalised conditional distribution and the sum of the chosen
+    moves' log-probabilities under the stored masks is the joint action's exact log-probability.
+    Shrinks and the no-op are never masked, so every head always has a choice. Without a shield
+    nothing is masked.
+
+    Args:
+        shield: The :class:`MemoryShield`, or ``None``.
+        heads: The action heads.
+        logits: ``(n, num_logits)`` the network's logits.
+        estimate: The :class:`MemoryEstimate` of each env (batch shape ``(n,)``).
+        observation: ``(n, 26)`` the latest observations.
+        params: The env's params (the absolute knobs' bounds).
+        keys: ``(n,)`` one sampling key per env, or ``None`` for each head's most likely choice.
+
+    Returns:
+        ``(choices (n, num_heads) int32, allowed (n, num_logits) bool)``: ``allowed`` is the mask
+        each head chose under (what the PPO loss masks the same logits with).
+    """
+    if shield is not None and heads.mode == "absolute":
+        choose = functools.partial(_absolute_shielded_choice, shield, heads, params)
+        if keys is None:
+            return jax.vmap(lambda lg, est, obs: choose(lg, est, obs, None))(logits, estimate, observation)
+        return jax.vmap(choose)(logits, estimate, observation, keys)
+    allowed = allowed_choices(shield, heads, estimate, observation)
+    masked = mask_logits(logits, allowed)
+    if keys is None:
+        return _greedy(heads, masked), allowed
+    return jax.vmap(functools.partial(_sample, heads))(keys, masked), allowed
 
 
 # ------------------------------------------------------------------------------------ networks
@@ -762,10 +926,6 @@ class TunerTraining:
         """The network with ``params``."""
         return nnx.merge(self.graphdef, params)
 
-    def allowed_logits(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
-        """``(..., num_logits)`` bool: the choices the memory shield lets through (all without it)."""
-        return allowed_choices(self.shield, self.heads, estimate, observation)
-
     # ---------------------------------------------------------------- init
     def init(self, key: jax.Array) -> TunerState:
         """The state before the first update, all randomness drawn from ``key`` (a typed key)."""
@@ -796,10 +956,9 @@ class TunerTraining:
             env_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, env_ids)
             features = observation_features(p.observation, p.previous_observation)
             logits, value = model(features)
-            allowed = self.allowed_logits(p.memory_estimate, p.observation)
-            logits = mask_logits(logits, allowed)
-            choices = jax.vmap(functools.partial(_sample, self.heads))(env_keys, logits)
-            log_prob, _ = _log_probs(self.heads, logits, choices)
+            choices, allowed = choose_actions(self.shield, self.heads, logits, p.memory_estimate, p.observation,
+                                              env_params, env_keys)
+            log_prob, _ = _log_probs(self.heads, mask_logits(logits, allowed), choices)
             action = self.heads.to_env_action(choices, p.observation, env_params)
             observation, env, env_reward, terminated, truncated, info = jax.vmap(
                 self.core.step_autoreset, in_axes=(0, 0, None))(p.env, action, env_params)
@@ -984,8 +1143,6 @@ class TunerPolicy(Policy):
             raise ValueError(f"the tuner was trained for action_mode={heads.mode!r}, "
                              f"the env has action_mode={env_params.action_mode!r}")
         self.graphdef, self.params, self.heads = graphdef, params, heads
-        if shield is not None and heads.mode != "increment":
-            raise ValueError(f"the memory shield masks increment actions; the tuner acts in {heads.mode!r} mode")
         self.env_params = env_params
         self.shield = shield
         self.deterministic = bool(deterministic)
@@ -1013,7 +1170,8 @@ class TunerPolicy(Policy):
             env_params: Params of the env it will act in (default: the training scenario's).
             step: Which checkpoint (default: the latest).
             **kwargs: ``deterministic``, ``name``, ``shield`` (default: the run config's; a run
-                saved before the shield existed gets the default shield in increment mode).
+                saved before the shield existed, in either mode, gets the default shield: pass
+                ``shield=None`` to act as it was trained).
 
         Raises:
             FileNotFoundError: No checkpoint at ``path``.
@@ -1090,11 +1248,8 @@ def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deter
     # current one: nothing moved), then the shield masks what no longer fits.
     estimate = update_memory_estimate(estimate, previous, observations)
     logits, _ = nnx.merge(graphdef, params)(observation_features(observations, previous))
-    logits = mask_logits(logits, allowed_choices(shield, heads, estimate, observations))
-    if deterministic:
-        choices = _greedy(heads, logits)
-    else:
-        choices = jax.vmap(functools.partial(_sample, heads))(jax.random.split(key, observations.shape[0]), logits)
+    keys = None if deterministic else jax.random.split(key, observations.shape[0])
+    choices, _ = choose_actions(shield, heads, logits, estimate, observations, env_params, keys)
     return heads.to_env_action(choices, observations, env_params), estimate
 
 
@@ -1207,6 +1362,84 @@ def evaluate_against_baselines(policy_for: Any, action_mode: str, random_pipelin
             records.append(evaluate_policy(lambda ctx, name=name: make_baseline(name, ctx.params), scenario,
                                            action_mode, n))
     return records
+
+
+VALIDATION_SEED_START = 500_000
+"""First validation scenario seed. Checkpoints are chosen on episodes seeded from here: below
+:data:`~recgym.envs.pipeline.HELD_OUT_SEED_START` (the held-out episodes results are reported on)
+and never met in training, whose pipelines come from the run's JAX key chain, not integer seeds."""
+
+
+def validation_score(policy_for: Any, action_mode: str, *, random_pipelines: int = 100, scenario_seeds: int = 20,
+                     seed: int = VALIDATION_SEED_START) -> dict[str, Any]:
+    """A tuner's mean efficiency on the validation episodes of every scenario.
+
+    Args:
+        policy_for: ``policy_for(env_params) -> Policy``: the tuner acting in a scenario's env.
+        action_mode: The action mode it acts in.
+        random_pipelines: Validation ``random`` pipelines (seeds ``seed, seed + 1, ...``).
+        scenario_seeds: Validation seeds of each named scenario (the same seeds).
+        seed: First validation seed; every seed used lies below
+            :data:`~recgym.envs.pipeline.HELD_OUT_SEED_START`.
+
+    Returns:
+        A dict: ``score`` the mean over scenarios of the mean episode efficiency, ``scenarios``
+        each scenario's mean episode efficiency, ``oom`` the OOM crashes over all episodes and
+        ``seeds`` every seed evaluated.
+
+    Raises:
+        ValueError: A count is negative, none is positive, or the seeds reach the held-out ones.
+    """
+    from recgym.envs.pipeline import HELD_OUT_SEED_START
+
+    for name, value in (("random_pipelines", random_pipelines), ("scenario_seeds", scenario_seeds)):
+        require(lambda v: is_int(v) and v >= 0, name, value, "an integer >= 0")
+    if random_pipelines + scenario_seeds == 0:
+        raise ValueError("random_pipelines and scenario_seeds are both 0: nothing to validate on")
+    last = seed + max(random_pipelines, scenario_seeds) - 1
+    require(lambda v: is_int(v) and v >= 0 and last < HELD_OUT_SEED_START, "seed", seed,
+            f"an integer >= 0 whose last validation seed ({last}) is below the held-out seeds "
+            f"({HELD_OUT_SEED_START})")
+    scenarios, oom, seeds = {}, 0, set()
+    for scenario in SCENARIOS:
+        n = random_pipelines if scenario == "random" else scenario_seeds
+        if n == 0:
+            continue
+        record = evaluate_policy(lambda ctx: policy_for(ctx.params), scenario, action_mode, n, seed=seed)
+        scenarios[scenario] = float(np.mean(record["efficiency"]))
+        oom += int(sum(record["oom"]))
+        seeds.update(record["seeds"])
+    return {"score": float(np.mean(list(scenarios.values()))), "scenarios": scenarios, "oom": oom,
+            "seeds": sorted(seeds)}
+
+
+def select_checkpoint(candidates: Mapping[Any, Any], action_mode: str, *, random_pipelines: int = 100,
+                      scenario_seeds: int = 20, seed: int = VALIDATION_SEED_START) -> tuple[Any, dict[Any, Any]]:
+    """Choose, among a run's checkpoints, the one with the best validation score.
+
+    Every candidate is scored by :func:`validation_score` on the same validation episodes (never
+    the held-out ones); the first of equal scores wins.
+
+    Args:
+        candidates: ``{label: policy_for}``, e.g. ``{update: lambda env_params: TunerPolicy(...)}``.
+        action_mode: The action mode the candidates act in.
+        random_pipelines: Validation ``random`` pipelines.
+        scenario_seeds: Validation seeds of each named scenario.
+        seed: First validation seed.
+
+    Returns:
+        ``(best label, {label: validation_score(...)})``.
+
+    Raises:
+        ValueError: No candidates, or bad validation sizes (see :func:`validation_score`).
+    """
+    if not candidates:
+        raise ValueError("candidates is empty: no checkpoint to select")
+    scores = {label: validation_score(policy_for, action_mode, random_pipelines=random_pipelines,
+                                      scenario_seeds=scenario_seeds, seed=seed)
+              for label, policy_for in candidates.items()}
+    best = max(scores, key=lambda label: scores[label]["score"])
+    return best, scores
 
 
 # ------------------------------------------------------------------------------------ command line

@@ -3,8 +3,11 @@
 For each action mode of :data:`MODES` the experiment trains one tuner on the ``random`` scenario
 (a fresh pipeline from the documented ranges at every reset, drawn from the training run's key
 chain, not from the harness's held-out integer seeds) with the CLI's default config — so the
-increment-mode tuner trains and acts under its memory shield (:class:`agents.tuner.MemoryShield`)
-— then scores it and every baseline tuner of
+tuner trains and acts under its memory shield (:class:`agents.tuner.MemoryShield`) — keeps
+``candidates`` evenly spaced checkpoints of the run, chooses the one with the best mean
+efficiency on validation seeds (:func:`agents.tuner.select_checkpoint`: seeds from
+:data:`agents.tuner.VALIDATION_SEED_START`, disjoint from the held-out ones), then scores it and
+every baseline tuner of
 :mod:`recgym.envs.pipeline.baselines` in the same action mode with the evaluation harness on the
 same held-out episodes: :data:`FULL` ``random_pipelines`` held-out ``random`` pipelines and
 ``scenario_seeds`` held-out seeds of each named scenario. It writes
@@ -14,7 +17,9 @@ same held-out episodes: :data:`FULL` ``random_pipelines`` held-out ``random`` pi
   baseline of each scenario marked;
 * ``pipeline_tuner_generalisation``: the same tuners on random pipelines whose transform stage
   costs more than any training pipeline's (:data:`SHIFTS`), beside the in-distribution figure;
-* ``pipeline_tuner_training``: environment steps, wall and CPU seconds of each training run;
+* ``pipeline_tuner_training``: environment steps, wall and CPU seconds of each training run, and
+  the checkpoint chosen;
+* ``pipeline_tuner_validation``: every candidate checkpoint's validation scores;
 * ``pipeline_tuner_throughput.png``: throughput over an episode (mean over the held-out seeds) of
   the tuner, the AUTOTUNE-style baseline and the optimum in ``machine-change`` and ``memory-tight``.
 
@@ -37,11 +42,13 @@ MODES: tuple[str, ...] = ("increment", "absolute")
 """Action modes trained and evaluated (InTune's increments first)."""
 
 FULL = {"total_steps": {"increment": 4_194_304, "absolute": 1_048_576}, "random_pipelines": 200,
-        "scenario_seeds": 20}
+        "scenario_seeds": 20, "candidates": 8, "validation_random": 100, "validation_seeds": 20}
 """Full run: environment steps of each mode's training (about 8 and 3 CPU-minutes: the main job's
-~10-minute training budget on 2 cores), held-out random pipelines, held-out seeds per named scenario."""
+~10-minute training budget on 2 cores), held-out random pipelines, held-out seeds per named scenario,
+evenly spaced checkpoints compared on validation, validation random pipelines and seeds per named
+scenario."""
 QUICK = {"total_steps": {"increment": 128 * 16 * 6, "absolute": 128 * 16 * 6}, "random_pipelines": 10,
-         "scenario_seeds": 3}
+         "scenario_seeds": 3, "candidates": 2, "validation_random": 3, "validation_seeds": 1}
 """Quick run (CI): a few updates and episodes."""
 
 SHIFTS: dict[str, float] = {"transform cost x2": 2.0, "transform cost x4": 4.0}
@@ -77,26 +84,42 @@ def shifted_params_overrides(factor: float) -> dict[str, Any]:
 
 def run(ctx: RunContext) -> list[ExperimentResult]:
     """Train a tuner per action mode, evaluate it beside the baselines, write tables and the plot."""
-    import jax
 
-    from agents.tuner import TunerPolicy, evaluate_policy, evaluation_row, make_train
+    from agents.tuner import (
+        VALIDATION_SEED_START,
+        TunerPolicy,
+        evaluate_policy,
+        evaluation_row,
+        make_train,
+        select_checkpoint,
+    )
     from recgym.envs.pipeline import HELD_OUT_SEED_START, SCENARIOS
     from recgym.envs.pipeline.baselines import BASELINES, make_baseline
 
     size = QUICK if ctx.quick else FULL
     first_seed = HELD_OUT_SEED_START + 1000 * ctx.seed
-    rows, records, training_rows, general_rows, tuners = [], [], [], [], {}
+    rows, records, training_rows, general_rows, validation_rows, tuners = [], [], [], [], [], {}
     for mode in MODES:
         config = tuner_config(ctx, mode)
         training = make_train(config)
-        wall, cpu = time.perf_counter(), time.process_time()
-        state, _ = jax.block_until_ready(jax.jit(training)(jax.random.key(config.seed)))
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        snapshots, wall, cpu = train_with_snapshots(training, size["candidates"])
+        best, scores = select_checkpoint(
+            {update: (lambda p, s=s, t=training: TunerPolicy.from_training(t, s, p)) for update, s in snapshots.items()},
+            mode, random_pipelines=size["validation_random"], scenario_seeds=size["validation_seeds"])
+        state = snapshots[best]
         tuners[mode] = (training, state)
+        for update, score in scores.items():
+            validation_rows.append({
+                "action mode": mode, "update": f"{update}{' (chosen)' if update == best else ''}",
+                "env steps": f"{update * config.steps_per_update:,}", "validation mean": f"{score['score']:.3f}",
+                **{scenario: f"{value:.3f}" for scenario, value in score["scenarios"].items()},
+                "OOM crashes": str(score["oom"])})
         steps = config.num_updates * config.steps_per_update
         training_rows.append({"action mode": mode, "env steps": f"{steps:,}", "wall s": f"{wall:.0f}",
                               "CPU s": f"{cpu:.0f}", "env steps / wall s": f"{steps / wall:,.0f}",
-                              "env steps / CPU s": f"{steps / cpu:,.0f}"})
+                              "env steps / CPU s": f"{steps / cpu:,.0f}",
+                              "chosen checkpoint": f"update {best} of {config.num_updates} "
+                                                   f"({best * config.steps_per_update:,} steps)"})
 
         def tuner_for(ctx_, training=training, state=state):
             return TunerPolicy.from_training(training, state, ctx_.params)
@@ -161,11 +184,50 @@ def run(ctx: RunContext) -> list[ExperimentResult]:
         ExperimentResult(name="pipeline_tuner_training", uses_dataset=False,
                          title="RecGym-Pipeline-v0: training the PPO tuner (one jitted train(key) per action mode)",
                          columns=["action mode", "env steps", "wall s", "CPU s", "env steps / wall s",
-                                  "env steps / CPU s"],
+                                  "env steps / CPU s", "chosen checkpoint"],
                          rows=training_rows,
-                         notes=["Wall and process CPU seconds of jax.jit(train)(key), compilation included; on a "
-                                "shared machine the CPU figure is the steadier one."]),
+                         notes=["Wall and process CPU seconds of the training calls (compiled blocks of updates "
+                                "between the candidate checkpoints), compilation included, validation excluded; on "
+                                "a shared machine the CPU figure is the steadier one. The chosen checkpoint is the "
+                                "one the other tables evaluate (pipeline_tuner_validation)."]),
+        ExperimentResult(name="pipeline_tuner_validation", uses_dataset=False,
+                         title="RecGym-Pipeline-v0: the tuner's candidate checkpoints on validation seeds",
+                         columns=["action mode", "update", "env steps", "validation mean", *SCENARIOS,
+                                  "OOM crashes"],
+                         rows=validation_rows,
+                         notes=[f"{size['validation_random']} validation random pipelines and "
+                                f"{size['validation_seeds']} validation seeds of each named scenario from seed "
+                                f"{VALIDATION_SEED_START} (agents.tuner.select_checkpoint), disjoint from the "
+                                "held-out seeds of the other tables and from training's key chain; 'validation mean' "
+                                "is the mean over scenarios of the mean episode efficiency, and the best one is "
+                                "chosen."]),
     ]
+
+
+def train_with_snapshots(training: Any, candidates: int) -> tuple[dict[int, Any], float, float]:
+    """Run a training in ``candidates`` blocks of updates, keeping the state after each.
+
+    The updates are those of ``train(key)`` (the same key chain and learning-rate schedule), run in
+    blocks between the snapshots; the key is the config's seed.
+
+    Returns:
+        ``({updates done: TunerState}, wall seconds, process CPU seconds)`` of the training calls.
+    """
+    import jax
+
+    config = training.config
+    block = max(1, config.num_updates // candidates)
+    state = training.init(jax.random.key(config.seed))
+    snapshots, done, wall, cpu = {}, 0, 0.0, 0.0
+    while done < config.num_updates:
+        updates = min(block, config.num_updates - done)
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        state, _ = jax.block_until_ready(training.run(state, updates))
+        wall += time.perf_counter() - start_wall
+        cpu += time.process_time() - start_cpu
+        done += updates
+        snapshots[done] = state
+    return snapshots, wall, cpu
 
 
 def _episode_throughput(policy_factory, scenario: str, action_mode: str, seeds: list[int]) -> dict[str, np.ndarray]:

@@ -308,3 +308,43 @@ def test_the_command_line_rejects_a_bad_value_by_name(capsys):
     with pytest.raises(SystemExit):
         tuner.main(["--gamma", "2"])
     assert "gamma must be in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ checkpoint selection
+def test_select_checkpoint_picks_the_best_on_validation_seeds_and_never_touches_held_out_ones(monkeypatch):
+    from recgym.envs.pipeline import HELD_OUT_SEED_START, SCENARIOS
+    from recgym.envs.pipeline.baselines import make_baseline
+
+    seen = []
+    real = tuner.evaluate_policy
+
+    def spy(policy, scenario, action_mode, n_episodes, **kwargs):
+        record = real(policy, scenario, action_mode, n_episodes, **kwargs)
+        seen.extend(record["seeds"])
+        return record
+
+    monkeypatch.setattr(tuner, "evaluate_policy", spy)
+    candidates = {name: (lambda params, name=name: make_baseline(name, params))
+                  for name in ("static-even", "oracle", "plumber-lp")}  # the best is not the first
+    best, scores = tuner.select_checkpoint(candidates, "absolute", random_pipelines=3, scenario_seeds=2)
+    assert best == "oracle"
+    assert scores["oracle"]["score"] > max(scores["static-even"]["score"], scores["plumber-lp"]["score"])
+    assert set(scores["oracle"]["scenarios"]) == set(SCENARIOS)
+    assert len(seen) == 3 * (3 + 2 * (len(SCENARIOS) - 1))
+    assert all(tuner.VALIDATION_SEED_START <= s < tuner.VALIDATION_SEED_START + 3 for s in seen)
+    assert max(seen) < HELD_OUT_SEED_START
+
+
+def test_select_checkpoint_rejects_bad_inputs_by_name():
+    from recgym.envs.pipeline import HELD_OUT_SEED_START
+
+    policy_for = {"a": lambda params: None}
+    with pytest.raises(ValueError, match="candidates is empty"):
+        tuner.select_checkpoint({}, "increment")
+    with pytest.raises(ValueError, match=r"seed must be an integer >= 0 whose last validation seed \(1000001\)"):
+        tuner.select_checkpoint(policy_for, "increment", random_pipelines=4, scenario_seeds=0,
+                                seed=HELD_OUT_SEED_START - 2)
+    with pytest.raises(ValueError, match="random_pipelines must be an integer >= 0, got -1"):
+        tuner.select_checkpoint(policy_for, "increment", random_pipelines=-1)
+    with pytest.raises(ValueError, match="nothing to validate on"):
+        tuner.select_checkpoint(policy_for, "increment", random_pipelines=0, scenario_seeds=0)

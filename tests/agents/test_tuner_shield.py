@@ -5,6 +5,7 @@ crash in ``memory-tight`` where the same unshielded ones do."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import gymnasium as gym
 import jax
@@ -22,7 +23,9 @@ from agents.tuner import (
     MemoryShield,
     TunerConfig,
     TunerPolicy,
+    choose_actions,
     evaluate_policy,
+    knob_values,
     make_train,
     mask_logits,
     shield_allowed_actions,
@@ -90,17 +93,82 @@ def test_one_stage_worker_is_measured_exactly():
     assert truth[2] > 1.0
 
 
-def test_a_step_that_changes_nothing_or_several_knobs_teaches_nothing():
+def test_a_step_that_changes_nothing_teaches_nothing():
     env = gym.make("RecGym-Pipeline-v0", scenario="random")
     obs, _ = env.reset(seed=0)
     estimate = update_jit(MemoryEstimate.unknown(), obs, obs)
     assert not np.asarray(estimate.measured).any()
-    moved = obs.copy()  # two stages at once: no single knob to charge the memory to
+
+
+def test_several_knobs_grown_at_once_are_each_bounded_by_the_whole_memory_change():
+    env = gym.make("RecGym-Pipeline-v0", scenario="random")
+    obs, _ = env.reset(seed=0)
+    moved = obs.copy()  # stage 0 +1 worker, stage 1 +2 workers, prefetch +1: 3 GiB in all
     moved[0] += 1
-    moved[1] += 1
-    moved[dynamics.OBS_MEMORY] += 1.0
+    moved[1] += 2
+    moved[dynamics.OBS_PREFETCH] += 1
+    moved[dynamics.OBS_MEMORY] += 3.0
     estimate = update_jit(MemoryEstimate.unknown(), obs, moved)
-    assert not np.asarray(estimate.measured).any()
+    assert np.asarray(estimate.measured).tolist() == [True, True, False, False, False, False, False, True]
+    np.testing.assert_allclose(np.asarray(estimate.grow_cost)[[0, 1, 7]], [3.0, 1.5, 3.0], rtol=1e-5)
+    # An earlier, smaller bound is kept: both are upper bounds of the same cost.
+    tighter = MemoryEstimate(grow_cost=np.full(NUM_KNOBS, 0.5, np.float32), measured=np.ones(NUM_KNOBS, bool))
+    assert float(update_jit(tighter, obs, moved).grow_cost[0]) == pytest.approx(0.5)
+
+
+def test_a_shrink_releases_at_most_its_estimate_and_unmeasured_shrinks_or_batch_moves_teach_nothing():
+    env = gym.make("RecGym-Pipeline-v0", scenario="random")
+    obs, _ = env.reset(seed=0)
+    obs[2] = 4.0
+    moved = obs.copy()  # stage 0 +2 workers while stage 2 gives back 2: memory +1 GiB
+    moved[0] += 2
+    moved[2] -= 2
+    moved[dynamics.OBS_MEMORY] += 1.0
+    assert not np.asarray(update_jit(MemoryEstimate.unknown(), obs, moved).measured).any()
+    known = MemoryEstimate(grow_cost=np.asarray([0, 0, 0.75, 0, 0, 0, 0, 0], np.float32),
+                           measured=np.asarray([False, False, True] + [False] * 5))
+    estimate = update_jit(known, obs, moved)
+    assert float(estimate.grow_cost[0]) == pytest.approx((1.0 + 2 * 0.75) / 2)  # what stage 2 may have released
+    with_batch = moved.copy()
+    with_batch[dynamics.OBS_BATCH] *= 2
+    assert not np.asarray(update_jit(MemoryEstimate.unknown(), obs, with_batch).measured).any()
+    # ... but a doubled batch size doubles what the batch-proportional knobs are known to cost.
+    everything = MemoryEstimate(grow_cost=np.ones(NUM_KNOBS, np.float32), measured=np.ones(NUM_KNOBS, bool))
+    scaled = np.asarray(update_jit(everything, obs, with_batch).grow_cost)
+    np.testing.assert_allclose(scaled, [1, 1, 1, 1, 2, 2, 2, 2])
+
+
+def absolute_action(obs: np.ndarray, params, moves: np.ndarray) -> np.ndarray:
+    """The env's absolute action that moves each knob of ``obs``'s allocation by ``moves`` (clipped)."""
+    current, low, high = (np.asarray(x) for x in knob_values(obs, params))
+    return np.clip(current + moves, low, high) - low
+
+
+@pytest.mark.parametrize("scenario", ["memory-tight", "random"])
+def test_estimates_stay_exact_or_upper_bounds_along_random_absolute_walks(scenario):
+    env = gym.make("RecGym-Pipeline-v0", scenario=scenario, action_mode="absolute")
+    params = env.unwrapped.params
+    rng = np.random.default_rng(1)
+    checked = np.zeros(NUM_KNOBS, int)
+    for episode in range(6):
+        obs, _ = env.reset(seed=episode)
+        estimate = MemoryEstimate.unknown()
+        for _ in range(40):
+            # Several knobs at once (an absolute step), mostly small growths, the batch size rarely.
+            moves = np.where(rng.random(NUM_KNOBS) < 0.4, rng.choice([-1, 1, 1, 2], NUM_KNOBS), 0)
+            moves[NUM_STAGES] = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1])
+            new_obs, _, terminated, truncated, _ = env.step(absolute_action(obs, params, moves))
+            if terminated or truncated:
+                break
+            estimate = update_jit(estimate, obs, new_obs)
+            obs = new_obs
+            measured = np.asarray(estimate.measured)
+            truth = true_grow_costs(env.unwrapped.state)
+            cost = np.asarray(estimate.grow_cost)
+            assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
+                moves, cost, truth, measured)
+            checked += measured
+    assert checked[:NUM_STAGES].min() > 0 and checked[NUM_STAGES + 1] > 0, dict(zip(SHIELD_KNOBS, checked))
 
 
 cost_lists = st.lists(st.floats(0.0, 8.0, width=32), min_size=NUM_KNOBS, max_size=NUM_KNOBS)
@@ -150,12 +218,11 @@ def test_bad_shield_config_values_are_rejected_by_name(field, value, message):
         TunerConfig(**{field: value})
 
 
-def test_the_shield_acts_in_increment_mode_only():
-    assert TunerConfig().shielded
+def test_the_shield_acts_in_both_action_modes_unless_switched_off():
+    assert TunerConfig().shielded and TunerConfig(action_mode="absolute").shielded
     assert not TunerConfig(memory_shield=False).shielded
-    assert not TunerConfig(action_mode="absolute").shielded
     assert MemoryShield.from_config(TunerConfig(shield_probe_fraction=0.1)) == MemoryShield(0.1, 0.0)
-    assert MemoryShield.from_config(TunerConfig(action_mode="absolute")) is None
+    assert MemoryShield.from_config(TunerConfig(action_mode="absolute", memory_shield=False)) is None
 
 
 # ------------------------------------------------------------------------------------ behaviour
@@ -215,6 +282,124 @@ def test_the_checkpointed_policy_keeps_its_runs_shield(tmp_path):
     policy = TunerPolicy.from_checkpoint(tmp_path / "run")
     assert policy.shield == MemoryShield(0.1, 0.0)
     assert TunerPolicy.from_checkpoint(tmp_path / "run", shield=None).shield is None
-    heads = ActionHeads.from_config(TunerConfig(action_mode="absolute"), make_params("steady", "absolute"))
-    with pytest.raises(ValueError, match="masks increment actions"):
-        TunerPolicy(policy.graphdef, policy.params, heads, make_params("steady", "absolute"), shield=MemoryShield())
+
+
+# ------------------------------------------------------------------------------------ absolute mode
+ABSOLUTE_PARAMS = make_params("random", "absolute")
+ABSOLUTE_HEADS = ActionHeads.from_config(TunerConfig(action_mode="absolute"), ABSOLUTE_PARAMS)
+choose_jit = jax.jit(choose_actions, static_argnums=(0, 1))
+
+
+def estimated_growth(obs: np.ndarray, estimate: MemoryEstimate, choices: np.ndarray, probe: float) -> float:
+    """The memory the chosen absolute moves add by the shield's estimate, computed independently:
+    workers at their unit cost, k batch doublings as (2^k - 1) times the batch-proportional memory
+    (with the new batch-holding workers), prefetch batches at the new batch size."""
+    cap = float(obs[dynamics.OBS_MEMORY_CAP])
+    unit = np.where(np.asarray(estimate.measured), np.asarray(estimate.grow_cost), np.float32(probe) * np.float32(cap))
+    moves = np.asarray([ABSOLUTE_HEADS.moves[i][c] for i, c in enumerate(choices)])
+    current, low, high = (np.asarray(x) for x in knob_values(obs, ABSOLUTE_PARAMS))
+    growth = np.maximum(np.clip(current + moves, low, high) - current, 0)
+    workers = float(np.sum(growth[:NUM_STAGES] * unit[:NUM_STAGES]))
+    proportional = unit[NUM_STAGES] + float(np.sum(growth[NUM_STAGES - 2:NUM_STAGES] * unit[NUM_STAGES - 2:NUM_STAGES]))
+    factor = 2.0 ** growth[NUM_STAGES]
+    return workers + (factor - 1.0) * proportional + growth[NUM_STAGES + 1] * unit[NUM_STAGES + 1] * factor
+
+
+absolute_observations = st.builds(
+    lambda cores, batch_log2, prefetch, memory, cap: np.asarray(
+        [*cores, *[10.0] * 6, *[1.0] * 6, 2.0**batch_log2, prefetch, 5.0, 0.1, memory, cap, 16.0, 16.0], np.float32),
+    cores=st.lists(st.integers(1, 32), min_size=NUM_STAGES, max_size=NUM_STAGES),
+    batch_log2=st.integers(ABSOLUTE_PARAMS.min_batch_log2, ABSOLUTE_PARAMS.max_batch_log2),
+    prefetch=st.integers(0, ABSOLUTE_PARAMS.max_prefetch).map(float),
+    memory=st.floats(1.0, 64.0), cap=st.floats(1.0, 64.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(obs=absolute_observations, costs=cost_lists, measured=st.lists(st.booleans(), min_size=NUM_KNOBS,
+                                                                      max_size=NUM_KNOBS),
+       probe=st.sampled_from([0.0, 0.05, 0.2]), headroom=st.sampled_from([0.0, 0.1]),
+       seed=st.integers(0, 2**31 - 1), greedy=st.booleans())
+def test_the_absolute_shield_never_lets_through_an_allocation_its_estimate_says_exceeds_the_cap(
+        obs, costs, measured, probe, headroom, seed, greedy):
+    estimate = MemoryEstimate(grow_cost=np.asarray([costs], np.float32), measured=np.asarray([measured]))
+    # Logits that push every knob to grow (the shield's hardest case) plus noise.
+    logits = np.array(jax.random.normal(jax.random.key(seed), (1, ABSOLUTE_HEADS.num_logits)))
+    logits += 3.0 * np.concatenate([np.asarray(m) > 0 for m in ABSOLUTE_HEADS.moves])
+    keys = None if greedy else jax.random.split(jax.random.key(seed), 1)
+    choices, allowed = choose_jit(MemoryShield(probe, headroom), ABSOLUTE_HEADS, logits, estimate, obs[None],
+                                  ABSOLUTE_PARAMS, keys)
+    choices, allowed = np.asarray(choices)[0], np.asarray(allowed)[0]
+    one = jax.tree_util.tree_map(lambda x: x[0], estimate)
+    added = estimated_growth(obs, one, choices, probe)
+    free = (1.0 - headroom) * obs[dynamics.OBS_MEMORY_CAP] - obs[dynamics.OBS_MEMORY]
+    assert added == 0.0 or added <= free + 1e-4 * obs[dynamics.OBS_MEMORY_CAP], (choices, added, free)
+    # Every chosen move was allowed, and shrinks and the no-op always are.
+    offsets = np.cumsum([0, *ABSOLUTE_HEADS.sizes[:-1]])
+    assert allowed[offsets + choices].all()
+    not_growing = np.concatenate([np.asarray(m) <= 0 for m in ABSOLUTE_HEADS.moves])
+    assert allowed[not_growing].all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(obs=absolute_observations, seed=st.integers(0, 2**31 - 1))
+def test_the_masked_absolute_policy_has_normalised_heads_and_exact_log_probs(obs, seed):
+    from agents.tuner import _log_probs
+
+    logits = np.asarray(jax.random.normal(jax.random.key(seed), (1, ABSOLUTE_HEADS.num_logits))) * 3.0
+    choices, allowed = choose_jit(MemoryShield(0.2, 0.0), ABSOLUTE_HEADS, logits, MemoryEstimate.unknown((1,)),
+                                  obs[None], ABSOLUTE_PARAMS, jax.random.split(jax.random.key(seed + 1), 1))
+    masked = mask_logits(logits, allowed)
+    log_prob, _ = _log_probs(ABSOLUTE_HEADS, masked, choices)
+    expected = 0.0
+    for head, ok, choice in zip(ABSOLUTE_HEADS.split(masked[0]), ABSOLUTE_HEADS.split(np.asarray(allowed)[0]),
+                                np.asarray(choices)[0]):
+        probabilities = np.exp(np.asarray(jax.nn.log_softmax(head), np.float64))
+        assert probabilities[np.asarray(ok)].sum() == pytest.approx(1.0, abs=1e-5)
+        assert probabilities[~np.asarray(ok)].sum() < 1e-30
+        allowed_logits = np.asarray(head, np.float64)[np.asarray(ok)]
+        expected += float(head[choice]) - (np.log(np.sum(np.exp(allowed_logits - allowed_logits.max())))
+                                           + allowed_logits.max())
+    assert float(log_prob[0]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_the_unshielded_absolute_choices_are_the_plain_policy_and_an_idle_shield_changes_nothing():
+    from agents.tuner import _greedy, _sample
+
+    n = 16
+    logits = np.asarray(jax.random.normal(jax.random.key(0), (n, ABSOLUTE_HEADS.num_logits))) * 2.0
+    obs = np.tile(np.asarray([*[2] * 6, *[10.0] * 6, *[1.0] * 6, 256.0, 2.0, 5.0, 0.1, 10.0, 1e6, 16.0, 16.0],
+                             np.float32), (n, 1))
+    # Nothing measured and unmeasured moves assumed free: the shield has nothing to mask.
+    idle_shield = MemoryShield(probe_fraction=0.0)
+    keys = jax.random.split(jax.random.key(1), n)
+    plain = jax.vmap(functools.partial(_sample, ABSOLUTE_HEADS))(keys, logits)
+    unshielded, allowed = choose_actions(None, ABSOLUTE_HEADS, logits, MemoryEstimate.unknown((n,)), obs,
+                                         ABSOLUTE_PARAMS, keys)
+    np.testing.assert_array_equal(unshielded, plain)
+    assert np.asarray(allowed).all()
+    idle, allowed = choose_actions(idle_shield, ABSOLUTE_HEADS, logits, MemoryEstimate.unknown((n,)), obs,
+                                   ABSOLUTE_PARAMS, keys)
+    np.testing.assert_array_equal(idle, plain)
+    assert np.asarray(allowed).all()
+    greedy, _ = choose_actions(idle_shield, ABSOLUTE_HEADS, logits, MemoryEstimate.unknown((n,)), obs,
+                               ABSOLUTE_PARAMS)
+    np.testing.assert_array_equal(greedy, _greedy(ABSOLUTE_HEADS, logits))
+
+
+def test_the_shielded_absolute_policy_never_crashes_in_memory_tight_and_the_unshielded_one_does():
+    config = tiny(action_mode="absolute")
+    training = make_train(config)
+    params = training.init(jax.random.key(0)).learner.params
+    stage_bias = params["stage_logits"]["bias"]
+    plus_eight = list(config.core_moves).index(8)
+    stage_bias[...] = stage_bias[...].at[plus_eight].set(3.0)  # every stage's "+8 workers" move
+
+    def policy_for(shield):
+        return lambda ctx: TunerPolicy(training.graphdef, params, training.heads, ctx.params, shield=shield,
+                                       deterministic=False)
+
+    unshielded = evaluate_policy(policy_for(None), "memory-tight", "absolute", 6)
+    shielded = evaluate_policy(policy_for(MemoryShield()), "memory-tight", "absolute", 6)
+    assert sum(unshielded["oom"]) == 6
+    assert sum(shielded["oom"]) == 0
+    assert np.mean(shielded["efficiency"]) > np.mean(unshielded["efficiency"])
