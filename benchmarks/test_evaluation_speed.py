@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from recgym.evaluation import BASELINES, evaluate, make_eval_env
+from recgym.recommenders.simulator_policy import RECOMMENDER_POLICIES
 
 # (num_envs, episodes): a full vector wave, and a few episodes through one gymnasium env.
 CASES = {"vector-128": (128, 128), "single": (None, 16)}
@@ -27,6 +28,20 @@ def test_evaluate_throughput(benchmark, case_env, policy):
     evaluate(BASELINES[policy], env, 4, seed=10_000)  # compile and warm up outside the timing
     result = benchmark.pedantic(
         evaluate, args=(BASELINES[policy], env, episodes), kwargs={"seed": 0}, rounds=3
+    )
+    steps = int(result.episodes["length"].sum())
+    benchmark.extra_info["user_steps"] = steps
+    benchmark.extra_info["episodes"] = episodes
+    assert steps >= episodes
+
+
+@pytest.mark.parametrize("policy", ["ensemble", "matrix factorization"])
+def test_recommender_policy_throughput(benchmark, case_env, policy):
+    """A recommender acting as a policy: one fold-in per env whose history changed, per step."""
+    env, episodes = case_env
+    evaluate(RECOMMENDER_POLICIES[policy], env, 4, seed=10_000)  # fit on the logged data, warm up
+    result = benchmark.pedantic(
+        evaluate, args=(RECOMMENDER_POLICIES[policy], env, episodes), kwargs={"seed": 0}, rounds=3
     )
     steps = int(result.episodes["length"].sum())
     benchmark.extra_info["user_steps"] = steps

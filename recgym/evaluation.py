@@ -441,7 +441,9 @@ def evaluate(
         returns = np.zeros(num_envs)
         lengths = np.zeros(num_envs, dtype=np.int64)
         ended = np.zeros((2, num_envs), dtype=bool)  # terminated, truncated
-        alive = np.ones(num_envs, dtype=bool)
+        # the last wave's spare envs (episodes >= n_episodes) step along but are never scored, so
+        # the wave ends with its last scored episode
+        alive = episodes < n_episodes
         for t in range(horizon):
             plugin.before_step(t, alive)
             actions = np.asarray(policy.act_batch(obs, info))

@@ -145,3 +145,23 @@ def test_mean_ci_and_paired_ratio_ci_by_hand():
         paired_ratio_ci(np.ones(3), np.ones(4))
     with pytest.raises(ValueError, match="positive"):
         paired_ratio_ci(np.ones(3), -np.ones(3))
+
+
+def test_a_wave_ends_with_its_last_scored_episode(vec_env):
+    """The last wave's spare envs (episodes >= n_episodes) are not stepped on for their own sake:
+    the harness stops each wave when its scored episodes have all ended."""
+    calls = []
+
+    class Counting(RandomPolicy):
+        def act_batch(self, observations, infos):
+            calls.append(1)
+            return super().act_batch(observations, infos)
+
+    n_envs = vec_env.unwrapped.num_envs
+    n_episodes = n_envs + 1  # a full wave, then one scored episode beside n_envs - 1 spare ones
+    result = evaluate(Counting(vec_env.unwrapped.params.n_items), vec_env, n_episodes, seed=4)
+    lengths = result.episodes["length"].to_numpy()
+    assert len(calls) == lengths[:n_envs].max() + lengths[n_envs]
+    # and the scored episodes are those of a run where every env is scored
+    full = evaluate(RandomPolicy(vec_env.unwrapped.params.n_items), vec_env, 2 * n_envs, seed=4)
+    pd.testing.assert_frame_equal(result.episodes, full.episodes.iloc[:n_episodes])

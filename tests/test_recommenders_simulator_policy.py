@@ -111,3 +111,66 @@ def test_new_collaborative_filtering_policies_are_registered_and_fold_in_clicks(
     rand = evaluate(BASELINES["random"], vec_env, 16, seed=0)
     assert ours.policy == "EASE^R" and np.isfinite(ours.episodes["return"]).all()
     assert ours.episodes["return"].mean() > rand.episodes["return"].mean()
+
+
+class _EveryEnvEveryStep(RecommenderPolicy):
+    """The reference: a fresh fold-in of every env's history at every step (no reuse, no skipping)."""
+
+    def scores(self, observations, infos):
+        self.observe(infos)
+        rows = [self.recommender.score_history(items, ratings if self.use_ratings else None)
+                for items, ratings in zip(self.history_items, self.history_ratings)]
+        out = np.stack(rows)
+        return np.where(np.isfinite(out), out, -np.inf)
+
+
+def _scored_actions(policy, active):
+    """Wrap ``policy.act_batch`` to log the actions of the envs the harness scores, step by step."""
+    log, act = [], policy.act_batch
+
+    def act_batch(observations, infos):
+        actions = act(observations, infos)
+        log.append(np.asarray(actions)[active()].copy())
+        return actions
+
+    policy.act_batch = act_batch
+    return log
+
+
+@pytest.mark.parametrize("slate_size", [None, 3])
+@pytest.mark.parametrize("name", ["matrix factorization", "item-kNN", "content-based", "ensemble"])
+def test_reusing_unchanged_scores_and_skipping_unscored_envs_changes_nothing(name, slate_size):
+    """The fast fold-in (reuse while no click, cold scores once, unscored envs skipped) serves
+    exactly what refolding every env at every step serves: same actions, same episodes."""
+    env_kwargs = {} if slate_size is None else {"slate_size": slate_size}
+    env = make_eval_env("RecGym-MovieLens-v0", num_envs=6, dataset="synthetic", **env_kwargs)
+    runs = {}
+    for kind in ("fast", "reference"):
+        logs = []
+
+        def factory(ctx, kind=kind, logs=logs):
+            fast = RECOMMENDER_POLICIES[name](ctx)
+            assert fast.scored is not None  # the harness's bookkeeping reaches the policy
+            policy = fast if kind == "fast" else _EveryEnvEveryStep(
+                fast.recommender, ctx.n_items, ctx.slate_size, name=name)
+            logs.append(_scored_actions(policy, ctx.access.active))
+            return policy
+
+        runs[kind] = (evaluate(factory, env, 9, seed=3, name=name), logs[0])  # two waves, one partial
+    (fast, fast_log), (ref, ref_log) = runs["fast"], runs["reference"]
+    pd.testing.assert_frame_equal(fast.episodes, ref.episodes)
+    assert fast.coverage == ref.coverage
+    assert len(fast_log) == len(ref_log) and len(fast_log) > 2
+    for ours, theirs in zip(fast_log, ref_log, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    # the episodes ended at different steps, so some steps skipped envs (the saving is exercised)
+    assert fast.episodes["length"].nunique() > 1
+
+
+def test_scored_mask_of_the_wrong_size_is_rejected(vec_env):
+    model = Popularity().fit(pd.DataFrame({"user_id": [0, 1], "item_id": [0, 1], "rating": [4.0, 5.0]}),
+                             pd.DataFrame(index=range(3)))
+    policy = RecommenderPolicy(model, n_items=3, scored=lambda: np.ones(5, dtype=bool))
+    policy.reset(num_envs=2)
+    with pytest.raises(ValueError, match="scored\\(\\) answered for 5 envs.*num_envs=2"):
+        policy.act_batch(np.zeros((2, 1)), {})

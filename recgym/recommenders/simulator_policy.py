@@ -13,6 +13,13 @@ the baseline-policy interface of :mod:`recgym.policies`, so the evaluation harne
   :meth:`~recgym.recommenders.base.Recommender.score_history` (fold-in, no refit). Before the
   first click the user is cold and gets the model's non-personalised fallback.
 
+Only what changed is recomputed (the fold-in is the cost of these policies, one Python call per
+env and step): an env's scores are reused while its history is unchanged (a step without a
+click), the cold scores are computed once, and envs whose episode the harness no longer scores
+(``PolicyContext.access.active()``; a vector env keeps stepping them until the whole wave is
+done) are not scored again. Every scored env's scores are those of a fresh fold-in of its
+history, so the actions, and every figure, are those of scoring every env at every step.
+
 It never reads the simulator's hidden state (``true_utility``, ``satiation``, ``habit``,
 ``budget`` in ``info``, or the hidden MF of the world).
 """
@@ -51,6 +58,10 @@ class RecommenderPolicy(ScoringPolicy):
         name: Display name.
         use_ratings: Pass the observed ratings to the fold-in (``False``: clicks only, as
             implicit feedback).
+        scored: Returns ``(num_envs,)`` bool, the envs whose current episode is still scored
+            (the harness's bookkeeping, ``PolicyContext.access.active``; no user state); the
+            others keep their last scores, since their actions count for nothing. ``None``:
+            every env is scored at every step.
     """
 
     name = "recommender"
@@ -63,6 +74,7 @@ class RecommenderPolicy(ScoringPolicy):
         exclude_served: bool = True,
         name: str | None = None,
         use_ratings: bool = True,
+        scored: Callable[[], np.ndarray] | None = None,
     ) -> None:
         if not isinstance(recommender, Recommender) or not recommender.is_fitted:
             raise ValueError("recommender must be a fitted recgym Recommender")
@@ -73,8 +85,13 @@ class RecommenderPolicy(ScoringPolicy):
             )
         self.recommender = recommender
         self.use_ratings = use_ratings
+        self.scored = scored
         self.history_items: list[list[int]] = [[]]
         self.history_ratings: list[list[float]] = [[]]
+        # (num_envs, n_items) each env's last scores, and the history length they fold in (-1: none)
+        self._scores = np.zeros((1, n_items))
+        self._scored_length = np.full(1, -1)
+        self._cold_scores: np.ndarray | None = None  # the model's fallback, the same for every cold env
         super().__init__(n_items, slate_size, exclude_served)
         if name is not None:
             self.name = name
@@ -83,6 +100,8 @@ class RecommenderPolicy(ScoringPolicy):
         """See :meth:`recgym.policies.Policy.reset`; also empties every env's history."""
         self.history_items = [[] for _ in range(num_envs)]
         self.history_ratings = [[] for _ in range(num_envs)]
+        self._scores = np.zeros((num_envs, self.n_items))
+        self._scored_length = np.full(num_envs, -1)
         super().reset(num_envs, seed)
 
     def begin_episode(self, env_mask: np.ndarray) -> None:
@@ -91,6 +110,7 @@ class RecommenderPolicy(ScoringPolicy):
         for env in np.flatnonzero(np.asarray(env_mask, dtype=bool)):
             self.history_items[env] = []
             self.history_ratings[env] = []
+            self._scored_length[env] = -1
 
     def observe(self, infos: Mapping[str, Any]) -> None:
         """Append the previous step's consumed item and rating (if any) to each env's history."""
@@ -105,12 +125,32 @@ class RecommenderPolicy(ScoringPolicy):
     def scores(self, observations: np.ndarray, infos: Mapping[str, Any]) -> np.ndarray:
         """``(num_envs, n_items)`` fold-in scores of every env's user from its history so far."""
         self.observe(infos)
-        model = self.recommender
-        rows = []
-        for items, ratings in zip(self.history_items, self.history_ratings):
-            rows.append(model.score_history(items, ratings if self.use_ratings else None))
-        out = np.stack(rows)
-        return np.where(np.isfinite(out), out, -np.inf)
+        # Histories only grow within an episode, so an unchanged length is an unchanged history.
+        lengths = np.fromiter(map(len, self.history_items), dtype=np.int64, count=self.num_envs)
+        stale = lengths != self._scored_length
+        if self.scored is not None:
+            scored = np.asarray(self.scored(), dtype=bool)
+            if scored.shape != (self.num_envs,):
+                raise ValueError(f"scored() answered for {scored.size} envs, the policy acts for "
+                                 f"num_envs={self.num_envs}")
+            stale &= scored
+        for env in np.flatnonzero(stale):
+            self._scores[env] = self._fold_in(env)
+            self._scored_length[env] = lengths[env]
+        return self._scores.copy()
+
+    def _fold_in(self, env: int) -> np.ndarray:
+        """``(n_items,)`` env ``env``'s scores from its history (``-inf`` where not finite)."""
+        if not self.history_items[env]:
+            if self._cold_scores is None:
+                self._cold_scores = self._finite(self.recommender.score_history([], None))
+            return self._cold_scores
+        ratings = self.history_ratings[env] if self.use_ratings else None
+        return self._finite(self.recommender.score_history(self.history_items[env], ratings))
+
+    @staticmethod
+    def _finite(scores: np.ndarray) -> np.ndarray:
+        return np.where(np.isfinite(scores), scores, -np.inf)
 
 
 def world_training_data(world: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -188,7 +228,9 @@ def recommender_policy(make_model: Callable[[], Recommender], name: str, **polic
 
     def factory(ctx: Any) -> RecommenderPolicy:
         model = fit_on_world(make_model, ctx.world, name)
-        return RecommenderPolicy(model, ctx.n_items, ctx.slate_size, name=name, **policy_kwargs)
+        # which envs the harness still scores (bookkeeping, no user state): the others are not refolded
+        scored = getattr(ctx.access, "active", None)
+        return RecommenderPolicy(model, ctx.n_items, ctx.slate_size, name=name, scored=scored, **policy_kwargs)
 
     return factory
 
