@@ -85,7 +85,7 @@ class PlannerConfig:
 
     The defaults come from the measurements on docs/environments/movielens_results.md (610
     paired held-out episodes of ml-latest-small): rollouts to the end of the session are what
-    make the planner match or beat its base policy with slates of 5 (a 20-step horizon fell 1.3%
+    make the planner match or beat its base policy with slates of 5 (a 20-step horizon fell 1.2%
     below it), and a 64-item shortlist earned no more than 32 items (on 128 slate episodes) at
     about twice the cost.
 
