@@ -1,0 +1,246 @@
+"""Several training seeds of the main job's A2C, then every seed scored on the held-out table episodes.
+
+Two steps, so a long training can run in the background while nothing else waits on it::
+
+    python -m benchmarks.a2c_seeds train --world dynamic --seeds 0 1 2 --out runs/a2c_seeds
+    python -m benchmarks.a2c_seeds evaluate --out runs/a2c_seeds
+
+``train`` trains the main job's configuration (:func:`benchmarks.experiments.movielens_agent.agent_config`:
+``TUNED`` and ``WORLD_TUNED`` over the :class:`~agents.a2c.A2CConfig` defaults) for every seed at
+once, ``jax.jit(jax.vmap(...))`` over the seeds' keys (seed ``s`` trains from
+``jax.random.key(s)``, the key ``python -m agents.a2c --seed s`` trains from), on the *train*
+users, in blocks of updates with a checkpoint after each block (``--resume`` continues from the
+last one). ``evaluate`` scores each seed's greedy policy, every baseline and the privileged
+oracle-greedy and boredom-aware policies on the same held-out episodes (test users, episode ``e``
+seeded ``e``: those of the ``movielens_policies`` table) and writes every episode's return, so the
+ratios below can be recomputed from ``returns.npz``:
+
+* per seed, the paired ratio of means to the best non-privileged baseline (best by mean return on
+  the episodes scored), with its 95% CI over episodes (:func:`recgym.evaluation.paired_ratio_ci`);
+* over seeds, the mean of the per-seed ratios with a Student-t 95% interval over seeds (the
+  variation between training runs), and the pooled paired ratio (each episode's return averaged
+  over seeds against the baseline's, CI over episodes);
+* the same on the episodes ``--holdout-from`` onwards only (by default 244-609: the episodes that
+  played no part in choosing the configuration, which was chosen on episodes 0-243).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.a2c import make_train
+from agents.checkpoint import Checkpointer, abstract_like
+from agents.config import config_to_dict
+from agents.movielens import make_env_params
+from benchmarks.common import RunContext
+from benchmarks.experiments.movielens_agent import WORLDS, agent_config, world_folder
+
+NON_PRIVILEGED = ("most-popular", "popularity (IMDB weighted)", "content-based", "matrix factorization",
+                  "item-kNN", "ensemble")
+"""The baselines the issue's targets compare against (the best of them per world)."""
+PRIVILEGED = ("oracle-greedy", "boredom-aware")
+"""Policies that read the simulator's hidden state: reported beside, never the bar."""
+SELECTION_EPISODES = 244
+"""The configuration was chosen on the table's first 244 episodes; later ones are held out from that."""
+
+
+def seed_keys(seeds: list[int]) -> jax.Array:
+    """``(len(seeds),)`` typed keys: seed ``s`` is ``jax.random.key(s)``, as ``python -m agents.a2c --seed s``."""
+    return jnp.stack([jax.random.key(seed) for seed in seeds])
+
+
+def train_seeds(training: Any, seeds: list[int], folder: Path | None, block: int, resume: bool = False,
+                label: str = "") -> tuple[Any, float]:
+    """Train ``seeds`` at once (``jax.jit(jax.vmap(...))`` over their keys), in blocks of updates.
+
+    The result equals ``jax.jit(jax.vmap(training))(seed_keys(seeds))`` (the blocks run the same
+    updates in the same order), and seed ``s``'s parameters equal ``training(jax.random.key(s))``'s
+    to float tolerance.
+
+    Args:
+        training: A single-device :class:`agents.a2c.A2CTraining`.
+        seeds: Training seeds.
+        folder: Checkpoints folder (one checkpoint after each block; ``None``: none).
+        block: Updates per compiled call.
+        resume: Continue from the last checkpoint in ``folder``.
+        label: Prefix of the progress lines (stderr).
+
+    Returns:
+        ``(states, seconds)``: the final training states (leading seed axis) and the seconds spent
+        in the compiled calls (compilation excluded).
+
+    Raises:
+        ValueError: ``training`` runs on several devices (only one device can be vmapped).
+        FloatingPointError: A loss became non-finite (the last good checkpoint is kept).
+    """
+    config = training.config
+    if not config.single_device:
+        raise ValueError(f"num_devices must be 1 to vmap over seeds, got {config.num_devices}")
+    states = jax.jit(jax.vmap(training.init))(seed_keys(seeds))
+    checkpoints = Checkpointer(folder, max_to_keep=1) if folder is not None else None
+    update = 0
+    if resume and checkpoints is not None and checkpoints.latest_step() is not None:
+        states = checkpoints.restore({"train_state": abstract_like(states)})["train_state"]
+        update = int(np.asarray(states.learner.update)[0])
+        print(f"{label}: resumed at update {update} of {config.num_updates}", file=sys.stderr, flush=True)
+    metadata = {**training.checkpoint_metadata(num_seeds=len(seeds)), "seeds": list(seeds)}
+    compiled: dict[int, Any] = {}
+    first, seconds = update, 0.0
+    try:
+        while update < config.num_updates:
+            size = min(block, config.num_updates - update)
+            if size not in compiled:  # with one device training.run is the jitted block itself
+                step = jax.jit(jax.vmap(lambda state, size=size: training.run(state, size)))
+                compiled[size] = step.lower(states).compile()
+            start = time.perf_counter()
+            new_states, metrics = jax.block_until_ready(compiled[size](states))
+            seconds += time.perf_counter() - start
+            if not np.isfinite(np.asarray(metrics["losses/total_loss"])).all():
+                raise FloatingPointError(f"{label}: non-finite loss in updates {update}-{update + size}")
+            states, update = new_states, update + size
+            if checkpoints is not None:
+                checkpoints.save(update, training.checkpoint_items(states), metadata)
+            episodic = np.asarray(metrics["charts/episodic_return"])  # (seeds, updates)
+            recent = np.nanmean(episodic[:, -max(1, size // 10):], axis=1)
+            print(f"{label}: update {update}/{config.num_updates}, {update * config.steps_per_update:,} steps "
+                  f"per seed, training return {np.round(recent, 1).tolist()}, "
+                  f"{(update - first) * config.steps_per_update * len(seeds) / seconds:,.0f} env-steps/s "
+                  "(all seeds)", file=sys.stderr, flush=True)
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
+    return states, seconds
+
+
+def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | None, block: int,
+                resume: bool) -> dict[str, Any]:
+    """Train ``seeds`` of the main job's configuration in ``world`` (ml-latest-small) at once.
+
+    Args:
+        world: A key of :data:`~benchmarks.experiments.movielens_agent.WORLDS`.
+        seeds: Training seeds; seed ``s`` starts from ``jax.random.key(s)``.
+        out_dir: Run folder; the world's checkpoints go to ``world_folder(out_dir, world) / "checkpoints"``.
+        total_steps: Environment steps per seed (``None``: the main job's full run).
+        block: Updates per compiled call (one checkpoint after each).
+        resume: Continue from the world's last checkpoint.
+
+    Returns:
+        A record of the run (config, seeds, steps per seed, seconds).
+    """
+    env_id, kwargs = WORLDS[world]
+    ctx = RunContext(quick=False, out_dir=out_dir, dataset="ml-latest-small", synthetic=False, seed=0)
+    config = agent_config(ctx, env_id, kwargs, world)
+    if total_steps is not None:
+        config = dataclasses.replace(config, total_steps=total_steps)
+    env = make_env_params(config, users="train")
+    training = make_train(config, env.params, env.core, env.item_features)
+    _, seconds = train_seeds(training, seeds, world_folder(out_dir, world) / "checkpoints", block, resume, world)
+    return {"world": world, "seeds": list(seeds), "env_steps_per_seed": config.num_updates * config.steps_per_update,
+            "config": config_to_dict(config), "train_seconds": seconds}
+
+
+def policy_returns(world: str, out_dir: Path, n_episodes: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Return of every episode (test users, episode ``e`` seeded ``e``) for each seed and each baseline.
+
+    Returns:
+        ``{"a2c seed <s>": (n_episodes,), ..., <baseline>: (n_episodes,), ...}``.
+    """
+    from agents.policy import AgentPolicy
+    from recgym.evaluation import BASELINES, evaluate, make_eval_env
+    from recgym.recommenders.simulator_policy import RECOMMENDER_POLICIES
+
+    env_id, kwargs = WORLDS[world]
+    folder = world_folder(out_dir, world) / "checkpoints"
+    with Checkpointer(folder) as checkpoints:
+        seeds = checkpoints.metadata()["seeds"]
+    env = make_eval_env(env_id, num_envs=min(n_episodes, 256), users="test", dataset="ml-latest-small", **kwargs)
+    returns = {}
+    for index, seed in enumerate(seeds):
+        policy = AgentPolicy.from_checkpoint(folder, seed_index=index, name=f"a2c seed {seed}")
+        returns[f"a2c seed {seed}"] = evaluate(policy, env, n_episodes, seed=0).episodes["return"].to_numpy()
+    factories = {**BASELINES, **RECOMMENDER_POLICIES}
+    for name in names:
+        start = time.perf_counter()
+        returns[name] = evaluate(factories[name], env, n_episodes, seed=0, name=name).episodes["return"].to_numpy()
+        print(f"{world}: {name} {returns[name].mean():.1f} ({time.perf_counter() - start:.0f} s)",
+              file=sys.stderr, flush=True)
+    env.close()
+    return returns
+
+
+def summarise(returns: dict[str, np.ndarray], episodes: slice) -> dict[str, Any]:
+    """Ratios of the agent's seeds to the best non-privileged baseline and to the privileged policies.
+
+    Args:
+        returns: As :func:`policy_returns` gives them.
+        episodes: Which episodes to score (e.g. ``slice(244, None)``).
+
+    Returns:
+        ``{"best": name, "per_seed": {...}, "over_seeds": {...}, "pooled": {...}, "means": {...}}``;
+        each ratio entry is ``[ratio, low, high]`` (95%).
+    """
+    from recgym.evaluation import mean_ci, paired_ratio_ci
+
+    picked = {name: values[episodes] for name, values in returns.items()}
+    agents = sorted((name for name in picked if name.startswith("a2c seed")), key=lambda n: int(n.split()[-1]))
+    baselines = [name for name in NON_PRIVILEGED if name in picked]
+    best = max(baselines, key=lambda name: picked[name].mean())
+    against = [best, *(name for name in PRIVILEGED if name in picked)]
+    pooled_agent = np.mean([picked[name] for name in agents], axis=0)
+    summary: dict[str, Any] = {"best": best, "episodes": int(len(pooled_agent)),
+                               "means": {name: list(mean_ci(values)) for name, values in picked.items()},
+                               "per_seed": {}, "over_seeds": {}, "pooled": {}}
+    for other in against:
+        ratios = [paired_ratio_ci(picked[name], picked[other]) for name in agents]
+        summary["per_seed"][other] = {name: list(r) for name, r in zip(agents, ratios)}
+        mean, half = mean_ci([r[0] for r in ratios])  # Student-t over seeds (nan for one seed)
+        summary["over_seeds"][other] = [mean, mean - half, mean + half]
+        summary["pooled"][other] = list(paired_ratio_ci(pooled_agent, picked[other]))
+    summary["all_baselines_pooled"] = {name: list(paired_ratio_ci(pooled_agent, picked[name])) for name in baselines}
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``train`` or ``evaluate`` (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.a2c_seeds", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train several seeds of one world at once")
+    train.add_argument("--world", required=True, choices=list(WORLDS))
+    train.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    train.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: the main job's)")
+    train.add_argument("--block", type=int, default=61, help="updates per compiled call (checkpoint after each)")
+    train.add_argument("--resume", action="store_true")
+    train.add_argument("--out", type=Path, required=True)
+    evaluate = sub.add_parser("evaluate", help="score every trained seed and every baseline on paired episodes")
+    evaluate.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
+    evaluate.add_argument("--episodes", type=int, default=610)
+    evaluate.add_argument("--holdout-from", type=int, default=SELECTION_EPISODES)
+    evaluate.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume)
+        path = world_folder(args.out, args.world) / "training.json"
+        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        return 0
+    for world in args.worlds:
+        returns = policy_returns(world, args.out, args.episodes, [*NON_PRIVILEGED, *PRIVILEGED])
+        folder = world_folder(args.out, world)
+        np.savez(folder / "returns.npz", **returns)
+        result = {"all": summarise(returns, slice(None)), "held_out": summarise(returns, slice(args.holdout_from, None))}
+        (folder / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(world, json.dumps(result["all"]["over_seeds"]), json.dumps(result["held_out"]["over_seeds"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
