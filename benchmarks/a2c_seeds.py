@@ -13,7 +13,8 @@ users, in blocks of updates with a checkpoint after each block (``--resume`` con
 last one). ``evaluate`` scores each seed's greedy policy, every baseline and the privileged
 oracle-greedy and boredom-aware policies on the same held-out episodes (test users, episode ``e``
 seeded ``e``: those of the ``movielens_policies`` table) and writes every episode's return, so the
-ratios below can be recomputed from ``returns.npz``:
+ratios below can be recomputed from ``returns.npz`` (``baselines`` scores the baselines alone, cached
+for ``evaluate``, e.g. while the agent trains):
 
 * per seed, the paired ratio of means to the best non-privileged baseline (best by mean return on
   the episodes scored), with its 95% CI over episodes (:func:`recgym.evaluation.paired_ratio_ci`);
@@ -149,15 +150,49 @@ def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | 
             "config": config_to_dict(config), "train_seconds": seconds}
 
 
-def policy_returns(world: str, out_dir: Path, n_episodes: int, names: list[str]) -> dict[str, np.ndarray]:
-    """Return of every episode (test users, episode ``e`` seeded ``e``) for each seed and each baseline.
+def baseline_returns(world: str, out_dir: Path, n_episodes: int, names: list[str]) -> dict[str, np.ndarray]:
+    """Return of every episode (test users, episode ``e`` seeded ``e``) of each baseline in ``world``.
+
+    Saved to ``baseline_returns.npz`` in the world's folder and read from there when every
+    baseline asked for is present for ``n_episodes`` (the baselines do not depend on training, so
+    they can be scored while the agent trains).
 
     Returns:
-        ``{"a2c seed <s>": (n_episodes,), ..., <baseline>: (n_episodes,), ...}``.
+        ``{name: (n_episodes,) returns}``.
     """
-    from agents.policy import AgentPolicy
     from recgym.evaluation import BASELINES, evaluate, make_eval_env
     from recgym.recommenders.simulator_policy import RECOMMENDER_POLICIES
+
+    folder = world_folder(out_dir, world)
+    cache = folder / "baseline_returns.npz"
+    returns: dict[str, np.ndarray] = {}
+    if cache.exists():
+        with np.load(cache) as saved:
+            returns = {name: saved[name] for name in saved.files if len(saved[name]) == n_episodes}
+    missing = [name for name in names if name not in returns]
+    if missing:
+        env_id, kwargs = WORLDS[world]
+        env = make_eval_env(env_id, num_envs=min(n_episodes, 256), users="test", dataset="ml-latest-small", **kwargs)
+        factories = {**BASELINES, **RECOMMENDER_POLICIES}
+        for name in missing:
+            start = time.perf_counter()
+            returns[name] = evaluate(factories[name], env, n_episodes, seed=0, name=name).episodes["return"].to_numpy()
+            print(f"{world}: {name} {returns[name].mean():.1f} ({time.perf_counter() - start:.0f} s)",
+                  file=sys.stderr, flush=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, **returns)
+        env.close()
+    return {name: returns[name] for name in names}
+
+
+def agent_returns(world: str, out_dir: Path, n_episodes: int) -> dict[str, np.ndarray]:
+    """Return of every episode (as :func:`baseline_returns`) of each trained seed's greedy policy.
+
+    Returns:
+        ``{"a2c seed <s>": (n_episodes,) returns}``, one entry per seed in the world's checkpoint.
+    """
+    from agents.policy import AgentPolicy
+    from recgym.evaluation import evaluate, make_eval_env
 
     env_id, kwargs = WORLDS[world]
     folder = world_folder(out_dir, world) / "checkpoints"
@@ -168,12 +203,6 @@ def policy_returns(world: str, out_dir: Path, n_episodes: int, names: list[str])
     for index, seed in enumerate(seeds):
         policy = AgentPolicy.from_checkpoint(folder, seed_index=index, name=f"a2c seed {seed}")
         returns[f"a2c seed {seed}"] = evaluate(policy, env, n_episodes, seed=0).episodes["return"].to_numpy()
-    factories = {**BASELINES, **RECOMMENDER_POLICIES}
-    for name in names:
-        start = time.perf_counter()
-        returns[name] = evaluate(factories[name], env, n_episodes, seed=0, name=name).episodes["return"].to_numpy()
-        print(f"{world}: {name} {returns[name].mean():.1f} ({time.perf_counter() - start:.0f} s)",
-              file=sys.stderr, flush=True)
     env.close()
     return returns
 
@@ -226,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--episodes", type=int, default=610)
     evaluate.add_argument("--holdout-from", type=int, default=SELECTION_EPISODES)
     evaluate.add_argument("--out", type=Path, required=True)
+    baselines = sub.add_parser("baselines", help="score the baselines only (cached for evaluate)")
+    baselines.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
+    baselines.add_argument("--episodes", type=int, default=610)
+    baselines.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "train":
         record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume)
@@ -233,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
         return 0
     for world in args.worlds:
-        returns = policy_returns(world, args.out, args.episodes, [*NON_PRIVILEGED, *PRIVILEGED])
+        returns = baseline_returns(world, args.out, args.episodes, [*NON_PRIVILEGED, *PRIVILEGED])
+        if args.command == "baselines":
+            continue
+        returns |= agent_returns(world, args.out, args.episodes)
         folder = world_folder(args.out, world)
         np.savez(folder / "returns.npz", **returns)
         result = {"all": summarise(returns, slice(None)), "held_out": summarise(returns, slice(args.holdout_from, None))}
