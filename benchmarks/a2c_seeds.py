@@ -239,6 +239,38 @@ def summarise(returns: dict[str, np.ndarray], episodes: slice) -> dict[str, Any]
     return summary
 
 
+def _ratio(r: list[float]) -> str:
+    return f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"
+
+
+def report(out_dir: Path, worlds: list[str]) -> str:
+    """The Markdown tables of docs/agents.md ("Results") from the worlds' ``evaluation.json``."""
+    lines = ["| world | episodes | best non-privileged baseline | a2c (mean over seeds) | a2c / best: mean of "
+             "seeds [t 95% over seeds] | a2c / best: pooled [95% over episodes] | a2c / oracle-greedy | "
+             "a2c / boredom-aware |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    per_seed = ["| world | episodes | seed | a2c | a2c / best [95% over episodes] |",
+                "| --- | --- | --- | --- | --- |"]
+    for world in worlds:
+        path = world_folder(out_dir, world) / "evaluation.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        for part in ("all", "held_out"):
+            summary = result[part]
+            best = summary["best"]
+            agents = list(summary["per_seed"][best])
+            agent_mean = float(np.mean([summary["means"][name][0] for name in agents]))
+            label = f"{summary['episodes']} ({'all' if part == 'all' else 'held out'})"
+            lines.append(f"| {world} | {label} | {best} {summary['means'][best][0]:.1f} ± "
+                         f"{summary['means'][best][1]:.1f} | {agent_mean:.1f} | "
+                         f"**{_ratio(summary['over_seeds'][best])}** | {_ratio(summary['pooled'][best])} | "
+                         f"{_ratio(summary['pooled']['oracle-greedy'])} | {_ratio(summary['pooled']['boredom-aware'])} |")
+            for name in agents:
+                per_seed.append(f"| {world} | {label} | {name.split()[-1]} | {summary['means'][name][0]:.1f} | "
+                                f"{_ratio(summary['per_seed'][best][name])} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(per_seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``train`` or ``evaluate`` (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.a2c_seeds", description=__doc__.split("\n")[0])
@@ -259,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     baselines.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
     baselines.add_argument("--episodes", type=int, default=610)
     baselines.add_argument("--out", type=Path, required=True)
+    tables = sub.add_parser("report", help="print the Markdown tables of the evaluated worlds")
+    tables.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
+    tables.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        print(report(args.out, args.worlds))
+        return 0
     if args.command == "train":
         record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume)
         path = world_folder(args.out, args.world) / "training.json"

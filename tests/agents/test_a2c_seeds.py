@@ -92,3 +92,21 @@ def test_summary_scores_only_the_episodes_asked_for():
 def test_one_seed_has_no_interval_over_seeds():
     mean, low, high = a2c_seeds.summarise(_returns([1.1]), slice(None))["over_seeds"]["matrix factorization"]
     assert mean == pytest.approx(1.1) and np.isnan(low) and np.isnan(high)
+
+
+def test_report_prints_every_evaluated_world_on_all_and_held_out_episodes(tmp_path):
+    import json
+
+    from benchmarks.experiments.movielens_agent import world_folder
+
+    returns = _returns([1.1, 1.3])
+    result = {"all": a2c_seeds.summarise(returns, slice(None)), "held_out": a2c_seeds.summarise(returns, slice(20, None))}
+    folder = world_folder(tmp_path, "static")
+    folder.mkdir(parents=True)
+    (folder / "evaluation.json").write_text(json.dumps(result))
+    text = a2c_seeds.report(tmp_path, ["dynamic", "static"])  # dynamic was not evaluated: left out
+    rows = [line for line in text.splitlines() if line.startswith("| static")]
+    assert len(rows) == 2 + 4  # summary rows (all, held out), then one row per seed and part
+    assert "| 50 (all) | matrix factorization" in rows[0] and "**1.200 [" in rows[0]
+    assert "| 30 (held out) |" in rows[1] and "dynamic" not in text
+    assert "| static | 50 (all) | 1 |" in text and "1.300 [1.300, 1.300]" in text
