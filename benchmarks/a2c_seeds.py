@@ -240,6 +240,8 @@ def summarise(returns: dict[str, np.ndarray], episodes: slice) -> dict[str, Any]
 
 
 def _ratio(r: list[float]) -> str:
+    if np.isnan(r[1]):  # one seed: no interval over seeds
+        return f"{r[0]:.3f} (one seed)"
     return f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]"
 
 
