@@ -4,6 +4,7 @@ Two steps, so a long training can run in the background while nothing else waits
 
     python -m benchmarks.a2c_seeds train --world dynamic --seeds 0 1 2 --out runs/a2c_seeds
     python -m benchmarks.a2c_seeds evaluate --out runs/a2c_seeds
+    python -m benchmarks.a2c_seeds report --out runs/a2c_seeds    # Markdown tables (docs/agents.md)
 
 ``train`` trains the main job's configuration (:func:`benchmarks.experiments.movielens_agent.agent_config`:
 ``TUNED`` and ``WORLD_TUNED`` over the :class:`~agents.a2c.A2CConfig` defaults) for every seed at
@@ -288,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
     evaluate.add_argument("--episodes", type=int, default=610)
     evaluate.add_argument("--holdout-from", type=int, default=SELECTION_EPISODES)
+    evaluate.add_argument("--more-seeds-from", type=Path, nargs="*", default=[],
+                          help="other run folders whose trained seeds of the same worlds join the evaluation")
     evaluate.add_argument("--out", type=Path, required=True)
     baselines = sub.add_parser("baselines", help="score the baselines only (cached for evaluate)")
     baselines.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
@@ -310,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "baselines":
             continue
         returns |= agent_returns(world, args.out, args.episodes)
+        for extra in args.more_seeds_from:  # seeds trained in other runs of the same world
+            if (world_folder(extra, world) / "checkpoints").is_dir():
+                returns |= agent_returns(world, extra, args.episodes)
         folder = world_folder(args.out, world)
         np.savez(folder / "returns.npz", **returns)
         result = {"all": summarise(returns, slice(None)), "held_out": summarise(returns, slice(args.holdout_from, None))}
