@@ -24,3 +24,15 @@ def test_quick_run_trains_saves_and_is_picked_up_by_the_policies_table(tmp_path,
     env = make_eval_env("RecGym-MovieLens-v0", num_envs=4, dataset="synthetic", slate_size=5)
     episodes = evaluate(factory, env, 4, seed=0).episodes
     assert len(episodes) == 4 and np.all(np.isfinite(episodes["return"].to_numpy()))
+
+
+def test_full_run_trains_the_static_world_for_the_steps_its_configuration_was_chosen_and_evaluated_at(tmp_path):
+    full = RunContext(quick=False, out_dir=tmp_path, dataset="ml-latest-small", synthetic=False, seed=0)
+    quick = RunContext(quick=True, out_dir=tmp_path, dataset="ml-latest-small", synthetic=False, seed=0)
+    configs = {world: movielens_agent.agent_config(full, env_id, kwargs, world)
+               for world, (env_id, kwargs) in movielens_agent.WORLDS.items()}
+    assert configs["static"].total_steps == 500_000 and configs["static"].learning_rate == 3e-5
+    assert configs["dynamic"].total_steps == configs["dynamic, slate 5"].total_steps == 1_000_000
+    assert configs["dynamic, slate 5"].slate_size == 5 and configs["dynamic"].warm_start == 20.0
+    static_env, static_kwargs = movielens_agent.WORLDS["static"]
+    assert movielens_agent.agent_config(quick, static_env, static_kwargs, "static").total_steps == 64 * 8 * 40
