@@ -167,10 +167,22 @@ def test_reusing_unchanged_scores_and_skipping_unscored_envs_changes_nothing(nam
     assert fast.episodes["length"].nunique() > 1
 
 
-def test_scored_mask_of_the_wrong_size_is_rejected(vec_env):
+def test_scored_mask_of_another_batch_is_ignored_and_a_changing_one_rejected(vec_env):
+    """A hook answering for another batch than the policy was reset for (an off-policy replay, a
+    single env) is not consulted: every env is scored; one that changes size mid-run is an error."""
     model = Popularity().fit(pd.DataFrame({"user_id": [0, 1], "item_id": [0, 1], "rating": [4.0, 5.0]}),
                              pd.DataFrame(index=range(3)))
-    policy = RecommenderPolicy(model, n_items=3, scored=lambda: np.ones(5, dtype=bool))
-    policy.reset(num_envs=2)
+    nothing_scored = RecommenderPolicy(model, n_items=3, scored=lambda: np.zeros(5, dtype=bool))
+    plain = RecommenderPolicy(model, n_items=3)
+    for policy in (nothing_scored, plain):
+        policy.reset(num_envs=2)
+    infos = {"clicked_item": np.array([1, -1]), "rating": np.array([5.0, 0.0])}
+    np.testing.assert_array_equal(nothing_scored.scores(np.zeros((2, 1)), infos),
+                                  plain.scores(np.zeros((2, 1)), infos))
+    assert np.any(plain.scores(np.zeros((2, 1)), {}) != 0)  # the comparison is of real scores
+
+    sizes = iter([2, 5])
+    changing = RecommenderPolicy(model, n_items=3, scored=lambda: np.ones(next(sizes), dtype=bool))
+    changing.reset(num_envs=2)
     with pytest.raises(ValueError, match="scored\\(\\) answered for 5 envs.*num_envs=2"):
-        policy.act_batch(np.zeros((2, 1)), {})
+        changing.act_batch(np.zeros((2, 1)), {})

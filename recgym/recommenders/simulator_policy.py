@@ -61,7 +61,9 @@ class RecommenderPolicy(ScoringPolicy):
         scored: Returns ``(num_envs,)`` bool, the envs whose current episode is still scored
             (the harness's bookkeeping, ``PolicyContext.access.active``; no user state); the
             others keep their last scores, since their actions count for nothing. ``None``:
-            every env is scored at every step.
+            every env is scored at every step. The hook describes the batch of the env the policy
+            was built for: after a :meth:`reset` for another number of envs (an off-policy
+            replay, a single env) it is not consulted and every env is scored.
     """
 
     name = "recommender"
@@ -86,6 +88,7 @@ class RecommenderPolicy(ScoringPolicy):
         self.recommender = recommender
         self.use_ratings = use_ratings
         self.scored = scored
+        self._skip_unscored = False  # whether ``scored`` describes the batch the policy acts for
         self.history_items: list[list[int]] = [[]]
         self.history_ratings: list[list[float]] = [[]]
         # (num_envs, n_items) each env's last scores, and the history length they fold in (-1: none)
@@ -102,6 +105,9 @@ class RecommenderPolicy(ScoringPolicy):
         self.history_ratings = [[] for _ in range(num_envs)]
         self._scores = np.zeros((num_envs, self.n_items))
         self._scored_length = np.full(num_envs, -1)
+        # The hook answers for the batch of the env the policy was built for; reset for another
+        # batch, the policy is not driven by that env's harness, so every env is scored.
+        self._skip_unscored = self.scored is not None and np.shape(self.scored()) == (num_envs,)
         super().reset(num_envs, seed)
 
     def begin_episode(self, env_mask: np.ndarray) -> None:
@@ -128,7 +134,7 @@ class RecommenderPolicy(ScoringPolicy):
         # Histories only grow within an episode, so an unchanged length is an unchanged history.
         lengths = np.fromiter(map(len, self.history_items), dtype=np.int64, count=self.num_envs)
         stale = lengths != self._scored_length
-        if self.scored is not None:
+        if self._skip_unscored:
             scored = np.asarray(self.scored(), dtype=bool)
             if scored.shape != (self.num_envs,):
                 raise ValueError(f"scored() answered for {scored.size} envs, the policy acts for "
