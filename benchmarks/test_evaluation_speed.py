@@ -22,27 +22,18 @@ def case_env(request, movielens_home):
     return env, episodes
 
 
-@pytest.mark.parametrize("policy", ["oracle-greedy", "most-popular", "planner"])
+# Baselines, then classical recommenders acting as policies (one fold-in per env whose history
+# changed, per step).
+POLICIES = {name: BASELINES[name] for name in ("oracle-greedy", "most-popular", "planner")} | {
+    name: RECOMMENDER_POLICIES[name] for name in ("ensemble", "matrix factorization")
+}
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
 def test_evaluate_throughput(benchmark, case_env, policy):
     env, episodes = case_env
-    evaluate(BASELINES[policy], env, 4, seed=10_000)  # compile and warm up outside the timing
-    result = benchmark.pedantic(
-        evaluate, args=(BASELINES[policy], env, episodes), kwargs={"seed": 0}, rounds=3
-    )
-    steps = int(result.episodes["length"].sum())
-    benchmark.extra_info["user_steps"] = steps
-    benchmark.extra_info["episodes"] = episodes
-    assert steps >= episodes
-
-
-@pytest.mark.parametrize("policy", ["ensemble", "matrix factorization"])
-def test_recommender_policy_throughput(benchmark, case_env, policy):
-    """A recommender acting as a policy: one fold-in per env whose history changed, per step."""
-    env, episodes = case_env
-    evaluate(RECOMMENDER_POLICIES[policy], env, 4, seed=10_000)  # fit on the logged data, warm up
-    result = benchmark.pedantic(
-        evaluate, args=(RECOMMENDER_POLICIES[policy], env, episodes), kwargs={"seed": 0}, rounds=3
-    )
+    evaluate(POLICIES[policy], env, 4, seed=10_000)  # fit, compile and warm up outside the timing
+    result = benchmark.pedantic(evaluate, args=(POLICIES[policy], env, episodes), kwargs={"seed": 0}, rounds=3)
     steps = int(result.episodes["length"].sum())
     benchmark.extra_info["user_steps"] = steps
     benchmark.extra_info["episodes"] = episodes

@@ -59,13 +59,17 @@ def _edlae_penalty(x: np.ndarray, l2: float, dropout: float) -> np.ndarray:
     return l2 + dropout / (1.0 - dropout) * (x * x).sum(axis=0)
 
 
-@settings(max_examples=40, deadline=None)
-@given(
+# Small interaction matrices (users x items, mostly zeros), a ridge penalty and a dropout rate.
+_EDLAE_CASES = (
     hnp.arrays(np.float64, st.tuples(st.integers(1, 7), st.integers(2, 6)),
                elements=st.sampled_from([0.0, 0.0, 1.0, 2.5, 5.0])),
     st.floats(0.01, 100.0),
     st.floats(0.0, 0.9),
 )  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(*_EDLAE_CASES)
 def test_edlae_columns_minimise_the_emphasised_objective_directly(x, l2, dropout):
     """Zero diagonal: column i is argmin ||x_i - X_-i b||^2 + b^T Lambda_-i b, solved densely."""
     weights = ease_weights(sp.csr_matrix(x), l2, dropout=dropout)
@@ -79,12 +83,7 @@ def test_edlae_columns_minimise_the_emphasised_objective_directly(x, l2, dropout
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    hnp.arrays(np.float64, st.tuples(st.integers(1, 7), st.integers(2, 6)),
-               elements=st.sampled_from([0.0, 0.0, 1.0, 2.5, 5.0])),
-    st.floats(0.01, 100.0),
-    st.floats(0.0, 0.9),
-)  # fmt: skip
+@given(*_EDLAE_CASES)
 def test_dlae_is_the_least_squares_solution_of_the_stacked_system(x, l2, dropout):
     """No constraint: B minimises ||X - XB||^2 + ||Lambda^1/2 B||^2: lstsq on [X; Lambda^1/2]."""
     weights = ease_weights(sp.csr_matrix(x), l2, dropout=dropout, zero_diagonal=False)
