@@ -40,6 +40,7 @@ import optax
 from flax import nnx, struct
 
 from agents.config import config_to_dict
+from agents.memory import MemorySpec, agent_input, check_decays, initial_memory, update_memory
 from agents.movielens import make_env_params, warm_start_logged_mf
 from agents.networks import (
     ACTIVATIONS,
@@ -115,6 +116,10 @@ class A2CConfig(RunConfig):
             0 learns from a uniform policy.
         mask_served: Never serve an item twice in an episode (from the agent's own memory of
             what it served, not from the env).
+        memory_decays: Decays of the agent's consumption memory, each in [0, 1): per decay d, the
+            sum over this episode's clicks of d^(steps since) times the clicked item's genre
+            vector, kept from the observations (agents.memory) and fed to the actor and the
+            critic with the observation; none: no memory.
         eval_episodes: Episodes of held-out (test) users the trained agent is evaluated on at
             the end, with the harness and episodes of every baseline (0: no evaluation).
         eval_seed: Base seed of the evaluation episodes (0: the episodes of the results tables).
@@ -144,6 +149,7 @@ class A2CConfig(RunConfig):
     logged_item_statistics: bool = True
     warm_start: float = 0.0
     mask_served: bool = True
+    memory_decays: tuple[float, ...] = ()
     eval_episodes: int = 610
     eval_seed: int = 0
     eval_baselines: tuple[str, ...] = ("most-popular", "popularity (IMDB weighted)", "matrix factorization",
@@ -169,6 +175,10 @@ class A2CConfig(RunConfig):
                 f"divisible by num_devices * num_processes = {self.total_devices}")
         require(lambda v: not v or self.logged_item_statistics, "warm_start", self.warm_start,
                 "0 without logged_item_statistics (the warm start reads the logged item bias)")
+        try:
+            object.__setattr__(self, "memory_decays", check_decays(self.memory_decays))
+        except TypeError:
+            raise ValueError(f"memory_decays must be a sequence of numbers in [0, 1), got {self.memory_decays!r}") from None
 
     @property
     def steps_per_update(self) -> int:
@@ -210,6 +220,8 @@ class ActorState:
         observation: ``(num_envs, observation_size)`` the current observations.
         served: ``(num_envs, ceil(n_items / 32))`` uint32 bitsets of the items served this
             episode (the agent's own memory).
+        memory: ``(num_envs, memory size)`` the consumption memory after the current observations
+            (:func:`agents.memory.update_memory`; ``(num_envs, 0)`` without one).
         episode_return: ``(num_envs,)`` float32 reward summed so far this episode (unscaled).
         episode_length: ``(num_envs,)`` int32 steps so far this episode.
     """
@@ -217,6 +229,7 @@ class ActorState:
     env: EnvCarry
     observation: jax.Array
     served: jax.Array
+    memory: jax.Array
     episode_return: jax.Array
     episode_length: jax.Array
 
@@ -239,13 +252,15 @@ class Transition:
     """One rollout step of every local environment (fields gain a leading time axis in the scan).
 
     Attributes:
-        observation: ``(n, observation_size)`` what the policy acted on.
+        observation: ``(n, input_size)`` what the policy acted on: the observation with the
+            consumption memory appended (:func:`agents.memory.agent_input`).
         served: ``(n, words)`` the served-items bitsets the policy acted with.
         slate: ``(n, slate_size)`` int32 items served.
         reward: ``(n,)`` float32 reward (unscaled).
         terminated: ``(n,)`` bool, the user left.
         truncated: ``(n,)`` bool, the time limit was reached.
-        final_observation: ``(n, observation_size)`` the observation reached before any reset.
+        final_observation: ``(n, input_size)`` the observation reached before any reset, with
+            the memory after it appended (the critic's bootstrap input).
         finished_return: ``(n,)`` return of the episode that ended at this step (0 otherwise).
         finished_length: ``(n,)`` length of the episode that ended at this step (0 otherwise).
     """
@@ -263,8 +278,8 @@ class Transition:
 
 # ------------------------------------------------------------------------------------ training
 def observation_statistics(core: Any, env_params: Any, key: jax.Array, slate_size: int, num_envs: int = 256,
-                           num_steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Per-entry mean and scale of observations under uniformly random slates (a short rollout).
+                           num_steps: int = 20, memory: MemorySpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry mean and scale of the network's inputs under uniformly random slates (a short rollout).
 
     The network standardises its inputs with these fixed statistics (stored with it), so that
     entries of very different sizes (genre shares of ~0.05, embeddings of ~1, flags) move its
@@ -278,9 +293,11 @@ def observation_statistics(core: Any, env_params: Any, key: jax.Array, slate_siz
         slate_size: Items per action.
         num_envs: Environments of the rollout.
         num_steps: Steps of the rollout (every step's observation counts).
+        memory: The consumption memory appended to the observations (``None``: none); its
+            entries are standardised alike, from the same rollout.
 
     Returns:
-        ``(shift, scale)``, each ``(observation_size,)`` float32 (scale floored at 0.01).
+        ``(shift, scale)``, each ``(input_size,)`` float32 (scale floored at 0.01).
     """
     start_key, action_key = jax.random.split(key)
     n_items = int(env_params.n_choices)
@@ -288,16 +305,21 @@ def observation_statistics(core: Any, env_params: Any, key: jax.Array, slate_siz
     @jax.jit
     def rollout(start_key, action_key, scores):
         observation, env = jax.vmap(core.start, in_axes=(0, None))(jax.random.split(start_key, num_envs), env_params)
+        remembered = update_memory(memory, initial_memory(memory, num_envs), observation, jnp.ones(num_envs, bool))
 
-        def step(env, step_key):
+        def step(carry, step_key):
+            env, remembered = carry
             slate = sample_slate(jax.random.split(step_key, num_envs), scores, jnp.zeros(scores.shape, bool),
                                  slate_size)
             action = slate[:, 0] if slate_size == 1 else slate
-            observation, env, *_ = jax.vmap(core.step_autoreset, in_axes=(0, 0, None))(env, action, env_params)
-            return env, observation
+            observation, env, _, terminated, truncated, _ = jax.vmap(core.step_autoreset, in_axes=(0, 0, None))(
+                env, action, env_params)
+            remembered = update_memory(memory, remembered, observation, terminated | truncated)
+            return (env, remembered), agent_input(observation, remembered)
 
-        _, observations = jax.lax.scan(step, env, jax.random.split(action_key, num_steps))
-        return jnp.concatenate([observation[None], observations]).reshape(-1, observation.shape[-1])
+        _, inputs = jax.lax.scan(step, (env, remembered), jax.random.split(action_key, num_steps))
+        first = agent_input(observation, remembered)
+        return jnp.concatenate([first[None], inputs]).reshape(-1, first.shape[-1])
 
     # uniform scores as an argument: as a constant XLA would spend seconds folding the sampler
     shift, scale = standardisation(rollout(start_key, action_key, jnp.zeros((num_envs, n_items))))
@@ -316,12 +338,14 @@ class A2CTraining:
         core: The environment's functional core.
         env_params: Its params (the training population).
         observation_size: Length of an observation vector.
+        memory: The consumption memory's :class:`~agents.memory.MemorySpec` (``None``: no memory).
+        input_size: Length of the network's input: the observation and the memory.
         n_items: Catalogue size.
         graphdef: The network's NNX graph definition (static).
         model_constants: The network's non-trainable variables (item features, observation
             statistics).
-        observation_shift: ``(observation_size,)`` mean observation under random slates.
-        observation_scale: ``(observation_size,)`` its standard deviation (floored).
+        observation_shift: ``(input_size,)`` mean network input under random slates.
+        observation_scale: ``(input_size,)`` its standard deviation (floored).
         traces: How many times the update body was traced (a recompilation guard for tests).
     """
 
@@ -338,6 +362,8 @@ class A2CTraining:
         self.env_params = jax.device_put(env_params)
         observation, _ = jax.eval_shape(core.start, jax.random.key(0), self.env_params)
         self.observation_size = int(observation.shape[-1])
+        self.memory = MemorySpec.from_params(config.memory_decays, env_params) if config.memory_decays else None
+        self.input_size = self.observation_size + (0 if self.memory is None else self.memory.size)
         if item_features is None:
             item_features = env_params.world.item_features
         self.item_features = np.asarray(item_features, np.float32)
@@ -347,7 +373,7 @@ class A2CTraining:
         # Derived from the config's seed, on streams of their own (training draws from key(seed)).
         statistics_key, skeleton_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 1))
         self.observation_shift, self.observation_scale = observation_statistics(
-            core, self.env_params, statistics_key, config.slate_size)
+            core, self.env_params, statistics_key, config.slate_size, memory=self.memory)
         # The graph and the constants; this model's own parameters are not used (init draws them).
         self.graphdef, _, self.model_constants = nnx.split(self.build_model(skeleton_key), nnx.Param, ...)
         self.optimizer = make_optimizer(
@@ -360,7 +386,7 @@ class A2CTraining:
     def build_model(self, key: jax.Array) -> ActorCritic:
         """A freshly initialised network (parameters drawn from ``key``, warm-started if configured)."""
         c = self.config
-        model = ActorCritic(self.observation_size, self.item_features, c.hidden_sizes, c.embedding_dim,
+        model = ActorCritic(self.input_size, self.item_features, c.hidden_sizes, c.embedding_dim,
                             activation=c.activation, learned_item_table=c.learned_item_table,
                             observation_shift=self.observation_shift, observation_scale=self.observation_scale,
                             rngs=nnx.Rngs(params=key))
@@ -407,6 +433,7 @@ class A2CTraining:
             env=env,
             observation=observation,
             served=jnp.zeros((n, served_words(self.n_items)), jnp.uint32),
+            memory=update_memory(self.memory, initial_memory(self.memory, n), observation, jnp.ones((n,), bool)),
             episode_return=jnp.zeros((n,), jnp.float32),
             episode_length=jnp.zeros((n,), jnp.int32),
         )
@@ -427,7 +454,8 @@ class A2CTraining:
             env_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, env_ids)
             blocked = (served_mask(actors.served, self.n_items) if c.mask_served
                        else jnp.zeros((n_local, self.n_items), bool))
-            slate = sample_slate(env_keys, model.scores(actors.observation), blocked, c.slate_size)
+            inputs = agent_input(actors.observation, actors.memory)
+            slate = sample_slate(env_keys, model.scores(inputs), blocked, c.slate_size)
             action = slate[:, 0] if c.slate_size == 1 else slate
             observation, env, reward, terminated, truncated, info = jax.vmap(
                 self.core.step_autoreset, in_axes=(0, 0, None))(actors.env, action, env_params)
@@ -435,20 +463,29 @@ class A2CTraining:
             served = actors.served
             if c.mask_served:
                 served = jnp.where(done[:, None], jnp.uint32(0), mark_served(served, slate))
+            memory, final_memory = self._memory_step(actors.memory, observation, info["final_obs"], done)
             episode_return = actors.episode_return + reward
             episode_length = actors.episode_length + 1
             transition = Transition(
-                observation=actors.observation, served=actors.served, slate=slate, reward=reward,
-                terminated=terminated, truncated=truncated, final_observation=info["final_obs"],
+                observation=inputs, served=actors.served, slate=slate, reward=reward,
+                terminated=terminated, truncated=truncated,
+                final_observation=agent_input(info["final_obs"], final_memory),
                 finished_return=jnp.where(done, episode_return, 0.0),
                 finished_length=jnp.where(done, episode_length, 0),
             )
-            next_actors = ActorState(env=env, observation=observation, served=served,
+            next_actors = ActorState(env=env, observation=observation, served=served, memory=memory,
                                      episode_return=jnp.where(done, 0.0, episode_return),
                                      episode_length=jnp.where(done, 0, episode_length))
             return axis.varying(next_actors), transition
 
         return jax.lax.scan(env_step, actors, jnp.arange(c.rollout_steps))
+
+    def _memory_step(self, memory: jax.Array, observation: jax.Array, final_observation: jax.Array,
+                     done: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(memory, final_memory)`` after a step: after the (possibly reset) next observation,
+        and after the observation reached before any reset (for the critic's bootstrap)."""
+        return (update_memory(self.memory, memory, observation, done),
+                update_memory(self.memory, memory, final_observation, jnp.zeros_like(done)))
 
     def _loss(self, params: Any, batch: Transition, axis: DeviceAxis):
         c = self.config
@@ -544,6 +581,8 @@ class A2CTraining:
             "algorithm": "a2c",
             "config": config_to_dict(self.config),
             "observation_size": self.observation_size,
+            "input_size": self.input_size,
+            "memory": None if self.memory is None else self.memory.to_dict(),
             "n_items": self.n_items,
             "n_item_features": int(self.item_features.shape[1]),
             "num_seeds": num_seeds,

@@ -125,7 +125,7 @@ def train_seeds(training: Any, seeds: list[int], folder: Path | None, block: int
 
 
 def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | None, block: int,
-                resume: bool) -> dict[str, Any]:
+                resume: bool, memory_decays: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Train ``seeds`` of the main job's configuration in ``world`` (ml-latest-small) at once.
 
     Args:
@@ -135,6 +135,8 @@ def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | 
         total_steps: Environment steps per seed (``None``: the main job's full run).
         block: Updates per compiled call (one checkpoint after each).
         resume: Continue from the world's last checkpoint.
+        memory_decays: The consumption memory's decays instead of the main job's (to compare
+            settings on the selection episodes; ``None``: the main job's, ``()``: no memory).
 
     Returns:
         A record of the run (config, seeds, steps per seed, seconds).
@@ -144,6 +146,8 @@ def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | 
     config = agent_config(ctx, env_id, kwargs, world)
     if total_steps is not None:
         config = dataclasses.replace(config, total_steps=total_steps)
+    if memory_decays is not None:
+        config = dataclasses.replace(config, memory_decays=tuple(memory_decays))
     env = make_env_params(config, users="train")
     training = make_train(config, env.params, env.core, env.item_features)
     _, seconds = train_seeds(training, seeds, world_folder(out_dir, world) / "checkpoints", block, resume, world)
@@ -155,8 +159,9 @@ def baseline_returns(world: str, out_dir: Path, n_episodes: int, names: list[str
     """Return of every episode (test users, episode ``e`` seeded ``e``) of each baseline in ``world``.
 
     Saved to ``baseline_returns.npz`` in the world's folder and read from there when every
-    baseline asked for is present for ``n_episodes`` (the baselines do not depend on training, so
-    they can be scored while the agent trains).
+    baseline asked for is present for ``n_episodes`` or more (the first ``n_episodes`` of a longer
+    run are the same episodes; the baselines do not depend on training, so they can be scored
+    while the agent trains).
 
     Returns:
         ``{name: (n_episodes,) returns}``.
@@ -169,7 +174,7 @@ def baseline_returns(world: str, out_dir: Path, n_episodes: int, names: list[str
     returns: dict[str, np.ndarray] = {}
     if cache.exists():
         with np.load(cache) as saved:
-            returns = {name: saved[name] for name in saved.files if len(saved[name]) == n_episodes}
+            returns = {name: saved[name][:n_episodes] for name in saved.files if len(saved[name]) >= n_episodes}
     missing = [name for name in names if name not in returns]
     if missing:
         env_id, kwargs = WORLDS[world]
@@ -258,7 +263,7 @@ def report(out_dir: Path, worlds: list[str]) -> str:
         if not path.exists():
             continue
         result = json.loads(path.read_text())
-        for part in ("all", "held_out"):
+        for part in [name for name in ("all", "held_out") if name in result]:
             summary = result[part]
             best = summary["best"]
             agents = list(summary["per_seed"][best])
@@ -284,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: the main job's)")
     train.add_argument("--block", type=int, default=61, help="updates per compiled call (checkpoint after each)")
     train.add_argument("--resume", action="store_true")
+    train.add_argument("--memory-decays", type=float, nargs="*", default=None,
+                       help="consumption-memory decays instead of the main job's (none given: no memory); "
+                            "to compare settings on the selection episodes")
     train.add_argument("--out", type=Path, required=True)
     evaluate = sub.add_parser("evaluate", help="score every trained seed and every baseline on paired episodes")
     evaluate.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
@@ -304,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report(args.out, args.worlds))
         return 0
     if args.command == "train":
-        record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume)
+        record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume,
+                             args.memory_decays)
         path = world_folder(args.out, args.world) / "training.json"
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
         return 0
@@ -318,9 +327,11 @@ def main(argv: list[str] | None = None) -> int:
                 returns |= agent_returns(world, extra, args.episodes)
         folder = world_folder(args.out, world)
         np.savez(folder / "returns.npz", **returns)
-        result = {"all": summarise(returns, slice(None)), "held_out": summarise(returns, slice(args.holdout_from, None))}
+        result = {"all": summarise(returns, slice(None))}
+        if args.episodes > args.holdout_from:  # (none held out when only the selection episodes are played)
+            result["held_out"] = summarise(returns, slice(args.holdout_from, None))
         (folder / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(world, json.dumps(result["all"]["over_seeds"]), json.dumps(result["held_out"]["over_seeds"]))
+        print(world, *(json.dumps(part["over_seeds"]) for part in result.values()))
     return 0
 
 

@@ -24,8 +24,9 @@ def leaves(tree):
             for x in jax.tree_util.tree_leaves(tree)]
 
 
-def test_the_update_traces_once_across_many_updates(synthetic_params):
-    train = make_train(tiny_config(), synthetic_params)
+@pytest.mark.parametrize("memory_decays", [(), (0.8, 0.95)])
+def test_the_update_traces_once_across_many_updates(synthetic_params, memory_decays):
+    train = make_train(tiny_config(memory_decays=memory_decays), synthetic_params)
     state = train.init(jax.random.key(0))
     for _ in range(4):
         state, _ = train.run(state, 2)
@@ -43,8 +44,9 @@ def test_every_loss_is_finite_over_a_short_run(synthetic_params):
     assert np.asarray(metrics["global_step"]).tolist() == [64 * (i + 1) for i in range(10)]
 
 
-def test_same_seed_same_parameters_and_another_seed_others(synthetic_params):
-    train = jax.jit(make_train(tiny_config(), synthetic_params))
+@pytest.mark.parametrize("memory_decays", [(), (0.8, 0.95)])
+def test_same_seed_same_parameters_and_another_seed_others(synthetic_params, memory_decays):
+    train = jax.jit(make_train(tiny_config(memory_decays=memory_decays), synthetic_params))
     first, second, other = (train(jax.random.key(s))[0].learner.params for s in (3, 3, 4))
     for a, b in zip(leaves(first), leaves(second)):
         np.testing.assert_array_equal(a, b)

@@ -17,6 +17,8 @@ from tests.agents.conftest import tiny_config, tiny_tuner_config
 # (the agent's module, its training class, a config that trains in seconds)
 AGENTS = {
     "a2c": (a2c, a2c.A2CTraining, tiny_config),
+    "a2c with a consumption memory": (a2c, a2c.A2CTraining,
+                                      lambda **overrides: tiny_config(memory_decays=(0.8, 0.95), **overrides)),
     "tuner": (tuner, tuner.TunerTraining, tiny_tuner_config),
 }
 
