@@ -56,29 +56,42 @@ def true_grow_costs(state) -> np.ndarray:
     return np.asarray(grown) - now
 
 
+@pytest.fixture
+def walk_checking_estimates():
+    """Run random walks in an env, checking after every step that each measured cost is exact or an
+    upper bound of the true one; returns how many steps each knob was measured in."""
+
+    def walk(env, episodes: int, steps: int, next_action) -> np.ndarray:
+        checked = np.zeros(NUM_KNOBS, int)
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=episode)
+            estimate = MemoryEstimate.unknown()
+            for _ in range(steps):
+                action = next_action(obs)
+                new_obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+                estimate = update_jit(estimate, obs, new_obs)
+                obs = new_obs
+                measured = np.asarray(estimate.measured)
+                truth = true_grow_costs(env.unwrapped.state)
+                cost = np.asarray(estimate.grow_cost)
+                # float32 memory readings of tens of GiB: a relative tolerance on the reading's scale.
+                assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
+                    action, cost, truth, measured)
+                checked += measured
+        return checked
+
+    return walk
+
+
 @pytest.mark.parametrize("scenario", ["memory-tight", "random"])
-def test_measured_costs_are_exact_or_upper_bounds_along_random_walks(scenario):
-    env = gym.make("RecGym-Pipeline-v0", scenario=scenario)
+def test_measured_costs_are_exact_or_upper_bounds_along_random_walks(scenario, walk_checking_estimates):
     rng = np.random.default_rng(0)
-    checked = np.zeros(NUM_KNOBS, int)
-    for episode in range(4):
-        obs, _ = env.reset(seed=episode)
-        estimate = MemoryEstimate.unknown()
-        for _ in range(60):
-            # Grow more often than shrink, so that batch and prefetch moves meet grown stages.
-            action = int(rng.choice(17, p=np.r_[np.tile([0.07, 0.03], NUM_STAGES), 0.1, 0.05, 0.1, 0.05, 0.1]))
-            new_obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                break
-            estimate = update_jit(estimate, obs, new_obs)
-            obs = new_obs
-            measured = np.asarray(estimate.measured)
-            truth = true_grow_costs(env.unwrapped.state)
-            cost = np.asarray(estimate.grow_cost)
-            # float32 memory readings of tens of GiB: a relative tolerance on the reading's scale.
-            assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
-                action, cost, truth, measured)
-            checked += measured
+    # Grow more often than shrink, so that batch and prefetch moves meet grown stages.
+    probabilities = np.r_[np.tile([0.07, 0.03], NUM_STAGES), 0.1, 0.05, 0.1, 0.05, 0.1]
+    checked = walk_checking_estimates(gym.make("RecGym-Pipeline-v0", scenario=scenario), 4, 60,
+                                      lambda obs: int(rng.choice(17, p=probabilities)))
     assert np.all(checked > 0), f"some knob was never measured: {dict(zip(SHIELD_KNOBS, checked))}"
 
 
@@ -145,29 +158,18 @@ def absolute_action(obs: np.ndarray, params, moves: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("scenario", ["memory-tight", "random"])
-def test_estimates_stay_exact_or_upper_bounds_along_random_absolute_walks(scenario):
+def test_estimates_stay_exact_or_upper_bounds_along_random_absolute_walks(scenario, walk_checking_estimates):
     env = gym.make("RecGym-Pipeline-v0", scenario=scenario, action_mode="absolute")
     params = env.unwrapped.params
     rng = np.random.default_rng(1)
-    checked = np.zeros(NUM_KNOBS, int)
-    for episode in range(6):
-        obs, _ = env.reset(seed=episode)
-        estimate = MemoryEstimate.unknown()
-        for _ in range(40):
-            # Several knobs at once (an absolute step), mostly small growths, the batch size rarely.
-            moves = np.where(rng.random(NUM_KNOBS) < 0.4, rng.choice([-1, 1, 1, 2], NUM_KNOBS), 0)
-            moves[NUM_STAGES] = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1])
-            new_obs, _, terminated, truncated, _ = env.step(absolute_action(obs, params, moves))
-            if terminated or truncated:
-                break
-            estimate = update_jit(estimate, obs, new_obs)
-            obs = new_obs
-            measured = np.asarray(estimate.measured)
-            truth = true_grow_costs(env.unwrapped.state)
-            cost = np.asarray(estimate.grow_cost)
-            assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
-                moves, cost, truth, measured)
-            checked += measured
+
+    def several_knobs(obs):
+        # Several knobs at once (an absolute step), mostly small growths, the batch size rarely.
+        moves = np.where(rng.random(NUM_KNOBS) < 0.4, rng.choice([-1, 1, 1, 2], NUM_KNOBS), 0)
+        moves[NUM_STAGES] = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1])
+        return absolute_action(obs, params, moves)
+
+    checked = walk_checking_estimates(env, 6, 40, several_knobs)
     assert checked[:NUM_STAGES].min() > 0 and checked[NUM_STAGES + 1] > 0, dict(zip(SHIELD_KNOBS, checked))
 
 
