@@ -15,7 +15,7 @@ shortfall ``1 - efficiency`` into
   deepest prefetch that fits); the batch size set to the optimum's (likewise) — and the signed
   difference of each knob from the optimum's.
 
-``python -m benchmarks.experiments.pipeline_tuner_diagnosis --run runs/tuner-absolute --step 224``
+``python -m benchmarks.tuner_diagnosis --run runs/tuner-absolute --step 224``
 prints the tables (Markdown) and writes them as JSON with ``--out``; ``--sampled`` acts with the
 sampled (stochastic) policy instead of each head's most likely choice; ``--oracle`` diagnoses the
 oracle baseline instead (the same tables for the one-step-late optimum).
@@ -245,7 +245,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: diagnose a checkpoint (or the oracle) on the validation seeds."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.pipeline_tuner_diagnosis",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tuner_diagnosis",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="", help="run folder of agents.tuner (its checkpoints)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint (update) to load; default the last")
