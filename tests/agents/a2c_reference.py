@@ -31,9 +31,11 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # name: (config overrides of tiny_config, env param overrides)
     "single": ({}, {}),
     "slates": ({"slate_size": 3}, {"slate_size": 3}),
-    # episodes of 3 steps inside rollouts of 8: truncations at every position of the rollout,
-    # the last one included (bootstrapped from final_obs)
+    # episodes of 3 steps inside rollouts of 8: two or three truncations per env and rollout, at
+    # every position of the rollout, the last one included (bootstrapped from final_obs)
     "truncating": ({"rollout_steps": 8, "learned_item_table": True}, {"max_episode_steps": 3}),
+    # episodes of 7 steps: at most one truncation per env before the rollout's last step
+    "truncating_once": ({"rollout_steps": 8}, {"max_episode_steps": 7}),
     "plain": ({"mask_served": False, "normalize_advantages": False, "optimizer": "rmsprop", "anneal_lr": False,
                "activation": "relu", "gae_lambda": 1.0}, {}),
 }
