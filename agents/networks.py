@@ -398,20 +398,41 @@ def slate_log_prob(scores: jax.Array, blocked: jax.Array, slates: jax.Array) -> 
     return log_prob, entropy
 
 
+def _item_terms(scores: jax.Array, blocked: jax.Array, items: jax.Array):
+    """Values and backward-pass residuals of :func:`item_log_prob`, in two passes over the scores.
+
+    :func:`slate_log_prob`'s arithmetic for ``k = 1``, minus its normalisation by the best
+    remaining weight: that weight is ``exp(0) = 1`` exactly for one item (the best allowed item's
+    shifted score is 0), so dividing by it and adding its log change nothing.
+    """
+    exhausted = jnp.all(blocked, axis=-1, keepdims=True)       # _unblock_if_exhausted(blocked, 1)
+    best = jnp.where(exhausted, jnp.max(scores, axis=-1, keepdims=True),
+                     jnp.max(jnp.where(blocked, -jnp.inf, scores), axis=-1, keepdims=True))
+    allowed = ~blocked | exhausted
+    shifted = jnp.where(allowed, jnp.maximum(scores - best, _LOG_WEIGHT_FLOOR), _LOG_WEIGHT_FLOOR)
+    weights = jnp.where(allowed, jnp.exp(shifted), 0.0)
+    mass = jnp.sum(weights, axis=-1)
+    mean_shifted = jnp.sum(weights * shifted, axis=-1) / mass  # E_p[s]
+    log_mass = jnp.log(mass)
+    log_prob = jnp.take_along_axis(shifted, items, axis=-1)[:, 0] - log_mass
+    entropy = log_mass - mean_shifted
+    return (log_prob, entropy), (scores, blocked, exhausted, items, best, log_mass, mean_shifted)
+
+
 @jax.custom_vjp
 def item_log_prob(scores: jax.Array, blocked: jax.Array, items: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """:func:`slate_log_prob` for slates of one item, with a hand-fused gradient.
+    """:func:`slate_log_prob` for slates of one item, in fewer passes, with a closed-form gradient.
 
-    The same values as ``slate_log_prob(scores, blocked, items)`` (it computes them), and the same
-    gradient with respect to ``scores`` in closed form instead of by differentiating the
+    The same values as ``slate_log_prob(scores, blocked, items)`` (up to rounding), and the same
+    gradient with respect to ``scores``, in closed form instead of by differentiating the
     masked, floored softmax step by step: with ``p`` the policy over the allowed items, ``s`` the
     shifted scores and ``a`` the item drawn,
 
         d log_prob / d score_i = g_i (1[i = a] - p_i),    d entropy / d score_i = -g_i p_i (s_i - E_p[s]),
 
     where ``g_i`` is 1 for an allowed item above the floor and 0 otherwise (as the floor and the
-    mask give it). One pass over the scores for the backward pass instead of several; the tests
-    hold the gradient to ``jax.grad`` of :func:`slate_log_prob`.
+    mask give it). Two passes over the scores forward and one backward; the tests hold values and
+    gradient to :func:`slate_log_prob`'s.
 
     Args:
         scores: ``(B, n_items)`` float scores.
@@ -421,19 +442,10 @@ def item_log_prob(scores: jax.Array, blocked: jax.Array, items: jax.Array) -> tu
     Returns:
         ``(log_prob, entropy)``, each ``(B,)``, as :func:`slate_log_prob`.
     """
-    return slate_log_prob(scores, blocked, items)
+    return _item_terms(scores, blocked, items)[0]
 
 
-def _item_log_prob_forward(scores, blocked, items):
-    log_prob, entropy = slate_log_prob(scores, blocked, items)
-    exhausted = jnp.sum(~blocked, axis=-1, keepdims=True) < 1  # as _unblock_if_exhausted(blocked, 1)
-    allowed = ~(blocked & ~exhausted)
-    best = jnp.max(jnp.where(allowed, scores, -jnp.inf), axis=-1, keepdims=True)
-    chosen = jnp.take_along_axis(jnp.where(allowed, jnp.maximum(scores - best, _LOG_WEIGHT_FLOOR),
-                                           _LOG_WEIGHT_FLOOR), items, axis=-1)[:, 0]
-    log_mass = chosen - log_prob                 # log_prob = s_a - log(mass)
-    mean_shifted = log_mass - entropy            # entropy = log(mass) - E_p[s]
-    return (log_prob, entropy), (scores, blocked, exhausted, items, best, log_mass, mean_shifted)
+_item_log_prob_forward = _item_terms
 
 
 def _item_log_prob_backward(residuals, cotangents):

@@ -11,6 +11,7 @@ inside the fused update, so the shares are a guide, not a partition.
 Usage (the docs' breakdown; 2 cores, no other process of one's own running)::
 
     python -m benchmarks.a2c_profile --repeats 7
+    python -m benchmarks.a2c_profile --compare --repeats 7   # the update's gradient vs jax.grad of the loss
 
 Prints a table, and with ``--json`` one JSON line of ``{piece: milliseconds}``.
 """
@@ -155,6 +156,35 @@ def profile_update(config: A2CConfig, repeats: int = 7) -> dict[str, float]:
     return times
 
 
+def compare_with_autodiff(config: A2CConfig, repeats: int = 7, updates: int = 10) -> dict[str, float]:
+    """Env-steps/s of blocks of ``updates`` updates, computing the gradient two ways, interleaved.
+
+    ``_gradients`` (the update as it runs) against ``jax.grad`` of ``_loss`` (every network
+    output computed again in the loss, as the update did before issue #10's savings; the
+    rollout's stored scores then go unused), in one process, the two timed in alternation so
+    that both see the same load.
+
+    Returns:
+        ``{"reuse": steps/s, "autodiff": steps/s, "speed-up": ratio}`` (medians).
+    """
+    env = make_env_params(config)
+    variants = {"reuse": make_train(config, env.params, env.core, env.item_features),
+                "autodiff": make_train(config, env.params, env.core, env.item_features)}
+    plain = variants["autodiff"]
+    plain._gradients = lambda params, batch, axis: jax.grad(plain._loss, has_aux=True)(params, batch, axis)
+    states = {name: jax.block_until_ready(training.run(training.init(jax.random.key(0)), updates))[0]
+              for name, training in variants.items()}  # compile
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, training in variants.items():
+            start = time.perf_counter()
+            states[name], metrics = training.run(states[name], updates)
+            jax.block_until_ready(metrics)
+            times[name].append(time.perf_counter() - start)
+    rates = {name: updates * config.steps_per_update / statistics.median(t) for name, t in times.items()}
+    return {**rates, "speed-up": rates["reuse"] / rates["autodiff"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.a2c_profile", description=__doc__.split("\n")[0])
@@ -164,10 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slate-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    parser.add_argument("--compare", action="store_true",
+                        help="time whole updates with the update's gradient and with jax.grad of the loss, "
+                             "interleaved, instead of the pieces")
     args = parser.parse_args(argv)
     config = A2CConfig(dataset=args.dataset, num_envs=args.num_envs, rollout_steps=args.rollout_steps,
                        slate_size=args.slate_size, total_steps=10**9, progress=False, tensorboard=False)
     load = os.getloadavg()[0]
+    if args.compare:
+        rates = compare_with_autodiff(config, args.repeats)
+        print(json.dumps({"load_1min_at_start": load, "load_1min_at_end": os.getloadavg()[0],
+                          **{k: round(v, 3 if k == "speed-up" else None) for k, v in rates.items()}}))
+        return 0
     times = profile_update(config, args.repeats)
     if args.json:
         print(json.dumps({"load_1min_at_start": load, **{k.strip(): round(v, 2) for k, v in times.items()}}))

@@ -8,12 +8,15 @@ of computing them again (issue #10). These tests hold it to the definition (``ja
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from agents.a2c import make_train
+from agents.networks import item_log_prob, sample_slate, slate_log_prob
 from agents.parallel import DeviceAxis
 from recgym.envs.movielens import build_world, make_params
 from tests.agents.a2c_reference import (
@@ -122,3 +125,32 @@ def test_gradients_on_a_zero_batch_are_finite():
                           reward=jnp.zeros_like(batch.reward))
     grads, _ = jax.jit(lambda p, b: training._gradients(p, b, AXIS))(params, batch)
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(grads))
+
+
+def test_item_log_prob_equals_slate_log_prob_in_value_and_gradient():
+    """The closed-form gradient on the cases the masked, floored softmax has: blocked items (one
+    scoring far above the rest), items below the floor (one of them drawn), a row with every item
+    blocked (it starts over), ordinary rows."""
+    keys = jax.random.split(jax.random.key(0), 5)
+    rows, n_items = 64, 300
+    scores = 3 * jax.random.normal(keys[0], (rows, n_items))
+    scores = scores.at[:4, :50].add(-200.0)
+    blocked = jax.random.bernoulli(keys[1], 0.3, (rows, n_items))
+    scores, blocked = scores.at[4:8, 10].add(500.0), blocked.at[4:8, 10].set(True)
+    blocked = blocked.at[8].set(True)
+    items = sample_slate(keys[2], scores, blocked, 1).at[0, 0].set(5)
+    assert bool(blocked[8].all()) and float(scores[0, 5] - scores[0].max()) < -80
+    weights = jax.random.normal(keys[3], (rows,)), jax.random.normal(keys[4], (rows,))
+
+    def objective(function, scores):
+        log_prob, entropy = function(scores, blocked, items)
+        return jnp.sum(weights[0] * log_prob) + jnp.sum(weights[1] * entropy)
+
+    for got, want in zip(item_log_prob(scores, blocked, items), slate_log_prob(scores, blocked, items)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    got = jax.grad(functools.partial(objective, item_log_prob))(scores)
+    want = jax.grad(functools.partial(objective, slate_log_prob))(scores)
+    assert float(np.abs(want).max()) > 0.1
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    still_blocked = np.asarray(blocked & ~blocked.all(axis=1, keepdims=True))  # row 8 starts over
+    assert np.all(np.asarray(got)[still_blocked] == 0) and np.all(np.asarray(got)[:4, :50] == 0)
