@@ -45,6 +45,7 @@ from agents.movielens import make_env_params, warm_start_logged_mf
 from agents.networks import (
     ACTIVATIONS,
     ActorCritic,
+    item_log_prob,
     mark_served,
     sample_slate,
     served_mask,
@@ -186,6 +187,11 @@ class A2CConfig(RunConfig):
         return self.num_envs * self.rollout_steps
 
 
+def _flat(x: jax.Array) -> jax.Array:
+    """Merge a rollout field's leading ``(steps, n)`` axes into one batch axis."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
 def _variance(x: jax.Array, axis: DeviceAxis) -> jax.Array:
     """Variance of ``x`` over the global batch (every device's share)."""
     mean = axis.mean(jnp.mean(x))
@@ -263,6 +269,9 @@ class Transition:
             the memory after it appended (the critic's bootstrap input).
         finished_return: ``(n,)`` return of the episode that ended at this step (0 otherwise).
         finished_length: ``(n,)`` length of the episode that ended at this step (0 otherwise).
+        scores: ``(n, n_items)`` float32 the actor's item scores the slate was drawn from. The
+            update's parameters are the rollout's, so these are the scores the loss would
+            compute again; the update reuses them (see :meth:`A2CTraining._gradients`).
     """
 
     observation: jax.Array
@@ -274,6 +283,7 @@ class Transition:
     final_observation: jax.Array
     finished_return: jax.Array
     finished_length: jax.Array
+    scores: jax.Array
 
 
 # ------------------------------------------------------------------------------------ training
@@ -455,7 +465,8 @@ class A2CTraining:
             blocked = (served_mask(actors.served, self.n_items) if c.mask_served
                        else jnp.zeros((n_local, self.n_items), bool))
             inputs = agent_input(actors.observation, actors.memory)
-            slate = sample_slate(env_keys, model.scores(inputs), blocked, c.slate_size)
+            scores = model.scores(inputs)
+            slate = sample_slate(env_keys, scores, blocked, c.slate_size)
             action = slate[:, 0] if c.slate_size == 1 else slate
             observation, env, reward, terminated, truncated, info = jax.vmap(
                 self.core.step_autoreset, in_axes=(0, 0, None))(actors.env, action, env_params)
@@ -471,7 +482,7 @@ class A2CTraining:
                 terminated=terminated, truncated=truncated,
                 final_observation=agent_input(info["final_obs"], final_memory),
                 finished_return=jnp.where(done, episode_return, 0.0),
-                finished_length=jnp.where(done, episode_length, 0),
+                finished_length=jnp.where(done, episode_length, 0), scores=scores,
             )
             next_actors = ActorState(env=env, observation=observation, served=served, memory=memory,
                                      episode_return=jnp.where(done, 0.0, episode_return),
@@ -488,24 +499,47 @@ class A2CTraining:
                 update_memory(self.memory, memory, final_observation, jnp.zeros_like(done)))
 
     def _loss(self, params: Any, batch: Transition, axis: DeviceAxis):
-        c = self.config
+        """The A2C loss of ``batch`` at ``params`` and its metrics: the definition.
+
+        Every network output is computed here from the batch's observations, as written;
+        :meth:`_gradients` computes ``jax.grad`` of this with less work (the tests hold the two
+        equal).
+        """
         steps, n_local = batch.reward.shape
         model = self.model(params)
-
-        def flat(x):
-            return x.reshape(steps * n_local, *x.shape[2:])
-
-        scores, values = model(flat(batch.observation))
-        values = values.reshape(steps, n_local)
+        scores, values = model(_flat(batch.observation))
         next_values = jax.lax.stop_gradient(model.value(batch.final_observation))
+        return self._objective(scores, values.reshape(steps, n_local), next_values, batch, axis)
+
+    def _objective(self, scores: jax.Array, values: jax.Array, next_values: jax.Array, batch: Transition,
+                   axis: DeviceAxis, fused: bool = False):
+        """The loss as a function of the network's outputs over the batch.
+
+        Args:
+            scores: ``(steps * n, n_items)`` the actor's scores of the batch's observations.
+            values: ``(steps, n)`` the critic's values of the batch's observations.
+            next_values: ``(steps, n)`` the critic's values of the observations reached (the
+                final observations; no gradient flows through them).
+            batch: The rollout.
+            axis: The device axis (advantages are standardised over the global batch).
+            fused: Single items: differentiate the log-probabilities and entropies with the
+                closed-form gradient of :func:`agents.networks.item_log_prob` (same values and
+                gradient as :func:`agents.networks.slate_log_prob`'s, in fewer passes).
+
+        Returns:
+            ``(total, aux)``: the loss and its metrics. Its gradient flows only through
+            ``scores`` (policy loss and entropy) and ``values`` (value loss).
+        """
+        c = self.config
         advantages, targets = gae(batch.reward * c.reward_scale, jax.lax.stop_gradient(values), next_values,
                                   batch.terminated, batch.truncated, c.gamma, c.gae_lambda)
         if c.normalize_advantages:  # over the global batch, whatever the device count
             advantages = (advantages - axis.mean(advantages.mean())) / jnp.sqrt(_variance(advantages, axis) + 1e-8)
-        blocked = (served_mask(flat(batch.served), self.n_items) if c.mask_served
+        blocked = (served_mask(_flat(batch.served), self.n_items) if c.mask_served
                    else jnp.zeros(scores.shape, bool))
-        log_prob, entropy = slate_log_prob(scores, blocked, flat(batch.slate))
-        policy_loss = -jnp.mean(log_prob * flat(advantages))
+        log_prob_and_entropy = item_log_prob if fused and c.slate_size == 1 else slate_log_prob
+        log_prob, entropy = log_prob_and_entropy(scores, blocked, _flat(batch.slate))
+        policy_loss = -jnp.mean(log_prob * _flat(advantages))
         value_loss = 0.5 * jnp.mean((values - targets) ** 2)
         entropy = jnp.mean(entropy)
         total = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
@@ -514,12 +548,79 @@ class A2CTraining:
                "losses/total_loss": total, "losses/explained_variance": explained}
         return total, aux
 
+    def _gradients(self, params: Any, batch: Transition, axis: DeviceAxis):
+        """``jax.grad(self._loss, has_aux=True)(params, batch, axis)``, computed with less work.
+
+        The same gradient by the chain rule through the network's outputs, without the forward
+        passes the rollout already made or that repeat one another:
+
+        * the actor's scores of the batch's observations are the rollout's (``batch.scores``: same
+          parameters, same observations), so the update runs no forward pass of the item head —
+          only the actor's torso again, for the activations its backward pass needs;
+        * for single items the log-probabilities' and entropies' gradient is taken in closed form
+          (:func:`agents.networks.item_log_prob`) rather than through the masked softmax's steps;
+        * the value of a final observation equals the value of the next step's observation
+          wherever the episode went on (the env returns the same observation), so only the
+          final observations of truncated steps and of the rollout's last step are valued
+          (:meth:`_next_values`).
+
+        Returns:
+            ``(grads, aux)`` as ``jax.grad(..., has_aux=True)`` of :meth:`_loss` returns them.
+        """
+        steps, n_local = batch.reward.shape
+        observations = _flat(batch.observation)
+
+        def network(params):
+            model = self.model(params)
+            return model.scores(observations), model.value(observations)
+
+        # The scores' forward output is unused (the rollout's are used): XLA drops the item
+        # head's forward matmul and keeps what the backward pass needs (torso activations, queries).
+        (_, values), pullback = jax.vjp(network, params)
+        values = values.reshape(steps, n_local)
+        next_values = jax.lax.stop_gradient(self._next_values(params, values, batch))
+        (score_grads, value_grads), aux = jax.grad(self._objective, argnums=(0, 1), has_aux=True)(
+            _flat(batch.scores), values, next_values, batch, axis, True)
+        (grads,) = pullback((score_grads, value_grads.reshape(-1)))
+        return grads, aux
+
+    def _next_values(self, params: Any, values: jax.Array, batch: Transition) -> jax.Array:
+        """``(steps, n)`` the critic's values of ``batch.final_observation``, reusing ``values``.
+
+        Where step ``t < steps - 1`` did not end its episode, its final observation *is* the
+        observation of step ``t + 1``, whose value is ``values[t + 1]``. Where it terminated the
+        value is never used (no bootstrap; the next value is kept, finite). Only truncated steps
+        and the last step need the critic: the last step's ``n`` final observations, and the
+        truncated ones gathered into ``n`` rows (at most one truncation per environment in a
+        rollout shorter than an episode); a rollout with more truncations than that values
+        every final observation, as :meth:`_loss` does.
+        """
+        steps, n_local = values.shape
+        model = self.model(params)
+        last = model.value(batch.final_observation[-1])
+        if steps == 1:
+            return last[None]
+        truncated = batch.truncated[:-1].reshape(-1)
+        finals = batch.final_observation[:-1].reshape(truncated.shape[0], -1)
+        following = values[1:].reshape(-1)
+
+        def gathered():
+            rows = jnp.nonzero(truncated, size=n_local, fill_value=truncated.shape[0])[0]
+            valued = model.value(finals.at[rows].get(mode="fill", fill_value=0.0))
+            return following.at[rows].set(valued, mode="drop")
+
+        def every():
+            return jnp.where(truncated, model.value(finals), following)
+
+        inner = jax.lax.cond(jnp.sum(truncated) <= n_local, gathered, every)
+        return jnp.concatenate([inner.reshape(steps - 1, n_local), last[None]])
+
     def _update(self, axis: DeviceAxis, env_params: Any, learner: LearnerState,
                 actors: ActorState) -> tuple[LearnerState, ActorState, dict[str, jax.Array]]:
         self.traces += 1  # Python side effect: runs once per trace, never per executed update
         key, rollout_key = jax.random.split(learner.key)
         actors, batch = self._rollout(axis, env_params, learner.params, actors, rollout_key)
-        grads, aux = jax.grad(self._loss, has_aux=True)(learner.params, batch, axis)
+        grads, aux = self._gradients(learner.params, batch, axis)
         grads = axis.mean_gradients(grads)
         updates, opt_state = self.optimizer.update(grads, learner.opt_state, learner.params)
         params = optax.apply_updates(learner.params, updates)

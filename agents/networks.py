@@ -32,6 +32,7 @@ __all__ = [
     "FactorisedItemHead",
     "Constant",
     "greedy_slate",
+    "item_log_prob",
     "mark_served",
     "sample_slate",
     "served_mask",
@@ -395,3 +396,69 @@ def slate_log_prob(scores: jax.Array, blocked: jax.Array, slates: jax.Array) -> 
         log_prob = log_prob + chosen - log_mass
         entropy = entropy + log_mass - jnp.sum(relative * shifted, axis=-1) / mass
     return log_prob, entropy
+
+
+def _item_terms(scores: jax.Array, blocked: jax.Array, items: jax.Array):
+    """Values and backward-pass residuals of :func:`item_log_prob`, in two passes over the scores.
+
+    :func:`slate_log_prob`'s arithmetic for ``k = 1``, minus its normalisation by the best
+    remaining weight: that weight is ``exp(0) = 1`` exactly for one item (the best allowed item's
+    shifted score is 0), so dividing by it and adding its log change nothing.
+    """
+    exhausted = jnp.all(blocked, axis=-1, keepdims=True)       # _unblock_if_exhausted(blocked, 1)
+    best = jnp.where(exhausted, jnp.max(scores, axis=-1, keepdims=True),
+                     jnp.max(jnp.where(blocked, -jnp.inf, scores), axis=-1, keepdims=True))
+    allowed = ~blocked | exhausted
+    shifted = jnp.where(allowed, jnp.maximum(scores - best, _LOG_WEIGHT_FLOOR), _LOG_WEIGHT_FLOOR)
+    weights = jnp.where(allowed, jnp.exp(shifted), 0.0)
+    mass = jnp.sum(weights, axis=-1)
+    mean_shifted = jnp.sum(weights * shifted, axis=-1) / mass  # E_p[s]
+    log_mass = jnp.log(mass)
+    log_prob = jnp.take_along_axis(shifted, items, axis=-1)[:, 0] - log_mass
+    entropy = log_mass - mean_shifted
+    return (log_prob, entropy), (scores, blocked, exhausted, items, best, log_mass, mean_shifted)
+
+
+@jax.custom_vjp
+def item_log_prob(scores: jax.Array, blocked: jax.Array, items: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """:func:`slate_log_prob` for slates of one item, in fewer passes, with a closed-form gradient.
+
+    The same values as ``slate_log_prob(scores, blocked, items)`` (up to rounding), and the same
+    gradient with respect to ``scores``, in closed form instead of by differentiating the
+    masked, floored softmax step by step: with ``p`` the policy over the allowed items, ``s`` the
+    shifted scores and ``a`` the item drawn,
+
+        d log_prob / d score_i = g_i (1[i = a] - p_i),    d entropy / d score_i = -g_i p_i (s_i - E_p[s]),
+
+    where ``g_i`` is 1 for an allowed item above the floor and 0 otherwise (as the floor and the
+    mask give it). Two passes over the scores forward and one backward; the tests hold values and
+    gradient to :func:`slate_log_prob`'s.
+
+    Args:
+        scores: ``(B, n_items)`` float scores.
+        blocked: ``(B, n_items)`` bool, as for :func:`sample_slate`.
+        items: ``(B, 1)`` int item ids.
+
+    Returns:
+        ``(log_prob, entropy)``, each ``(B,)``, as :func:`slate_log_prob`.
+    """
+    return _item_terms(scores, blocked, items)[0]
+
+
+_item_log_prob_forward = _item_terms
+
+
+def _item_log_prob_backward(residuals, cotangents):
+    scores, blocked, exhausted, items, best, log_mass, mean_shifted = residuals
+    d_log_prob, d_entropy = cotangents
+    raw = scores - best
+    shifted = jnp.maximum(raw, _LOG_WEIGHT_FLOOR)
+    probability = jnp.exp(shifted - log_mass[:, None])
+    chosen = jnp.arange(scores.shape[-1], dtype=items.dtype) == items
+    d_scores = (d_log_prob[:, None] * (chosen - probability)
+                - d_entropy[:, None] * probability * (shifted - mean_shifted[:, None]))
+    moves = ~(blocked & ~exhausted) & (raw > _LOG_WEIGHT_FLOOR)  # allowed and above the floor
+    return jnp.where(moves, d_scores, 0.0), None, None
+
+
+item_log_prob.defvjp(_item_log_prob_forward, _item_log_prob_backward)

@@ -131,6 +131,8 @@ class TunerConfig(RunConfig):
         core_moves: Absolute mode: the moves a stage's worker count may make in one step.
         batch_moves: Absolute mode: the moves of log2(batch size) in one step.
         prefetch_moves: Absolute mode: the moves of the prefetch depth in one step.
+        batch_values: Absolute mode: the batch-size head chooses the batch size itself (every size
+            from the smallest to the largest) instead of a move from the current one.
         eval_random_pipelines: Held-out random pipelines the trained tuner is evaluated on at the
             end (0: no evaluation).
         eval_scenario_seeds: Held-out seeds of each named scenario in the final evaluation.
@@ -163,6 +165,7 @@ class TunerConfig(RunConfig):
     core_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
     batch_moves: tuple[int, ...] = (-2, -1, 0, 1, 2)
     prefetch_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
+    batch_values: bool = False
     eval_random_pipelines: int = 200
     eval_scenario_seeds: int = 20
 
@@ -180,7 +183,8 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
-        require(lambda v: isinstance(v, bool), "memory_shield", self.memory_shield, "a bool")
+        for name in ("memory_shield", "batch_values"):
+            require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
         for name in ("shield_probe_fraction", "shield_headroom"):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
                     getattr(self, name), "in [0, 1)")
@@ -322,25 +326,56 @@ class ActionHeads:
     from the knob's current value (read from the observation, which reports the allocation
     exactly); the moves are applied together and clipped to the bounds, and the result is the
     absolute action. Moves rather than values: the same move means the same thing in every
-    pipeline, and a large move lets the agent jump in one step.
+    pipeline, and a large move lets the agent jump in one step. A head may instead choose its
+    knob's value itself (``values``; the batch size with ``batch_values``): a batch size means the
+    same thing in every pipeline, and the head's most likely choice is then the size the policy
+    prefers, where a move head's is often "stay" (see docs/agents_tuner.md).
 
     Attributes:
         mode: ``"increment"`` or ``"absolute"``.
-        moves: Per head, the moves it chooses from (absolute mode); empty in increment mode.
+        moves: Per head, the moves it chooses from (absolute mode; a value head's: the values);
+            empty in increment mode.
         sizes: Number of choices of each head.
+        values: Per head, whether it chooses the knob's value rather than a move (absolute mode;
+            empty: every head chooses moves).
     """
 
     mode: str
     moves: tuple[tuple[int, ...], ...]
     sizes: tuple[int, ...]
+    values: tuple[bool, ...] = ()
 
     @classmethod
     def from_config(cls, config: TunerConfig, params: PipelineParams) -> ActionHeads:
         """The heads of ``config.action_mode`` for an env with ``params``."""
         if config.action_mode == "increment":
             return cls("increment", (), (params.num_increment_actions,))
-        moves = (tuple(config.core_moves),) * NUM_STAGES + (tuple(config.batch_moves), tuple(config.prefetch_moves))
-        return cls("absolute", moves, tuple(len(m) for m in moves))
+        batch = (tuple(range(params.min_batch_log2, params.max_batch_log2 + 1)) if config.batch_values
+                 else tuple(config.batch_moves))
+        moves = (tuple(config.core_moves),) * NUM_STAGES + (batch, tuple(config.prefetch_moves))
+        values = (False,) * NUM_STAGES + (config.batch_values, False)
+        return cls("absolute", moves, tuple(len(m) for m in moves), values)
+
+    def targets(self, current: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+        """Absolute mode: each head's choices as the knob values they lead to, clipped to the bounds.
+
+        Args:
+            current: ``(..., num_heads)`` the knobs' current values (:func:`knob_values`).
+            low: ``(num_heads,)`` lower bounds.
+            high: ``(num_heads,)`` upper bounds.
+
+        Returns:
+            ``(..., num_heads, max(sizes))`` int32: the value of each knob after each choice (the
+            padding past a head's choices repeats the current value).
+        """
+        width = max(self.sizes)
+        table = np.zeros((len(self.sizes), width), np.int32)
+        is_value = np.zeros((len(self.sizes), width), bool)
+        for i, moves in enumerate(self.moves):
+            table[i, : len(moves)] = moves
+            is_value[i, : len(moves)] = bool(self.values[i]) if self.values else False
+        target = jnp.where(jnp.asarray(is_value), jnp.asarray(table), current[..., None] + jnp.asarray(table))
+        return jnp.clip(target, low[:, None], high[:, None])
 
     @property
     def num_logits(self) -> int:
@@ -366,12 +401,8 @@ class ActionHeads:
         """
         if self.mode == "increment":
             return choices[..., 0]
-        table = np.zeros((len(self.sizes), max(self.sizes)), np.int32)
-        for i, moves in enumerate(self.moves):
-            table[i, : len(moves)] = moves
-        move = jnp.asarray(table)[jnp.arange(len(self.sizes)), choices]
         current, low, high = knob_values(observation, params)
-        target = jnp.clip(current + move, low, high)
+        target = jnp.take_along_axis(self.targets(current, low, high), choices[..., None], axis=-1)[..., 0]
         return target - low
 
 
@@ -654,10 +685,7 @@ def absolute_move_costs(estimate: MemoryEstimate, observation: jax.Array, params
     cap = observation[dynamics.OBS_MEMORY_CAP]
     unit_cost = jnp.where(estimate.measured, estimate.grow_cost, probe_fraction * cap)
     current, low, high = knob_values(observation, params)
-    table = np.zeros((len(heads.sizes), max(heads.sizes)), np.int32)
-    for i, moves in enumerate(heads.moves):
-        table[i, : len(moves)] = moves
-    growth = jnp.maximum(jnp.clip(current[:, None] + table, low[:, None], high[:, None]) - current[:, None], 0)
+    growth = jnp.maximum(heads.targets(current, low, high) - current[:, None], 0)
     return growth, unit_cost, unit_cost[NUM_STAGES]
 
 

@@ -109,7 +109,8 @@ def test_throughput_scale_is_the_budget_over_the_per_sample_cpu_seconds():
 @settings(max_examples=60, deadline=None)
 @given(observations, st.data())
 def test_absolute_actions_move_each_knob_and_stay_in_the_action_space(obs, data):
-    config = TunerConfig(action_mode="absolute")
+    batch_values = data.draw(st.booleans())
+    config = TunerConfig(action_mode="absolute", batch_values=batch_values)
     params = make_params("random", "absolute")
     heads = ActionHeads.from_config(config, params)
     choices = np.asarray([data.draw(st.integers(0, size - 1)) for size in heads.sizes], np.int32)
@@ -120,7 +121,11 @@ def test_absolute_actions_move_each_knob_and_stay_in_the_action_space(obs, data)
     current = [*obs[dynamics.OBS_CORES], np.log2(obs[dynamics.OBS_BATCH]), obs[dynamics.OBS_PREFETCH]]
     low = [1] * 6 + [6, 0]
     high = [32] * 6 + [13, 16]
-    expected = np.clip(np.round(current).astype(int) + moves, low, high) - np.asarray([1] * 6 + [6, 0])
+    target = np.round(current).astype(int) + moves
+    if batch_values:  # the batch-size head chose log2 of the size itself: 6 (64) .. 13 (8192)
+        assert heads.moves[6] == tuple(range(6, 14))
+        target[6] = moves[6]
+    expected = np.clip(target, low, high) - np.asarray([1] * 6 + [6, 0])
     np.testing.assert_array_equal(action, expected)
 
 

@@ -56,29 +56,42 @@ def true_grow_costs(state) -> np.ndarray:
     return np.asarray(grown) - now
 
 
+@pytest.fixture
+def walk_checking_estimates():
+    """Run random walks in an env, checking after every step that each measured cost is exact or an
+    upper bound of the true one; returns how many steps each knob was measured in."""
+
+    def walk(env, episodes: int, steps: int, next_action) -> np.ndarray:
+        checked = np.zeros(NUM_KNOBS, int)
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=episode)
+            estimate = MemoryEstimate.unknown()
+            for _ in range(steps):
+                action = next_action(obs)
+                new_obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+                estimate = update_jit(estimate, obs, new_obs)
+                obs = new_obs
+                measured = np.asarray(estimate.measured)
+                truth = true_grow_costs(env.unwrapped.state)
+                cost = np.asarray(estimate.grow_cost)
+                # float32 memory readings of tens of GiB: a relative tolerance on the reading's scale.
+                assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
+                    action, cost, truth, measured)
+                checked += measured
+        return checked
+
+    return walk
+
+
 @pytest.mark.parametrize("scenario", ["memory-tight", "random"])
-def test_measured_costs_are_exact_or_upper_bounds_along_random_walks(scenario):
-    env = gym.make("RecGym-Pipeline-v0", scenario=scenario)
+def test_measured_costs_are_exact_or_upper_bounds_along_random_walks(scenario, walk_checking_estimates):
     rng = np.random.default_rng(0)
-    checked = np.zeros(NUM_KNOBS, int)
-    for episode in range(4):
-        obs, _ = env.reset(seed=episode)
-        estimate = MemoryEstimate.unknown()
-        for _ in range(60):
-            # Grow more often than shrink, so that batch and prefetch moves meet grown stages.
-            action = int(rng.choice(17, p=np.r_[np.tile([0.07, 0.03], NUM_STAGES), 0.1, 0.05, 0.1, 0.05, 0.1]))
-            new_obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                break
-            estimate = update_jit(estimate, obs, new_obs)
-            obs = new_obs
-            measured = np.asarray(estimate.measured)
-            truth = true_grow_costs(env.unwrapped.state)
-            cost = np.asarray(estimate.grow_cost)
-            # float32 memory readings of tens of GiB: a relative tolerance on the reading's scale.
-            assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
-                action, cost, truth, measured)
-            checked += measured
+    # Grow more often than shrink, so that batch and prefetch moves meet grown stages.
+    probabilities = np.r_[np.tile([0.07, 0.03], NUM_STAGES), 0.1, 0.05, 0.1, 0.05, 0.1]
+    checked = walk_checking_estimates(gym.make("RecGym-Pipeline-v0", scenario=scenario), 4, 60,
+                                      lambda obs: int(rng.choice(17, p=probabilities)))
     assert np.all(checked > 0), f"some knob was never measured: {dict(zip(SHIELD_KNOBS, checked))}"
 
 
@@ -145,29 +158,18 @@ def absolute_action(obs: np.ndarray, params, moves: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("scenario", ["memory-tight", "random"])
-def test_estimates_stay_exact_or_upper_bounds_along_random_absolute_walks(scenario):
+def test_estimates_stay_exact_or_upper_bounds_along_random_absolute_walks(scenario, walk_checking_estimates):
     env = gym.make("RecGym-Pipeline-v0", scenario=scenario, action_mode="absolute")
     params = env.unwrapped.params
     rng = np.random.default_rng(1)
-    checked = np.zeros(NUM_KNOBS, int)
-    for episode in range(6):
-        obs, _ = env.reset(seed=episode)
-        estimate = MemoryEstimate.unknown()
-        for _ in range(40):
-            # Several knobs at once (an absolute step), mostly small growths, the batch size rarely.
-            moves = np.where(rng.random(NUM_KNOBS) < 0.4, rng.choice([-1, 1, 1, 2], NUM_KNOBS), 0)
-            moves[NUM_STAGES] = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1])
-            new_obs, _, terminated, truncated, _ = env.step(absolute_action(obs, params, moves))
-            if terminated or truncated:
-                break
-            estimate = update_jit(estimate, obs, new_obs)
-            obs = new_obs
-            measured = np.asarray(estimate.measured)
-            truth = true_grow_costs(env.unwrapped.state)
-            cost = np.asarray(estimate.grow_cost)
-            assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
-                moves, cost, truth, measured)
-            checked += measured
+
+    def several_knobs(obs):
+        # Several knobs at once (an absolute step), mostly small growths, the batch size rarely.
+        moves = np.where(rng.random(NUM_KNOBS) < 0.4, rng.choice([-1, 1, 1, 2], NUM_KNOBS), 0)
+        moves[NUM_STAGES] = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1])
+        return absolute_action(obs, params, moves)
+
+    checked = walk_checking_estimates(env, 6, 40, several_knobs)
     assert checked[:NUM_STAGES].min() > 0 and checked[NUM_STAGES + 1] > 0, dict(zip(SHIELD_KNOBS, checked))
 
 
@@ -287,18 +289,29 @@ def test_the_checkpointed_policy_keeps_its_runs_shield(tmp_path):
 # ------------------------------------------------------------------------------------ absolute mode
 ABSOLUTE_PARAMS = make_params("random", "absolute")
 ABSOLUTE_HEADS = ActionHeads.from_config(TunerConfig(action_mode="absolute"), ABSOLUTE_PARAMS)
+#: The absolute heads with the batch-size head choosing the size itself (``batch_values``).
+VALUE_HEADS = ActionHeads.from_config(TunerConfig(action_mode="absolute", batch_values=True), ABSOLUTE_PARAMS)
 choose_jit = jax.jit(choose_actions, static_argnums=(0, 1))
 
 
-def estimated_growth(obs: np.ndarray, estimate: MemoryEstimate, choices: np.ndarray, probe: float) -> float:
+def chosen_targets(obs: np.ndarray, choices: np.ndarray, heads: ActionHeads = ABSOLUTE_HEADS) -> np.ndarray:
+    """``(8,)`` the knob values the head choices lead to, computed independently of the heads' own
+    method: a move head's current value plus its move, a value head's value, clipped to the bounds."""
+    current, low, high = (np.asarray(x) for x in knob_values(obs, ABSOLUTE_PARAMS))
+    chosen = np.asarray([heads.moves[i][c] for i, c in enumerate(choices)])
+    is_value = np.asarray(heads.values, bool) if heads.values else np.zeros(len(chosen), bool)
+    return np.clip(np.where(is_value, chosen, current + chosen), low, high)
+
+
+def estimated_growth(obs: np.ndarray, estimate: MemoryEstimate, choices: np.ndarray, probe: float,
+                     heads: ActionHeads = ABSOLUTE_HEADS) -> float:
     """The memory the chosen absolute moves add by the shield's estimate, computed independently:
     workers at their unit cost, k batch doublings as (2^k - 1) times the batch-proportional memory
     (with the new batch-holding workers), prefetch batches at the new batch size."""
     cap = float(obs[dynamics.OBS_MEMORY_CAP])
     unit = np.where(np.asarray(estimate.measured), np.asarray(estimate.grow_cost), np.float32(probe) * np.float32(cap))
-    moves = np.asarray([ABSOLUTE_HEADS.moves[i][c] for i, c in enumerate(choices)])
-    current, low, high = (np.asarray(x) for x in knob_values(obs, ABSOLUTE_PARAMS))
-    growth = np.maximum(np.clip(current + moves, low, high) - current, 0)
+    current = np.asarray(knob_values(obs, ABSOLUTE_PARAMS)[0])
+    growth = np.maximum(chosen_targets(obs, choices, heads) - current, 0)
     workers = float(np.sum(growth[:NUM_STAGES] * unit[:NUM_STAGES]))
     proportional = unit[NUM_STAGES] + float(np.sum(growth[NUM_STAGES - 2:NUM_STAGES] * unit[NUM_STAGES - 2:NUM_STAGES]))
     factor = 2.0 ** growth[NUM_STAGES]
@@ -318,26 +331,28 @@ absolute_observations = st.builds(
 @given(obs=absolute_observations, costs=cost_lists, measured=st.lists(st.booleans(), min_size=NUM_KNOBS,
                                                                       max_size=NUM_KNOBS),
        probe=st.sampled_from([0.0, 0.05, 0.2]), headroom=st.sampled_from([0.0, 0.1]),
-       seed=st.integers(0, 2**31 - 1), greedy=st.booleans())
+       seed=st.integers(0, 2**31 - 1), greedy=st.booleans(), heads=st.sampled_from([ABSOLUTE_HEADS, VALUE_HEADS]))
 def test_the_absolute_shield_never_lets_through_an_allocation_its_estimate_says_exceeds_the_cap(
-        obs, costs, measured, probe, headroom, seed, greedy):
+        obs, costs, measured, probe, headroom, seed, greedy, heads):
     estimate = MemoryEstimate(grow_cost=np.asarray([costs], np.float32), measured=np.asarray([measured]))
     # Logits that push every knob to grow (the shield's hardest case) plus noise.
-    logits = np.array(jax.random.normal(jax.random.key(seed), (1, ABSOLUTE_HEADS.num_logits)))
-    logits += 3.0 * np.concatenate([np.asarray(m) > 0 for m in ABSOLUTE_HEADS.moves])
+    current = np.asarray(knob_values(obs, ABSOLUTE_PARAMS)[0])
+    grows = [np.asarray(m) > (current[i] if heads.values and heads.values[i] else 0) for i, m in enumerate(heads.moves)]
+    logits = np.array(jax.random.normal(jax.random.key(seed), (1, heads.num_logits)))
+    logits += 3.0 * np.concatenate(grows)
     keys = None if greedy else jax.random.split(jax.random.key(seed), 1)
-    choices, allowed = choose_jit(MemoryShield(probe, headroom), ABSOLUTE_HEADS, logits, estimate, obs[None],
+    choices, allowed = choose_jit(MemoryShield(probe, headroom), heads, logits, estimate, obs[None],
                                   ABSOLUTE_PARAMS, keys)
     choices, allowed = np.asarray(choices)[0], np.asarray(allowed)[0]
     one = jax.tree_util.tree_map(lambda x: x[0], estimate)
-    added = estimated_growth(obs, one, choices, probe)
+    added = estimated_growth(obs, one, choices, probe, heads)
     free = (1.0 - headroom) * obs[dynamics.OBS_MEMORY_CAP] - obs[dynamics.OBS_MEMORY]
     assert added == 0.0 or added <= free + 1e-4 * obs[dynamics.OBS_MEMORY_CAP], (choices, added, free)
-    # Every chosen move was allowed, and shrinks and the no-op always are.
-    offsets = np.cumsum([0, *ABSOLUTE_HEADS.sizes[:-1]])
+    # Every chosen move was allowed, and shrinks and the no-op (for a value head: the values not above
+    # the current one) always are.
+    offsets = np.cumsum([0, *heads.sizes[:-1]])
     assert allowed[offsets + choices].all()
-    not_growing = np.concatenate([np.asarray(m) <= 0 for m in ABSOLUTE_HEADS.moves])
-    assert allowed[not_growing].all()
+    assert allowed[~np.concatenate(grows)].all()
 
 
 @settings(max_examples=30, deadline=None)
