@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 import pytest
 
 from agents.a2c import A2CConfig
@@ -15,6 +17,15 @@ def tiny_config(**overrides) -> A2CConfig:
                   embedding_dim=8, updates_per_call=2, checkpoint_every=2, eval_episodes=0, progress=False,
                   tensorboard=False)
     return A2CConfig(**(values | overrides))
+
+
+def assert_acts_alike(loaded, direct, training, *, obs_seed: int, policy_seed: int, num_envs: int = 5) -> None:
+    """Assert two ``AgentPolicy`` objects choose the same actions on fresh starts of ``training``'s world."""
+    observations = np.asarray(jax.vmap(training.core.start, in_axes=(0, None))(
+        jax.random.split(jax.random.key(obs_seed), num_envs), training.env_params)[0])
+    for policy in (loaded, direct):
+        policy.reset(num_envs=num_envs, seed=policy_seed)
+    np.testing.assert_array_equal(loaded.act_batch(observations, {}), direct.act_batch(observations, {}))
 
 
 def tiny_tuner_config(**overrides) -> TunerConfig:

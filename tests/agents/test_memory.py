@@ -14,7 +14,7 @@ from agents.networks import greedy_slate
 from agents.parallel import DeviceAxis
 from agents.policy import AgentPolicy
 from recgym.envs.movielens import build_world, make_params, observation_layout
-from tests.agents.conftest import tiny_config
+from tests.agents.conftest import assert_acts_alike, tiny_config
 
 DECAYS = (0.5, 0.9)
 
@@ -142,12 +142,7 @@ def test_an_old_checkpoint_without_memory_loads_as_memory_off(synthetic_params, 
         checkpoints.save(2, training.checkpoint_items(state), metadata)
     loaded = AgentPolicy.from_checkpoint(tmp_path)
     assert loaded.memory is None
-    direct = AgentPolicy.from_training(training, state)
-    observations = np.asarray(jax.vmap(training.core.start, in_axes=(0, None))(
-        jax.random.split(jax.random.key(1), 5), training.env_params)[0])
-    for policy in (loaded, direct):
-        policy.reset(num_envs=5, seed=0)
-    np.testing.assert_array_equal(loaded.act_batch(observations, {}), direct.act_batch(observations, {}))
+    assert_acts_alike(loaded, AgentPolicy.from_training(training, state), training, obs_seed=1, policy_seed=0)
 
 
 @pytest.mark.parametrize("decays", [(1.0,), (0.5, -0.1), (float("nan"),), (1.5,)])

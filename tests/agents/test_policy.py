@@ -9,7 +9,7 @@ import pytest
 from agents.a2c import make_train, train_run
 from agents.policy import AgentPolicy
 from recgym.evaluation import evaluate, make_eval_env
-from tests.agents.conftest import tiny_config
+from tests.agents.conftest import assert_acts_alike, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +47,7 @@ def test_actions_are_valid_in_the_gymnasium_env(trained_run, slate_size, determi
 def test_checkpoint_policy_acts_like_the_trained_one(trained_run, slate_size):
     out, training, state = trained_run[slate_size]
     loaded = AgentPolicy.from_checkpoint(out)
-    direct = AgentPolicy.from_training(training, state)
-    observations = np.asarray(jax.vmap(training.core.start, in_axes=(0, None))(
-        jax.random.split(jax.random.key(0), 5), training.env_params)[0])
-    for policy in (loaded, direct):
-        policy.reset(num_envs=5, seed=1)
-    np.testing.assert_array_equal(loaded.act_batch(observations, {}), direct.act_batch(observations, {}))
+    assert_acts_alike(loaded, AgentPolicy.from_training(training, state), training, obs_seed=0, policy_seed=1)
 
 
 def test_the_policy_never_reads_hidden_state(trained_run):
