@@ -6,6 +6,10 @@ Two steps, so a long training can run in the background while nothing else waits
     python -m benchmarks.a2c_seeds evaluate --out runs/a2c_seeds
     python -m benchmarks.a2c_seeds report --out runs/a2c_seeds    # Markdown tables (docs/agents.md)
 
+``train`` takes any further flags as A2C config flags over the main job's configuration (e.g.
+``--rollout-steps 8``), to train a variant and compare it on the selection episodes
+(``evaluate --episodes 244``).
+
 ``train`` trains the main job's configuration (:func:`benchmarks.experiments.movielens_agent.agent_config`:
 ``TUNED`` and ``WORLD_TUNED`` over the :class:`~agents.a2c.A2CConfig` defaults) for every seed at
 once, ``jax.jit(jax.vmap(...))`` over the seeds' keys (seed ``s`` trains from
@@ -124,8 +128,40 @@ def train_seeds(training: Any, seeds: list[int], folder: Path | None, block: int
     return states, seconds
 
 
+FIXED_BY_THE_RUN = frozenset({"env", "dataset", "slate_size", "seed", "out", "resume", "num_devices", "total_steps",
+                              "progress", "tensorboard", "coordinator", "num_processes", "process_id"})
+"""A2C config fields a ``train`` run sets itself (the world, the seeds, the folder, one device)."""
+
+
+def config_overrides(flags: list[str]) -> dict[str, Any]:
+    """Parse A2C command-line flags (``python -m agents.a2c``'s, e.g. ``--rollout-steps 8``) into overrides.
+
+    To train a variant of the main job's configuration on the selection episodes without editing
+    :data:`~benchmarks.experiments.movielens_agent.TUNED`.
+
+    Returns:
+        ``{field: value}`` of the flags given (nothing else).
+
+    Raises:
+        SystemExit: An unknown flag or a bad value (argparse's message).
+        ValueError: A flag for a field the run sets itself (:data:`FIXED_BY_THE_RUN`).
+    """
+    from agents.a2c import A2CConfig
+    from agents.config import parse_flags
+
+    if not flags:
+        return {}
+    values, given, _ = parse_flags(A2CConfig, flags, prog="python -m benchmarks.a2c_seeds train ... [A2C flags]")
+    fixed = sorted(given & FIXED_BY_THE_RUN)
+    if fixed:
+        raise ValueError(f"these A2C fields are set by the seeds run itself and cannot be overridden: {fixed} "
+                         "(use --seeds, --total-steps, --out, --resume)")
+    return {name: values[name] for name in sorted(given)}
+
+
 def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | None, block: int,
-                resume: bool, memory_decays: tuple[float, ...] | None = None) -> dict[str, Any]:
+                resume: bool, memory_decays: tuple[float, ...] | None = None,
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``seeds`` of the main job's configuration in ``world`` (ml-latest-small) at once.
 
     Args:
@@ -137,6 +173,8 @@ def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | 
         resume: Continue from the world's last checkpoint.
         memory_decays: The consumption memory's decays instead of the main job's (to compare
             settings on the selection episodes; ``None``: the main job's, ``()``: no memory).
+        overrides: Other A2C fields over the main job's configuration (:func:`config_overrides`),
+            to compare variants on the selection episodes.
 
     Returns:
         A record of the run (config, seeds, steps per seed, seconds).
@@ -148,11 +186,13 @@ def train_world(world: str, seeds: list[int], out_dir: Path, total_steps: int | 
         config = dataclasses.replace(config, total_steps=total_steps)
     if memory_decays is not None:
         config = dataclasses.replace(config, memory_decays=tuple(memory_decays))
+    if overrides:
+        config = dataclasses.replace(config, **overrides)  # the config validates the values
     env = make_env_params(config, users="train")
     training = make_train(config, env.params, env.core, env.item_features)
     _, seconds = train_seeds(training, seeds, world_folder(out_dir, world) / "checkpoints", block, resume, world)
     return {"world": world, "seeds": list(seeds), "env_steps_per_seed": config.num_updates * config.steps_per_update,
-            "config": config_to_dict(config), "train_seconds": seconds}
+            "config": config_to_dict(config), "overrides": dict(overrides or {}), "train_seconds": seconds}
 
 
 def baseline_returns(world: str, out_dir: Path, n_episodes: int, names: list[str]) -> dict[str, np.ndarray]:
@@ -283,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command line: ``train`` or ``evaluate`` (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.a2c_seeds", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train several seeds of one world at once")
+    train = sub.add_parser("train", help="train several seeds of one world at once",
+                           epilog="Any further flags are A2C config flags (python -m agents.a2c --help) over the "
+                                  "main job's configuration, e.g. --rollout-steps 8: to train a variant.")
     train.add_argument("--world", required=True, choices=list(WORLDS))
     train.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     train.add_argument("--total-steps", type=int, default=None, help="env steps per seed (default: the main job's)")
@@ -307,13 +349,19 @@ def main(argv: list[str] | None = None) -> int:
     tables = sub.add_parser("report", help="print the Markdown tables of the evaluated worlds")
     tables.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=list(WORLDS))
     tables.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "report":
         print(report(args.out, args.worlds))
         return 0
     if args.command == "train":
+        try:
+            overrides = config_overrides(extra)
+        except ValueError as err:
+            parser.error(str(err))
         record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume,
-                             args.memory_decays)
+                             args.memory_decays, overrides)
         path = world_folder(args.out, args.world) / "training.json"
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
         return 0

@@ -110,3 +110,35 @@ def test_report_prints_every_evaluated_world_on_all_and_held_out_episodes(tmp_pa
     assert "| 50 (all) | matrix factorization" in rows[0] and "**1.200 [" in rows[0]
     assert "| 30 (held out) |" in rows[1] and "dynamic" not in text
     assert "| static | 50 (all) | 1 |" in text and "1.300 [1.300, 1.300]" in text
+
+
+def test_further_train_flags_are_a2c_config_overrides(monkeypatch, tmp_path):
+    assert a2c_seeds.config_overrides([]) == {}
+    assert a2c_seeds.config_overrides(["--rollout-steps", "8", "--learning-rate", "1e-3"]) == {
+        "learning_rate": 1e-3, "rollout_steps": 8}
+    seen = {}
+
+    def fake_train_world(world, seeds, out_dir, total_steps, block, resume, memory_decays, overrides):
+        seen.update(world=world, seeds=seeds, overrides=overrides)
+        return {"world": world}
+
+    monkeypatch.setattr(a2c_seeds, "train_world", fake_train_world)
+    monkeypatch.setattr(a2c_seeds, "world_folder", lambda out, world: tmp_path)
+    assert a2c_seeds.main(["train", "--world", "dynamic", "--seeds", "0", "1", "--out", str(tmp_path),
+                           "--entropy-coef", "0.003"]) == 0
+    assert seen == {"world": "dynamic", "seeds": [0, 1], "overrides": {"entropy_coef": 0.003}}
+
+
+@pytest.mark.parametrize("flags", [["--slate-size", "3"], ["--num-devices", "2"], ["--env", "RecGym-Pipeline-v0"]])
+def test_overriding_what_the_run_sets_itself_is_refused(flags):
+    with pytest.raises(ValueError, match="set by the seeds run itself"):
+        a2c_seeds.config_overrides(flags)
+
+
+def test_unknown_or_misplaced_flags_are_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        a2c_seeds.config_overrides(["--no-such-flag", "1"])
+    with pytest.raises(SystemExit):
+        a2c_seeds.main(["report", "--out", str(tmp_path), "--rollout-steps", "8"])
+    with pytest.raises(SystemExit):  # a value the config rejects
+        a2c_seeds.config_overrides(["--rollout-steps", "eight"])
