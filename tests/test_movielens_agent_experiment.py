@@ -34,5 +34,8 @@ def test_full_run_trains_the_static_world_for_the_steps_its_configuration_was_ch
     assert configs["static"].total_steps == 500_000 and configs["static"].learning_rate == 3e-5
     assert configs["dynamic"].total_steps == configs["dynamic, slate 5"].total_steps == 1_000_000
     assert configs["dynamic, slate 5"].slate_size == 5 and configs["dynamic"].warm_start == 20.0
+    # GAE lambda 1 was selected for single items only (docs/agents.md, History, fourth round)
+    assert configs["dynamic"].gae_lambda == 1.0
+    assert configs["dynamic, slate 5"].gae_lambda == configs["static"].gae_lambda == 0.95
     static_env, static_kwargs = movielens_agent.WORLDS["static"]
     assert movielens_agent.agent_config(quick, static_env, static_kwargs, "static").total_steps == 64 * 8 * 40
