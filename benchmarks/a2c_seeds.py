@@ -37,6 +37,7 @@ import dataclasses
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,42 @@ def seed_keys(seeds: list[int]) -> jax.Array:
     return jnp.stack([jax.random.key(seed) for seed in seeds])
 
 
+class ResumeMismatch(ValueError):
+    """``--resume`` of a checkpoint trained with other seeds or another configuration."""
+
+
+RESUME_MAY_DIFFER = frozenset({"out", "resume", "progress", "tensorboard"})
+"""Config fields that may differ between a run and its resumption: where and how it reports."""
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], folder: Path | None = None) -> None:
+    """Refuse to resume a run whose checkpoint was trained with another configuration.
+
+    Without this check a changed scalar (``--gae-lambda 0.9`` given to the resumption of a run
+    started with 1.0) would resume silently with the new value: the restore only checks shapes.
+
+    Args:
+        saved: The checkpoint's metadata (:meth:`agents.a2c.A2CTraining.checkpoint_metadata` plus
+            ``"seeds"``).
+        current: The same metadata for the run asked for now.
+        folder: The checkpoints folder (named in the error).
+
+    Raises:
+        ResumeMismatch: The seeds or a config field other than :data:`RESUME_MAY_DIFFER` differ
+            (every differing field named with both values).
+    """
+    where = f"--resume of {folder}" if folder is not None else "--resume"
+    if list(saved.get("seeds", [])) != list(current["seeds"]):
+        raise ResumeMismatch(f"{where}: the checkpoint holds seeds {saved.get('seeds')}, asked for {current['seeds']}")
+    mine, theirs = current["config"], saved.get("config", {})
+    differing = sorted(name for name in set(mine) | set(theirs)
+                       if name not in RESUME_MAY_DIFFER and mine.get(name) != theirs.get(name))
+    if differing:
+        shown = ", ".join(f"{name}={mine.get(name)!r} (checkpoint {theirs.get(name)!r})" for name in differing)
+        raise ResumeMismatch(f"{where}: the run asked for differs from the checkpoint's: {shown}; "
+                         "resume with the flags the run started with, or train into another --out")
+
+
 def train_seeds(training: Any, seeds: list[int], folder: Path | None, block: int, resume: bool = False,
                 label: str = "") -> tuple[Any, float]:
     """Train ``seeds`` at once (``jax.jit(jax.vmap(...))`` over their keys), in blocks of updates.
@@ -87,6 +124,8 @@ def train_seeds(training: Any, seeds: list[int], folder: Path | None, block: int
 
     Raises:
         ValueError: ``training`` runs on several devices (only one device can be vmapped).
+        ResumeMismatch: With ``resume``, the checkpoint was trained with other seeds or another
+            config (:func:`check_resumable`).
         FloatingPointError: A loss became non-finite (the last good checkpoint is kept).
     """
     config = training.config
@@ -95,11 +134,16 @@ def train_seeds(training: Any, seeds: list[int], folder: Path | None, block: int
     states = jax.jit(jax.vmap(training.init))(seed_keys(seeds))
     checkpoints = Checkpointer(folder, max_to_keep=1) if folder is not None else None
     update = 0
+    metadata = {**training.checkpoint_metadata(num_seeds=len(seeds)), "seeds": list(seeds)}
     if resume and checkpoints is not None and checkpoints.latest_step() is not None:
+        try:
+            check_resumable(checkpoints.metadata(), metadata, folder)
+        except ResumeMismatch:
+            checkpoints.close()
+            raise
         states = checkpoints.restore({"train_state": abstract_like(states)})["train_state"]
         update = int(np.asarray(states.learner.update)[0])
         print(f"{label}: resumed at update {update} of {config.num_updates}", file=sys.stderr, flush=True)
-    metadata = {**training.checkpoint_metadata(num_seeds=len(seeds)), "seeds": list(seeds)}
     compiled: dict[int, Any] = {}
     first, seconds = update, 0.0
     try:
@@ -117,7 +161,9 @@ def train_seeds(training: Any, seeds: list[int], folder: Path | None, block: int
             if checkpoints is not None:
                 checkpoints.save(update, training.checkpoint_items(states), metadata)
             episodic = np.asarray(metrics["charts/episodic_return"])  # (seeds, updates)
-            recent = np.nanmean(episodic[:, -max(1, size // 10):], axis=1)
+            with warnings.catch_warnings():  # no episode ended in the block yet: nan, said as such
+                warnings.simplefilter("ignore", RuntimeWarning)
+                recent = np.nanmean(episodic[:, -max(1, size // 10):], axis=1)
             print(f"{label}: update {update}/{config.num_updates}, {update * config.steps_per_update:,} steps "
                   f"per seed, training return {np.round(recent, 1).tolist()}, "
                   f"{(update - first) * config.steps_per_update * len(seeds) / seconds:,.0f} env-steps/s "
@@ -360,8 +406,11 @@ def main(argv: list[str] | None = None) -> int:
             overrides = config_overrides(extra)
         except ValueError as err:
             parser.error(str(err))
-        record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume,
-                             args.memory_decays, overrides)
+        try:
+            record = train_world(args.world, args.seeds, args.out, args.total_steps, args.block, args.resume,
+                                 args.memory_decays, overrides)
+        except ResumeMismatch as err:
+            parser.error(str(err))
         path = world_folder(args.out, args.world) / "training.json"
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
         return 0

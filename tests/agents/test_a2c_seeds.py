@@ -43,6 +43,39 @@ def test_resume_after_the_last_block_changes_nothing(synthetic_params, tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
+def test_resume_with_another_config_or_other_seeds_is_refused_and_keeps_the_checkpoint(synthetic_params, tmp_path):
+    folder = tmp_path / "checkpoints"
+    training = make_train(tiny_config(total_steps=2 * tiny_config().steps_per_update), synthetic_params)
+    first, _ = a2c_seeds.train_seeds(training, [0, 1], folder, block=1)
+    longer = make_train(tiny_config(gae_lambda=0.5), synthetic_params)  # a scalar: the restore alone would pass
+    with pytest.raises(a2c_seeds.ResumeMismatch, match=r"gae_lambda=0\.5 \(checkpoint 0\.95\).*total_steps="):
+        a2c_seeds.train_seeds(longer, [0, 1], folder, block=1, resume=True)
+    with pytest.raises(a2c_seeds.ResumeMismatch, match=r"seeds \[0, 1\], asked for \[0, 2\]"):
+        a2c_seeds.train_seeds(training, [0, 2], folder, block=1, resume=True)
+    again, seconds = a2c_seeds.train_seeds(training, [0, 1], folder, block=1, resume=True)  # untouched
+    assert seconds == 0.0
+    for a, b in zip(_leaves(first), _leaves(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_where_a_run_reports_may_change_on_resume():
+    saved = {"seeds": [0], "config": {"gamma": 0.99, "out": "a", "progress": True, "tensorboard": False}}
+    a2c_seeds.check_resumable(saved, {"seeds": [0], "config": {"gamma": 0.99, "out": "b", "progress": False,
+                                                                "tensorboard": True}})
+    with pytest.raises(a2c_seeds.ResumeMismatch, match="gamma=0.9 "):
+        a2c_seeds.check_resumable(saved, {"seeds": [0], "config": {"gamma": 0.9, "out": "a"}})
+
+
+def test_resume_mismatch_on_the_command_line_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    def refusing_train_world(*args):
+        raise a2c_seeds.ResumeMismatch("--resume: the run asked for differs from the checkpoint's: gamma=0.9")
+
+    monkeypatch.setattr(a2c_seeds, "train_world", refusing_train_world)
+    with pytest.raises(SystemExit) as exit_:
+        a2c_seeds.main(["train", "--world", "dynamic", "--seeds", "0", "--out", str(tmp_path), "--resume"])
+    assert exit_.value.code == 2 and "gamma=0.9" in capsys.readouterr().err
+
+
 def test_several_devices_are_refused(synthetic_params):
     training = make_train(tiny_config(), synthetic_params)
     object.__setattr__(training, "config", tiny_config(num_devices=2))
