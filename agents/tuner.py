@@ -68,6 +68,7 @@ from recgym.policies import Policy
 
 __all__ = [
     "FEATURE_SIZE",
+    "HEAD_ADVANTAGES",
     "ActionHeads",
     "MemoryEstimate",
     "MemoryShield",
@@ -80,6 +81,7 @@ __all__ = [
     "absolute_move_costs",
     "choose_actions",
     "episode_throughput_scale",
+    "head_advantages",
     "knob_values",
     "main",
     "make_train",
@@ -90,6 +92,8 @@ __all__ = [
     "validation_score",
 ]
 
+HEAD_ADVANTAGES: tuple[str, ...] = ("joint", "prefix", "chain")
+"""The forms of :attr:`TunerConfig.head_advantages` (see :func:`head_advantages`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +137,12 @@ class TunerConfig(RunConfig):
         prefetch_moves: Absolute mode: the moves of the prefetch depth in one step.
         batch_values: Absolute mode: the batch-size head chooses the batch size itself (every size
             from the smallest to the largest) instead of a move from the current one.
+        head_advantages: Absolute mode: the advantage each of the eight heads is trained with.
+            "joint": one advantage for the joint action (PPO's usual form). "prefix": head i's
+            own, the return minus a learned baseline of the state and the earlier heads' choices
+            a_<i (unbiased). "chain": the gain of head i's choice along the chain of those
+            baselines, b(s, a_<=i) - b(s, a_<i), the return for the last head (lower variance;
+            biased where the baselines are wrong). Both clip each head's probability ratio.
         eval_random_pipelines: Held-out random pipelines the trained tuner is evaluated on at the
             end (0: no evaluation).
         eval_scenario_seeds: Held-out seeds of each named scenario in the final evaluation.
@@ -166,6 +176,7 @@ class TunerConfig(RunConfig):
     batch_moves: tuple[int, ...] = (-2, -1, 0, 1, 2)
     prefetch_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
     batch_values: bool = False
+    head_advantages: str = "joint"
     eval_random_pipelines: int = 200
     eval_scenario_seeds: int = 20
 
@@ -189,6 +200,10 @@ class TunerConfig(RunConfig):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
                     getattr(self, name), "in [0, 1)")
         require(lambda v: v in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
+        require(lambda v: v in HEAD_ADVANTAGES, "head_advantages", self.head_advantages, f"one of {HEAD_ADVANTAGES}")
+        if self.head_advantages != "joint" and self.action_mode != "absolute":
+            raise ValueError(f"head_advantages={self.head_advantages!r} needs action_mode='absolute' "
+                             f"(increment mode has one head), got {self.action_mode!r}")
         require(lambda v: v in ACTIVATIONS, "activation", self.activation, f"one of {tuple(ACTIVATIONS)}")
         for name in ("core_moves", "batch_moves", "prefetch_moves"):
             require(lambda v: len(v) >= 2 and all(is_int(m) for m in v) and 0 in v and len(set(v)) == len(v),
@@ -429,15 +444,67 @@ def knob_values(observation: jax.Array, params: PipelineParams) -> tuple[jax.Arr
     return jnp.round(current).astype(jnp.int32), low, high
 
 
-def _log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Log-probability of ``choices`` (summed over heads) and the summed entropy."""
-    log_prob = jnp.zeros(logits.shape[:-1])
+def _head_log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -> tuple[list[jax.Array], jax.Array]:
+    """Each head's log-probability of its choice (a list, head order) and the summed entropy."""
+    per_head = []
     entropy = jnp.zeros(logits.shape[:-1])
     for i, head in enumerate(heads.split(logits)):
         logp = jax.nn.log_softmax(head, axis=-1)
-        log_prob = log_prob + jnp.take_along_axis(logp, choices[..., i : i + 1], axis=-1)[..., 0]
+        per_head.append(jnp.take_along_axis(logp, choices[..., i : i + 1], axis=-1)[..., 0])
         entropy = entropy - jnp.sum(jnp.exp(logp) * logp, axis=-1)
+    return per_head, entropy
+
+
+def _log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Log-probability of ``choices`` (summed over heads) and the summed entropy."""
+    per_head, entropy = _head_log_probs(heads, logits, choices)
+    log_prob = jnp.zeros(logits.shape[:-1])
+    for head_log_prob in per_head:  # summed in head order, as the joint log-probability always was
+        log_prob = log_prob + head_log_prob
     return log_prob, entropy
+
+
+def _one_hot_choices(heads: ActionHeads, choices: jax.Array) -> jax.Array:
+    """``(..., num_heads)`` choices -> ``(..., num_logits)``: each head's one-hot, heads side by side."""
+    return jnp.concatenate([jax.nn.one_hot(choices[..., i], size) for i, size in enumerate(heads.sizes)], axis=-1)
+
+
+def _prefix_masks(heads: ActionHeads) -> np.ndarray:
+    """``(num_heads - 1, num_logits)``: row ``i - 1`` keeps the one-hots of heads ``< i`` (i = 1 ... H-1)."""
+    owner = np.repeat(np.arange(len(heads.sizes)), heads.sizes)
+    return (owner[None, :] < np.arange(1, len(heads.sizes))[:, None]).astype(np.float32)
+
+
+def head_advantages(form: str, advantages: jax.Array, targets: jax.Array, values: jax.Array,
+                    prefix_values: jax.Array) -> jax.Array:
+    """Each head's advantage from the joint one and the action-prefix baselines.
+
+    With ``b_0 = V(s)`` and ``b_i = b(s, a_<i)`` (the critic's estimate of the return given the
+    state and the first ``i`` heads' choices) and ``G`` the GAE target (``advantages + values``):
+
+    * ``"prefix"``: ``A_i = G - b_i`` — a baseline that depends only on what head ``i`` is
+      conditioned on, so the policy gradient stays unbiased (Wu et al., ICLR 2018, "action-dependent
+      factorized baselines", in the autoregressive form the memory shield's masking needs).
+    * ``"chain"``: ``A_i = b_{i+1} - b_i`` with ``b_H = G``; the heads' advantages add up to the
+      joint one (they telescope), each is head ``i``'s own gain along the chain.
+
+    Args:
+        form: ``"prefix"`` or ``"chain"``.
+        advantages: ``(...)`` the joint GAE advantages.
+        targets: ``(...)`` the GAE targets (returns).
+        values: ``(...)`` ``V(s)``, the baseline of the first head.
+        prefix_values: ``(..., H - 1)`` ``b_1 ... b_{H-1}``.
+
+    Returns:
+        ``(..., H)`` per-head advantages.
+    """
+    del advantages  # G - V(s) is the first head's in both forms; kept for the signature's clarity
+    baselines = jnp.concatenate([values[..., None], prefix_values], axis=-1)  # b_0 ... b_{H-1}
+    if form == "prefix":
+        return targets[..., None] - baselines
+    if form == "chain":
+        return jnp.concatenate([prefix_values, targets[..., None]], axis=-1) - baselines
+    raise ValueError(f"form must be 'prefix' or 'chain', got {form!r}")
 
 
 def _sample(heads: ActionHeads, key: jax.Array, logits: jax.Array) -> jax.Array:
@@ -797,7 +864,8 @@ class TunerNetwork(nnx.Module):
         rngs: Parameter initialisation keys.
     """
 
-    def __init__(self, heads: ActionHeads, width: int = 64, *, activation: str = "tanh", rngs: nnx.Rngs):
+    def __init__(self, heads: ActionHeads, width: int = 64, *, activation: str = "tanh", head_critic: bool = False,
+                 rngs: nnx.Rngs):
         self.per_stage = heads.per_stage_logits
         init = nnx.initializers.orthogonal(0.01)
         self.actor = _StageTower(width, activation, rngs)
@@ -806,6 +874,10 @@ class TunerNetwork(nnx.Module):
                                         rngs=rngs)
         self.critic = _StageTower(width, activation, rngs)
         self.value_head = nnx.Linear(width, 1, kernel_init=nnx.initializers.orthogonal(1.0), rngs=rngs)
+        self.heads = heads
+        # b(s, a_<i): the critic's context and the earlier heads' one-hot choices (later ones zero)
+        self.prefix_critic = (MLP(width + heads.num_logits, (width,), 1, activation=activation, rngs=rngs)
+                              if head_critic else None)
 
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(..., FEATURE_SIZE)`` -> ``(logits (..., num_logits), value (...))``."""
@@ -815,6 +887,23 @@ class TunerNetwork(nnx.Module):
         logits = jnp.concatenate([stage.reshape(*stage.shape[:-2], -1), self.global_logits(context)], axis=-1)
         _, critic_context = self.critic(features)
         return logits, self.value_head(critic_context)[..., 0]
+
+    def prefix_values(self, features: jax.Array, choices: jax.Array) -> jax.Array:
+        """The action-prefix baselines ``b(s, a_<i)`` for ``i = 1 ... H-1`` (``head_critic`` only).
+
+        Args:
+            features: ``(..., FEATURE_SIZE)``.
+            choices: ``(..., H)`` int32 head choices.
+
+        Returns:
+            ``(..., H - 1)``.
+        """
+        if self.prefix_critic is None:
+            raise ValueError("this network was built without head_critic")
+        _, critic_context = self.critic(features)
+        prefixes = _one_hot_choices(self.heads, choices)[..., None, :] * jnp.asarray(_prefix_masks(self.heads))
+        context = jnp.broadcast_to(critic_context[..., None, :], (*prefixes.shape[:-1], critic_context.shape[-1]))
+        return self.prefix_critic(jnp.concatenate([context, prefixes], axis=-1))[..., 0]
 
 
 # ------------------------------------------------------------------------------------ state
@@ -880,6 +969,7 @@ class Rollout:
         choices: ``(n, heads)`` int32 head choices.
         allowed: ``(n, num_logits)`` bool, the choices the memory shield let through (masked logits).
         log_prob: ``(n,)`` their log-probability under the acting policy.
+        head_log_prob: ``(n, heads)`` each head's part of ``log_prob``.
         value: ``(n,)`` the critic's value of ``features``.
         reward: ``(n,)`` scaled reward.
         terminated: ``(n,)`` bool, the trainer ran out of memory.
@@ -893,6 +983,7 @@ class Rollout:
     choices: jax.Array
     allowed: jax.Array
     log_prob: jax.Array
+    head_log_prob: jax.Array
     value: jax.Array
     reward: jax.Array
     terminated: jax.Array
@@ -948,7 +1039,8 @@ class TunerTraining:
     def build_model(self, key: jax.Array) -> TunerNetwork:
         """A freshly initialised network (parameters drawn from ``key``)."""
         c = self.config
-        return TunerNetwork(self.heads, c.hidden_width, activation=c.activation, rngs=nnx.Rngs(params=key))
+        return TunerNetwork(self.heads, c.hidden_width, activation=c.activation,
+                            head_critic=c.head_advantages != "joint", rngs=nnx.Rngs(params=key))
 
     def model(self, params: Any) -> TunerNetwork:
         """The network with ``params``."""
@@ -986,7 +1078,10 @@ class TunerTraining:
             logits, value = model(features)
             choices, allowed = choose_actions(self.shield, self.heads, logits, p.memory_estimate, p.observation,
                                               env_params, env_keys)
-            log_prob, _ = _log_probs(self.heads, mask_logits(logits, allowed), choices)
+            per_head, _ = _head_log_probs(self.heads, mask_logits(logits, allowed), choices)
+            log_prob = jnp.zeros(choices.shape[:-1])
+            for head_log_prob in per_head:  # as _log_probs sums them
+                log_prob = log_prob + head_log_prob
             action = self.heads.to_env_action(choices, p.observation, env_params)
             observation, env, env_reward, terminated, truncated, info = jax.vmap(
                 self.core.step_autoreset, in_axes=(0, 0, None))(p.env, action, env_params)
@@ -995,7 +1090,8 @@ class TunerTraining:
             reward = jnp.where(terminated, -c.oom_penalty, measured / p.throughput_scale)
             episode_return = p.episode_return + reward
             rollout = Rollout(
-                features=features, choices=choices, allowed=allowed, log_prob=log_prob, value=value, reward=reward,
+                features=features, choices=choices, allowed=allowed, log_prob=log_prob,
+                head_log_prob=jnp.stack(per_head, axis=-1), value=value, reward=reward,
                 terminated=terminated, truncated=truncated,
                 next_features=observation_features(info["final_obs"], p.observation),
                 finished_return=jnp.where(done, episode_return, 0.0), crashed=terminated)
@@ -1014,14 +1110,25 @@ class TunerTraining:
         return jax.lax.scan(env_step, pipelines, jnp.arange(c.rollout_steps))
 
     def _loss(self, params: Any, batch: Rollout, advantages: jax.Array, targets: jax.Array):
+        """PPO's loss on a minibatch; ``advantages`` is ``(n,)``, or ``(n, heads)`` per head."""
         c = self.config
-        logits, values = self.model(params)(batch.features)
+        model = self.model(params)
+        logits, values = model(batch.features)
         logits = mask_logits(logits, batch.allowed)
-        log_prob, entropy = _log_probs(self.heads, logits, batch.choices)
-        ratio = jnp.exp(log_prob - batch.log_prob)
-        policy_loss = -jnp.mean(jnp.minimum(ratio * advantages,
-                                            jnp.clip(ratio, 1.0 - c.clip_coef, 1.0 + c.clip_coef) * advantages))
-        value_loss = 0.5 * jnp.mean((values - targets) ** 2)
+        if c.head_advantages == "joint":
+            log_prob, entropy = _log_probs(self.heads, logits, batch.choices)
+            ratio = jnp.exp(log_prob - batch.log_prob)
+            policy_loss = -jnp.mean(jnp.minimum(ratio * advantages,
+                                                jnp.clip(ratio, 1.0 - c.clip_coef, 1.0 + c.clip_coef) * advantages))
+            value_loss = 0.5 * jnp.mean((values - targets) ** 2)
+        else:  # each head's own ratio, clipped, times its own advantage; summed over heads
+            per_head, entropy = _head_log_probs(self.heads, logits, batch.choices)
+            head_ratio = jnp.exp(jnp.stack(per_head, axis=-1) - batch.head_log_prob)
+            clipped = jnp.clip(head_ratio, 1.0 - c.clip_coef, 1.0 + c.clip_coef)
+            policy_loss = -jnp.mean(jnp.sum(jnp.minimum(head_ratio * advantages, clipped * advantages), axis=-1))
+            ratio = jnp.prod(head_ratio, axis=-1)  # the joint ratio, for the logged KL and clip fraction
+            prefix = model.prefix_values(batch.features, batch.choices)
+            value_loss = 0.5 * jnp.mean((values - targets) ** 2) + 0.5 * jnp.mean((prefix - targets[:, None]) ** 2)
         entropy = jnp.mean(entropy)
         total = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
         aux = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss, "losses/entropy": entropy,
@@ -1041,7 +1148,14 @@ class TunerTraining:
                                   c.gamma, c.gae_lambda)
         mean = axis.mean(advantages.mean())
         std = jnp.sqrt(axis.mean(jnp.mean((advantages - mean) ** 2)) + 1e-8)
-        advantages = (advantages - mean) / std
+        if c.head_advantages == "joint":
+            advantages = (advantages - mean) / std
+        else:  # per head, centred per head, on the joint advantage's scale (a head that matters
+            # little keeps small advantages rather than being blown up to unit variance)
+            prefix = self.model(learner.params).prefix_values(batch.features, batch.choices)
+            per_head = head_advantages(c.head_advantages, advantages, targets, batch.value, prefix)
+            head_mean = axis.mean(per_head.mean(axis=(0, 1)))
+            advantages = (per_head - head_mean) / std
 
         flat = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]),
                                       (batch, advantages, targets))
@@ -1061,7 +1175,7 @@ class TunerTraining:
                 grads = axis.mean_gradients(grads)
                 updates, opt_state = self.optimizer.update(grads, opt_state, params)
                 params = optax.apply_updates(params, updates)
-                return (params, opt_state), aux | {"losses/grad_norm": optax.global_norm(grads)}
+                return (params, opt_state), aux | {"losses/grad_norm": optax.tree.norm(grads)}
 
             return jax.lax.scan(minibatch, (params, opt_state), shuffled)
 
@@ -1214,6 +1328,7 @@ class TunerPolicy(Policy):
             params = training_params(config) if env_params is None else env_params
             heads = ActionHeads.from_config(config, params)
             abstract = nnx.eval_shape(lambda: TunerNetwork(heads, config.hidden_width, activation=config.activation,
+                                                           head_critic=config.head_advantages != "joint",
                                                            rngs=nnx.Rngs(0)))
             graphdef, state = nnx.split(abstract)
             restored = checkpoints.restore({"policy": {"params": state}}, step)["policy"]["params"]
