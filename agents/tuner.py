@@ -455,13 +455,18 @@ def _head_log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -
     return per_head, entropy
 
 
+def _joint_log_prob(per_head: list[jax.Array]) -> jax.Array:
+    """The joint log-probability: the heads' parts summed in head order (as it always was summed)."""
+    log_prob = jnp.zeros_like(per_head[0])
+    for head_log_prob in per_head:
+        log_prob = log_prob + head_log_prob
+    return log_prob
+
+
 def _log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Log-probability of ``choices`` (summed over heads) and the summed entropy."""
     per_head, entropy = _head_log_probs(heads, logits, choices)
-    log_prob = jnp.zeros(logits.shape[:-1])
-    for head_log_prob in per_head:  # summed in head order, as the joint log-probability always was
-        log_prob = log_prob + head_log_prob
-    return log_prob, entropy
+    return _joint_log_prob(per_head), entropy
 
 
 def _one_hot_choices(heads: ActionHeads, choices: jax.Array) -> jax.Array:
@@ -475,12 +480,12 @@ def _prefix_masks(heads: ActionHeads) -> np.ndarray:
     return (owner[None, :] < np.arange(1, len(heads.sizes))[:, None]).astype(np.float32)
 
 
-def head_advantages(form: str, advantages: jax.Array, targets: jax.Array, values: jax.Array,
-                    prefix_values: jax.Array) -> jax.Array:
+def head_advantages(form: str, targets: jax.Array, values: jax.Array, prefix_values: jax.Array) -> jax.Array:
     """Each head's advantage from the joint one and the action-prefix baselines.
 
     With ``b_0 = V(s)`` and ``b_i = b(s, a_<i)`` (the critic's estimate of the return given the
-    state and the first ``i`` heads' choices) and ``G`` the GAE target (``advantages + values``):
+    state and the first ``i`` heads' choices) and ``G`` the GAE target (the joint advantage plus
+    ``V(s)``, so the first head's advantage is the joint one in both forms):
 
     * ``"prefix"``: ``A_i = G - b_i`` — a baseline that depends only on what head ``i`` is
       conditioned on, so the policy gradient stays unbiased (Wu et al., ICLR 2018, "action-dependent
@@ -490,7 +495,6 @@ def head_advantages(form: str, advantages: jax.Array, targets: jax.Array, values
 
     Args:
         form: ``"prefix"`` or ``"chain"``.
-        advantages: ``(...)`` the joint GAE advantages.
         targets: ``(...)`` the GAE targets (returns).
         values: ``(...)`` ``V(s)``, the baseline of the first head.
         prefix_values: ``(..., H - 1)`` ``b_1 ... b_{H-1}``.
@@ -498,7 +502,6 @@ def head_advantages(form: str, advantages: jax.Array, targets: jax.Array, values
     Returns:
         ``(..., H)`` per-head advantages.
     """
-    del advantages  # G - V(s) is the first head's in both forms; kept for the signature's clarity
     baselines = jnp.concatenate([values[..., None], prefix_values], axis=-1)  # b_0 ... b_{H-1}
     if form == "prefix":
         return targets[..., None] - baselines
@@ -881,12 +884,14 @@ class TunerNetwork(nnx.Module):
 
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(..., FEATURE_SIZE)`` -> ``(logits (..., num_logits), value (...))``."""
+        _, critic_context = self.critic(features)
+        return self._logits(features), self.value_head(critic_context)[..., 0]
+
+    def _logits(self, features: jax.Array) -> jax.Array:
         embedded, context = self.actor(features)
         both = jnp.concatenate([embedded, jnp.broadcast_to(context[..., None, :], embedded.shape)], axis=-1)
         stage = self.stage_logits(both)
-        logits = jnp.concatenate([stage.reshape(*stage.shape[:-2], -1), self.global_logits(context)], axis=-1)
-        _, critic_context = self.critic(features)
-        return logits, self.value_head(critic_context)[..., 0]
+        return jnp.concatenate([stage.reshape(*stage.shape[:-2], -1), self.global_logits(context)], axis=-1)
 
     def prefix_values(self, features: jax.Array, choices: jax.Array) -> jax.Array:
         """The action-prefix baselines ``b(s, a_<i)`` for ``i = 1 ... H-1`` (``head_critic`` only).
@@ -898,9 +903,17 @@ class TunerNetwork(nnx.Module):
         Returns:
             ``(..., H - 1)``.
         """
+        return self._prefix_values(self.critic(features)[1], choices)
+
+    def with_prefix_values(self, features: jax.Array, choices: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """``(logits, value, prefix values)`` with each tower run once (``head_critic`` only)."""
+        _, critic_context = self.critic(features)
+        return (self._logits(features), self.value_head(critic_context)[..., 0],
+                self._prefix_values(critic_context, choices))
+
+    def _prefix_values(self, critic_context: jax.Array, choices: jax.Array) -> jax.Array:
         if self.prefix_critic is None:
             raise ValueError("this network was built without head_critic")
-        _, critic_context = self.critic(features)
         prefixes = _one_hot_choices(self.heads, choices)[..., None, :] * jnp.asarray(_prefix_masks(self.heads))
         context = jnp.broadcast_to(critic_context[..., None, :], (*prefixes.shape[:-1], critic_context.shape[-1]))
         return self.prefix_critic(jnp.concatenate([context, prefixes], axis=-1))[..., 0]
@@ -1079,9 +1092,7 @@ class TunerTraining:
             choices, allowed = choose_actions(self.shield, self.heads, logits, p.memory_estimate, p.observation,
                                               env_params, env_keys)
             per_head, _ = _head_log_probs(self.heads, mask_logits(logits, allowed), choices)
-            log_prob = jnp.zeros(choices.shape[:-1])
-            for head_log_prob in per_head:  # as _log_probs sums them
-                log_prob = log_prob + head_log_prob
+            log_prob = _joint_log_prob(per_head)
             action = self.heads.to_env_action(choices, p.observation, env_params)
             observation, env, env_reward, terminated, truncated, info = jax.vmap(
                 self.core.step_autoreset, in_axes=(0, 0, None))(p.env, action, env_params)
@@ -1113,7 +1124,10 @@ class TunerTraining:
         """PPO's loss on a minibatch; ``advantages`` is ``(n,)``, or ``(n, heads)`` per head."""
         c = self.config
         model = self.model(params)
-        logits, values = model(batch.features)
+        if c.head_advantages == "joint":
+            logits, values = model(batch.features)
+        else:
+            logits, values, prefix = model.with_prefix_values(batch.features, batch.choices)
         logits = mask_logits(logits, batch.allowed)
         if c.head_advantages == "joint":
             log_prob, entropy = _log_probs(self.heads, logits, batch.choices)
@@ -1127,7 +1141,6 @@ class TunerTraining:
             clipped = jnp.clip(head_ratio, 1.0 - c.clip_coef, 1.0 + c.clip_coef)
             policy_loss = -jnp.mean(jnp.sum(jnp.minimum(head_ratio * advantages, clipped * advantages), axis=-1))
             ratio = jnp.prod(head_ratio, axis=-1)  # the joint ratio, for the logged KL and clip fraction
-            prefix = model.prefix_values(batch.features, batch.choices)
             value_loss = 0.5 * jnp.mean((values - targets) ** 2) + 0.5 * jnp.mean((prefix - targets[:, None]) ** 2)
         entropy = jnp.mean(entropy)
         total = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
@@ -1153,7 +1166,7 @@ class TunerTraining:
         else:  # per head, centred per head, on the joint advantage's scale (a head that matters
             # little keeps small advantages rather than being blown up to unit variance)
             prefix = self.model(learner.params).prefix_values(batch.features, batch.choices)
-            per_head = head_advantages(c.head_advantages, advantages, targets, batch.value, prefix)
+            per_head = head_advantages(c.head_advantages, targets, batch.value, prefix)
             head_mean = axis.mean(per_head.mean(axis=(0, 1)))
             advantages = (per_head - head_mean) / std
 

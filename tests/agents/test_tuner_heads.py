@@ -68,6 +68,16 @@ def test_a_prefix_baseline_reads_only_the_earlier_heads_choices(network, seed, h
         assert not np.allclose(before[:, head:], after[:, head:])
 
 
+def test_one_pass_gives_what_the_separate_calls_give(network):
+    heads, model = network
+    features = jax.random.normal(jax.random.key(1), (3, FEATURE_SIZE))
+    choices = jnp.zeros((3, len(heads.sizes)), jnp.int32).at[:, 0].set(4)
+    logits, value, prefix = model.with_prefix_values(features, choices)
+    for got, want in zip((logits, value, prefix), (*model(features), model.prefix_values(features, choices)),
+                         strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+
+
 def test_the_joint_network_has_no_prefix_critic_and_refuses_to_give_its_values():
     training = make_train(config(head_advantages="joint"))
     model = training.build_model(jax.random.key(0))
@@ -84,15 +94,15 @@ def test_chain_advantages_add_up_to_the_joint_one_and_prefix_ones_are_return_min
     rng = np.random.default_rng(0)
     advantages, values = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
     targets, prefix = advantages + values, rng.normal(size=(3, 5, 7))
-    chain = np.asarray(head_advantages("chain", advantages, targets, values, prefix))
+    chain = np.asarray(head_advantages("chain", targets, values, prefix))
     np.testing.assert_allclose(chain.sum(axis=-1), advantages, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(chain[..., 0], prefix[..., 0] - values, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(chain[..., -1], targets - prefix[..., -1], rtol=1e-5, atol=1e-6)
-    own = np.asarray(head_advantages("prefix", advantages, targets, values, prefix))
+    own = np.asarray(head_advantages("prefix", targets, values, prefix))
     np.testing.assert_allclose(own[..., 0], advantages, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(own[..., 1:], targets[..., None] - prefix, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="form must be"):
-        head_advantages("joint", advantages, targets, values, prefix)
+        head_advantages("joint", targets, values, prefix)
 
 
 def _batch(training, state):
