@@ -36,6 +36,7 @@ from recgym.core import is_int, require
 __all__ = [
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
+    "RESUME_OVERRIDABLE",
     "RunConfig",
     "check_finite",
     "initialize_processes",
@@ -48,10 +49,10 @@ CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
 """File of a run's ``out`` folder holding its config (read back by ``--resume``)."""
 
-# flags that may differ between a run and its resumption (where and how it reports or which process
-# it is, not what it trains)
-_RESUME_OVERRIDABLE = ("resume", "out", "progress", "tensorboard", "coordinator", "process_id", "join_timeout_s",
-                       "heartbeat_timeout_s")
+RESUME_OVERRIDABLE = ("resume", "out", "progress", "tensorboard", "coordinator", "process_id", "join_timeout_s",
+                      "heartbeat_timeout_s")
+"""Config fields that may differ between a run and its resumption: where and how it reports, or
+which process it is — not what it trains."""
 
 ConfigT = TypeVar("ConfigT")
 
@@ -245,12 +246,12 @@ def resolve_config(config_class: type[ConfigT], argv: Sequence[str] | None, prog
         # only the saved config with the overridable flags applied is validated
         saved = load_config(config_class, Path(values["resume"]) / CONFIG_FILE)
         conflicts = {name: (values[name], getattr(saved, name)) for name in given
-                     if name not in _RESUME_OVERRIDABLE and values[name] != getattr(saved, name)}
+                     if name not in RESUME_OVERRIDABLE and values[name] != getattr(saved, name)}
         if conflicts:
             shown = ", ".join(f"{name}={mine!r} (saved {theirs!r})"
                               for name, (mine, theirs) in sorted(conflicts.items()))
             raise SystemExit(f"--resume {values['resume']}: flags disagree with the saved config: {shown}")
-        kept = {name: values[name] for name in _RESUME_OVERRIDABLE if name in values}
+        kept = {name: values[name] for name in RESUME_OVERRIDABLE if name in values}
         return dataclasses.replace(saved, **(kept | {"out": values["resume"]}))
     except ValueError as err:
         parser.error(str(err))

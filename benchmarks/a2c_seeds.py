@@ -49,6 +49,7 @@ from agents.a2c import make_train
 from agents.checkpoint import Checkpointer, abstract_like
 from agents.config import config_to_dict
 from agents.movielens import make_env_params
+from agents.runner import RESUME_OVERRIDABLE
 from benchmarks.common import RunContext
 from benchmarks.experiments.movielens_agent import WORLDS, agent_config, world_folder
 
@@ -70,10 +71,6 @@ class ResumeMismatch(ValueError):
     """``--resume`` of a checkpoint trained with other seeds or another configuration."""
 
 
-RESUME_MAY_DIFFER = frozenset({"out", "resume", "progress", "tensorboard"})
-"""Config fields that may differ between a run and its resumption: where and how it reports."""
-
-
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], folder: Path | None = None) -> None:
     """Refuse to resume a run whose checkpoint was trained with another configuration.
 
@@ -87,7 +84,7 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], folder: Path
         folder: The checkpoints folder (named in the error).
 
     Raises:
-        ResumeMismatch: The seeds or a config field other than :data:`RESUME_MAY_DIFFER` differ
+        ResumeMismatch: The seeds or a config field other than :data:`agents.runner.RESUME_OVERRIDABLE` differ
             (every differing field named with both values).
     """
     where = f"--resume of {folder}" if folder is not None else "--resume"
@@ -95,7 +92,7 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], folder: Path
         raise ResumeMismatch(f"{where}: the checkpoint holds seeds {saved.get('seeds')}, asked for {current['seeds']}")
     mine, theirs = current["config"], saved.get("config", {})
     differing = sorted(name for name in set(mine) | set(theirs)
-                       if name not in RESUME_MAY_DIFFER and mine.get(name) != theirs.get(name))
+                       if name not in RESUME_OVERRIDABLE and mine.get(name) != theirs.get(name))
     if differing:
         shown = ", ".join(f"{name}={mine.get(name)!r} (checkpoint {theirs.get(name)!r})" for name in differing)
         raise ResumeMismatch(f"{where}: the run asked for differs from the checkpoint's: {shown}; "
