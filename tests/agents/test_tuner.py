@@ -4,6 +4,7 @@ and the trained policy in the single and the vector env; a real learning test on
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import gymnasium as gym
 import jax
@@ -15,11 +16,14 @@ from hypothesis import strategies as st
 
 import recgym  # noqa: F401  (registers the ids)
 from agents import tuner
+from agents.config import parse_config
 from agents.tuner import (
+    DEFAULT_GAMMA,
     FEATURE_SIZE,
     ActionHeads,
     TunerConfig,
     TunerPolicy,
+    config_from_saved,
     episode_throughput_scale,
     evaluate_policy,
     make_train,
@@ -151,6 +155,28 @@ def test_increment_heads_are_the_env_actions():
 def test_bad_config_values_are_rejected_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(**{field: value})
+
+
+def test_the_discount_is_the_action_modes_unless_gamma_is_given():
+    assert TunerConfig(action_mode="increment").discount == DEFAULT_GAMMA["increment"] == 0.98
+    assert TunerConfig(action_mode="absolute").discount == DEFAULT_GAMMA["absolute"] == 0.5
+    assert TunerConfig(action_mode="absolute", gamma=0.9).discount == 0.9
+    assert TunerConfig(action_mode="absolute", gamma=0).discount == 0.0
+    config, _ = parse_config(TunerConfig, ["--action-mode", "absolute", "--gamma", "none"])
+    assert config.gamma is None and config.discount == 0.5
+    assert config_from_saved(json.loads(json.dumps(dataclasses.asdict(config)))) == config
+
+
+def test_the_update_uses_the_resolved_discount():
+    def trained(**overrides):
+        state, _ = jax.jit(make_train(tiny_config(action_mode="absolute", total_steps=16 * 4 * 3, **overrides)))(
+            jax.random.key(3))
+        return jax.tree_util.tree_leaves(state.learner.params)
+
+    default, explicit, other = trained(), trained(gamma=DEFAULT_GAMMA["absolute"]), trained(gamma=0.98)
+    for a, b in zip(default, explicit, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(default, other, strict=True))
 
 
 def test_config_and_env_must_agree_on_the_action_mode():
