@@ -67,9 +67,11 @@ from recgym.envs.pipeline.params import NUM_STAGES, STAGES
 from recgym.policies import Policy
 
 __all__ = [
+    "DECODINGS",
     "DEFAULT_GAMMA",
     "FEATURE_SIZE",
     "HEAD_ADVANTAGES",
+    "MEAN_DECODED_KNOBS",
     "ActionHeads",
     "MemoryEstimate",
     "MemoryShield",
@@ -81,6 +83,7 @@ __all__ = [
     "VALIDATION_SEED_START",
     "absolute_move_costs",
     "choose_actions",
+    "decoded_choice",
     "episode_throughput_scale",
     "head_advantages",
     "knob_values",
@@ -537,6 +540,45 @@ def _greedy(heads: ActionHeads, logits: jax.Array) -> jax.Array:
     return jnp.stack([jnp.argmax(head, axis=-1) for head in heads.split(logits)], axis=-1).astype(jnp.int32)
 
 
+DECODINGS: tuple[str, ...] = ("mode", "mean")
+"""How a deterministic tuner turns each head's distribution into one choice (:func:`choose_actions`):
+``"mode"`` each head's most likely choice; ``"mean"`` (absolute mode) the worker and batch-size heads'
+choice nearest the expected knob value (:data:`MEAN_DECODED_KNOBS`), the prefetch head's mode."""
+
+MEAN_DECODED_KNOBS: tuple[bool, ...] = (True,) * NUM_STAGES + (True, False)
+"""Absolute-mode heads (each stage's workers, the batch size, the prefetch depth) that ``"mean"``
+decoding decodes by the expected knob value. Not the prefetch depth: its distribution stays broad
+where it matters least, and decoded by its mean it held memory-tight's prefetch at its initial depth
+(validation seeds, docs/agents_tuner.md)."""
+
+
+def decoded_choice(logits: jax.Array, targets: jax.Array, allowed: jax.Array, by_mean: bool | jax.Array) -> jax.Array:
+    """One head's deterministic choice: its mode, or the allowed choice nearest its expected value.
+
+    A move head's distribution over an ordered knob can put most of its mass on one side of
+    "stay" and still have "stay" as its single most likely choice; decoded by its mode the tuner
+    then stops short of where the policy points. Decoded by the mean, it takes the allowed choice
+    whose knob value lies nearest the expected knob value under the (masked) distribution, the
+    likelier of equally near ones (several moves clipped to a bound lead to the same value).
+
+    Args:
+        logits: ``(size,)`` the head's logits, masked choices at :data:`MASKED_LOGIT`.
+        targets: ``(size,)`` the knob value each choice leads to (:meth:`ActionHeads.targets`).
+        allowed: ``(size,)`` bool, the choices the shield lets through (at least one).
+        by_mean: Decode by the mean (else by the mode).
+
+    Returns:
+        int32 scalar, the choice.
+    """
+    probabilities = jax.nn.softmax(jnp.where(allowed, logits, MASKED_LOGIT))
+    targets = targets.astype(jnp.float32)
+    distance = jnp.where(allowed, jnp.abs(targets - jnp.sum(probabilities * targets)), jnp.inf)
+    nearest = distance <= jnp.min(distance) + 1e-4
+    mean_choice = jnp.argmax(jnp.where(nearest, probabilities, -1.0))
+    mode_choice = jnp.argmax(jnp.where(allowed, logits, MASKED_LOGIT))
+    return jnp.where(by_mean, mean_choice, mode_choice).astype(jnp.int32)
+
+
 # ------------------------------------------------------------------------------------ memory shield
 #: Knobs whose growth the memory shield prices, in :class:`MemoryEstimate` order: one worker more
 #: of each stage, the batch size doubled, the prefetch depth one batch deeper.
@@ -776,12 +818,13 @@ def absolute_move_costs(estimate: MemoryEstimate, observation: jax.Array, params
     return growth, unit_cost, unit_cost[NUM_STAGES]
 
 
-def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: PipelineParams, logits: jax.Array,
-                              estimate: MemoryEstimate, observation: jax.Array,
+def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: PipelineParams, decoding: str,
+                              logits: jax.Array, estimate: MemoryEstimate, observation: jax.Array,
                               key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """One env's absolute-mode choices under the shield, knob by knob (see :func:`choose_actions`)."""
     growth, unit_cost, proportional = absolute_move_costs(estimate, observation, params, heads, shield.probe_fraction)
     budget = (1.0 - shield.headroom) * observation[dynamics.OBS_MEMORY_CAP] - observation[dynamics.OBS_MEMORY]
+    targets = heads.targets(*knob_values(observation, params))
     keys = None if key is None else jax.random.split(key, len(heads.sizes))
     batch_factor = jnp.ones((), jnp.float32)
     choices, allowed = [], []
@@ -797,7 +840,11 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
             extra = grows * unit_cost[i] * batch_factor
         ok = (grows == 0) | (extra <= budget)
         masked = jnp.where(ok, head, MASKED_LOGIT)
-        choice = jnp.argmax(masked) if keys is None else jax.random.categorical(keys[i], masked)
+        if keys is None:
+            choice = decoded_choice(head, targets[i, : heads.sizes[i]], ok,
+                                    decoding == "mean" and MEAN_DECODED_KNOBS[i])
+        else:
+            choice = jax.random.categorical(keys[i], masked)
         budget = budget - extra[choice]
         if i < NUM_STAGES and _BATCH_HOLDING[i]:
             proportional = proportional + grows[choice] * unit_cost[i]
@@ -810,8 +857,8 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
 
 def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.Array, estimate: MemoryEstimate,
                    observation: jax.Array, params: PipelineParams,
-                   keys: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """The policy's head choices under the memory shield, sampled or greedy.
+                   keys: jax.Array | None = None, decoding: str = "mode") -> tuple[jax.Array, jax.Array]:
+    """The policy's head choices under the memory shield, sampled or deterministic.
 
     Increment mode: the moves :func:`shield_allowed_actions` rejects are masked before the single
     head chooses. Absolute mode: the heads choose one after the other (each stage's workers, the
@@ -830,19 +877,32 @@ def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.
         estimate: The :class:`MemoryEstimate` of each env (batch shape ``(n,)``).
         observation: ``(n, 26)`` the latest observations.
         params: The env's params (the absolute knobs' bounds).
-        keys: ``(n,)`` one sampling key per env, or ``None`` for each head's most likely choice.
+        keys: ``(n,)`` one sampling key per env, or ``None`` for deterministic choices.
+        decoding: Deterministic choices (``keys`` None): ``"mode"`` each head's most likely
+            choice; ``"mean"`` (absolute mode) the heads of :data:`MEAN_DECODED_KNOBS` take the
+            allowed choice nearest their expected knob value (:func:`decoded_choice`).
 
     Returns:
         ``(choices (n, num_heads) int32, allowed (n, num_logits) bool)``: ``allowed`` is the mask
         each head chose under (what the PPO loss masks the same logits with).
     """
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+    if decoding == "mean" and heads.mode != "absolute":
+        raise ValueError("decoding='mean' needs absolute-mode heads (increment mode's one head is not ordered)")
     if shield is not None and heads.mode == "absolute":
-        choose = functools.partial(_absolute_shielded_choice, shield, heads, params)
+        choose = functools.partial(_absolute_shielded_choice, shield, heads, params, decoding)
         if keys is None:
             return jax.vmap(lambda lg, est, obs: choose(lg, est, obs, None))(logits, estimate, observation)
         return jax.vmap(choose)(logits, estimate, observation, keys)
     allowed = allowed_choices(shield, heads, estimate, observation)
     masked = mask_logits(logits, allowed)
+    if keys is None and decoding == "mean":
+        targets = heads.targets(*knob_values(observation, params))
+        choices = [jax.vmap(decoded_choice, in_axes=(0, 0, 0, None))(head, targets[:, i, : heads.sizes[i]], ok,
+                                                                      MEAN_DECODED_KNOBS[i])
+                   for i, (head, ok) in enumerate(zip(heads.split(logits), heads.split(allowed)))]
+        return jnp.stack(choices, axis=-1), allowed
     if keys is None:
         return _greedy(heads, masked), allowed
     return jax.vmap(functools.partial(_sample, heads))(keys, masked), allowed
@@ -1292,8 +1352,10 @@ class TunerPolicy(Policy):
     """A trained tuner as a :class:`recgym.policies.Policy` (single env, vector env, live pipeline).
 
     It reads only the observation and remembers the previous one per env (reset by
-    ``begin_episode``); ``info`` is ignored. Deterministic by default (each head's most likely
-    choice), as evaluated.
+    ``begin_episode``); ``info`` is ignored. Deterministic by default, as evaluated: in absolute
+    mode the worker and batch-size heads take the allowed choice nearest their expected knob value
+    and the prefetch head its most likely one (``decoding="mean"``); in increment mode the one
+    head's most likely choice.
 
     Args:
         graphdef: The network's NNX graph definition.
@@ -1302,18 +1364,33 @@ class TunerPolicy(Policy):
         env_params: Params of the env it acts in (the action mode and bounds must match).
         shield: The :class:`MemoryShield` it acts under (the one it was trained with; ``None``:
             none). It keeps a :class:`MemoryEstimate` per env, forgotten by ``begin_episode``.
-        deterministic: Take each head's most likely choice instead of sampling.
+        deterministic: Decode each head's distribution (``decoding``) instead of sampling.
+        decoding: How a deterministic tuner decodes (:data:`DECODINGS`): ``"mode"`` each head's
+            most likely choice, ``"mean"`` (absolute mode only) see :func:`choose_actions`. None:
+            ``"mean"`` in absolute mode, ``"mode"`` in increment mode.
         name: Display name.
+
+    Raises:
+        ValueError: The env's action mode is not the tuner's, or an unknown decoding (or
+            ``"mean"`` in increment mode).
     """
 
     name = "ppo-tuner"
 
     def __init__(self, graphdef: Any, params: Any, heads: ActionHeads, env_params: PipelineParams, *,
-                 shield: MemoryShield | None = None, deterministic: bool = True, name: str | None = None):
+                 shield: MemoryShield | None = None, deterministic: bool = True, decoding: str | None = None,
+                 name: str | None = None):
         super().__init__()
         if env_params.action_mode != heads.mode:
             raise ValueError(f"the tuner was trained for action_mode={heads.mode!r}, "
                              f"the env has action_mode={env_params.action_mode!r}")
+        if decoding is None:
+            decoding = "mean" if heads.mode == "absolute" else "mode"
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+        if decoding == "mean" and heads.mode != "absolute":
+            raise ValueError("decoding='mean' needs an absolute-mode tuner (increment mode's one head is not ordered)")
+        self.decoding = decoding
         self.graphdef, self.params, self.heads = graphdef, params, heads
         self.env_params = env_params
         self.shield = shield
@@ -1322,7 +1399,7 @@ class TunerPolicy(Policy):
             self.name = name
         self.previous = None
         self.estimate: MemoryEstimate | None = None
-        self._act = _compiled_policy_act(graphdef, heads, shield, self.deterministic)
+        self._act = _compiled_policy_act(graphdef, heads, shield, self.deterministic, decoding)
 
     @classmethod
     def from_training(cls, training: TunerTraining, state: TunerState, env_params: PipelineParams | None = None,
@@ -1341,7 +1418,7 @@ class TunerPolicy(Policy):
             path: A run folder (with ``checkpoints/``) or the checkpoints folder itself.
             env_params: Params of the env it will act in (default: the training scenario's).
             step: Which checkpoint (default: the latest).
-            **kwargs: ``deterministic``, ``name``, ``shield`` (default: the run config's; a run
+            **kwargs: ``deterministic``, ``decoding``, ``name``, ``shield`` (default: the run config's; a run
                 saved before the shield existed, in either mode, gets the default shield: pass
                 ``shield=None`` to act as it was trained).
 
@@ -1409,20 +1486,21 @@ class TunerPolicy(Policy):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_policy_act(graphdef: Any, heads: ActionHeads, shield: MemoryShield | None, deterministic: bool) -> Any:
+def _compiled_policy_act(graphdef: Any, heads: ActionHeads, shield: MemoryShield | None, deterministic: bool,
+                         decoding: str) -> Any:
     # One jitted function per network structure, shared by every policy built from it (a policy per
     # episode or per scenario must not recompile).
-    return jax.jit(functools.partial(_policy_act, graphdef, heads, shield, deterministic))
+    return jax.jit(functools.partial(_policy_act, graphdef, heads, shield, deterministic, decoding))
 
 
-def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deterministic: bool, params, env_params,
-                observations, previous, estimate, key):
+def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deterministic: bool, decoding: str,
+                params, env_params, observations, previous, estimate, key):
     # The estimate learns what the last move cost (a fresh episode's previous observation is the
     # current one: nothing moved), then the shield masks what no longer fits.
     estimate = update_memory_estimate(estimate, previous, observations)
     logits, _ = nnx.merge(graphdef, params)(observation_features(observations, previous))
     keys = None if deterministic else jax.random.split(key, observations.shape[0])
-    choices, _ = choose_actions(shield, heads, logits, estimate, observations, env_params, keys)
+    choices, _ = choose_actions(shield, heads, logits, estimate, observations, env_params, keys, decoding)
     return heads.to_env_action(choices, observations, env_params), estimate
 
 

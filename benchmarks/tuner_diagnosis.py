@@ -250,7 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run", default="", help="run folder of agents.tuner (its checkpoints)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint (update) to load; default the last")
     parser.add_argument("--action-mode", default=None, help="action mode (default: the run's)")
-    parser.add_argument("--sampled", action="store_true", help="sample each head instead of its most likely choice")
+    parser.add_argument("--sampled", action="store_true", help="sample each head instead of decoding it")
+    parser.add_argument("--decoding", default=None, choices=("mode", "mean"),
+                        help="how the deterministic tuner decodes its heads (default: its action mode's, "
+                             "agents.tuner.TunerPolicy)")
     parser.add_argument("--oracle", action="store_true", help="diagnose the oracle baseline instead")
     parser.add_argument("--random-pipelines", type=int, default=100)
     parser.add_argument("--scenario-seeds", type=int, default=20)
@@ -271,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         def factory(params):
             return TunerPolicy(tuner.graphdef, tuner.params, tuner.heads, params, shield=tuner.shield,
-                               deterministic=not args.sampled)
+                               deterministic=not args.sampled, decoding=args.decoding)
     results = diagnose(factory, mode, random_pipelines=args.random_pipelines, scenario_seeds=args.scenario_seeds)
     print(markdown(results))
     if args.out:
