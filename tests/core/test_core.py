@@ -14,7 +14,10 @@ from recgym.core.testing import (
 from tests.core.toy import NoisyWalk, WalkParams
 
 
+@pytest.mark.filterwarnings("ignore:.*A Box observation space (minimum|maximum) value is:UserWarning")
 def test_gym_contract():
+    """(The toy walk's position has Gaussian steps, so its Box is unbounded on purpose; gymnasium's
+    checker warns about infinite bounds, which is expected here.)"""
     check_gym_contract("RecGymTest-NoisyWalk-v0", n_steps=60)
 
 

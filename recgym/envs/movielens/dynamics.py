@@ -17,6 +17,7 @@ import numpy as np
 from recgym.biased_mf import mf_scores
 from recgym.core import FunctionalEnv, Transition, as_jax
 from recgym.envs.movielens.params import MovieLensParams, MovieLensState
+from recgym.spaces import Slate
 
 F32 = np.float32
 _FAST_INTS = (int, np.int64, np.int32)
@@ -495,11 +496,15 @@ class MovieLensCore(FunctionalEnv):
         return gym.spaces.Box(low, high, dtype=F32)
 
     def action_space(self, params: MovieLensParams) -> gym.Space:
-        """``Discrete(n)`` for one item, ``MultiDiscrete([n] * slate_size)`` for a slate (``n`` = ``n_choices``)."""
+        """``Discrete(n)`` for one item; for a slate, :class:`recgym.spaces.Slate` ``(n, slate_size)``.
+
+        ``n`` is ``n_choices``. A ``Slate`` is a ``MultiDiscrete([n] * slate_size)`` whose samples
+        hold distinct items (and whose ``contains`` rejects repeats), as ``step`` requires.
+        """
         n = params.n_choices
         if params.slate_size == 1:
             return gym.spaces.Discrete(n)
-        return gym.spaces.MultiDiscrete(np.full(params.slate_size, n, dtype=np.int64))
+        return Slate(n, params.slate_size)
 
     def check_action(self, action: Any, params: MovieLensParams, batch_size: int | None = None) -> np.ndarray:
         """Validate one action (or a batch): integer dtype, shape, range, no duplicates in a slate.

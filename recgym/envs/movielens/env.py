@@ -37,8 +37,9 @@ class MovieLensEnv(FunctionalGymEnv):
     and a little more satisfying) and *satiation* ``s`` (boredom: repeated genres please less and
     cost session budget). The user leaves when the session budget ``b`` runs out.
 
-    **Action Space.** ``Discrete(n_items)`` (one item), ``MultiDiscrete([n_items] * k)`` for
-    ``slate_size=k`` (distinct items), or indices into the ``n_candidates`` current candidates in
+    **Action Space.** ``Discrete(n_items)`` (one item), ``Slate(n_items, k)`` for
+    ``slate_size=k`` (:class:`recgym.spaces.Slate`: a ``MultiDiscrete([n_items] * k)`` whose
+    samples and members hold distinct items), or indices into the ``n_candidates`` current candidates in
     candidate mode. Invalid actions raise ``ValueError`` naming the problem.
 
     **Observation Space.** ``Box`` float32: logged genre preference (``n_genres``) and logged CF

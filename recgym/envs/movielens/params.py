@@ -134,7 +134,7 @@ class MovieLensParams:
         fairness_threshold: Fairness preset: a rating >= this counts as liked.
         rating_min: Lower end of the rating scale.
         rating_max: Upper end of the rating scale.
-        slate_size: Items per action (1: ``Discrete``; k > 1: ``MultiDiscrete``). Static.
+        slate_size: Items per action (1: ``Discrete``; k > 1: :class:`recgym.spaces.Slate`). Static.
         history_length: Interactions of the episode shown in the observation. Static.
         max_episode_steps: Time limit (truncation). Static.
         choice_model: ``"mnl"`` (multinomial logit with a no-click option) or ``"always"`` (the
