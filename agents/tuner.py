@@ -134,7 +134,9 @@ class TunerConfig(RunConfig):
         update_epochs: PPO epochs over each rollout.
         num_minibatches: Minibatches per epoch (the rollout's steps x pipelines split evenly).
         clip_coef: PPO's probability-ratio clip.
-        entropy_coef: Weight of the entropy bonus in the loss.
+        entropy_coef: Weight of the entropy bonus in the loss (the initial one when annealed).
+        anneal_entropy: Decay the entropy bonus linearly to 0 over the run, as the step size, so
+            the policy is pushed towards broad distributions early and not at the end.
         value_coef: Weight of the value loss in the loss.
         oom_penalty: Reward on the step that runs the trainer out of memory, in units of the
             episode's throughput scale (the episode also ends: every later reward is lost).
@@ -178,6 +180,7 @@ class TunerConfig(RunConfig):
     num_minibatches: int = 4
     clip_coef: float = 0.2
     entropy_coef: float = 0.005
+    anneal_entropy: bool = False
     value_coef: float = 0.5
     oom_penalty: float = 10.0
     memory_shield: bool = True
@@ -209,7 +212,7 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
-        for name in ("memory_shield", "batch_values"):
+        for name in ("memory_shield", "batch_values", "anneal_entropy"):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
         for name in ("shield_probe_fraction", "shield_headroom"):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
@@ -1197,9 +1200,20 @@ class TunerTraining:
 
         return jax.lax.scan(env_step, pipelines, jnp.arange(c.rollout_steps))
 
-    def _loss(self, params: Any, batch: Rollout, advantages: jax.Array, targets: jax.Array):
-        """PPO's loss on a minibatch; ``advantages`` is ``(n,)``, or ``(n, heads)`` per head."""
+    def entropy_weight(self, update: jax.Array) -> jax.Array | float:
+        """The entropy bonus's weight at ``update`` (0-based): ``entropy_coef`` (a constant), or
+        with ``anneal_entropy`` that weight decayed linearly to 0 at the last update."""
         c = self.config
+        if not c.anneal_entropy:
+            return c.entropy_coef
+        return jnp.float32(c.entropy_coef) * jnp.maximum(0.0, 1.0 - update / c.num_updates).astype(jnp.float32)
+
+    def _loss(self, params: Any, batch: Rollout, advantages: jax.Array, targets: jax.Array,
+              entropy_coef: jax.Array | float | None = None):
+        """PPO's loss on a minibatch; ``advantages`` is ``(n,)``, or ``(n, heads)`` per head;
+        ``entropy_coef`` the bonus's weight (None: the config's ``entropy_coef``)."""
+        c = self.config
+        entropy_coef = c.entropy_coef if entropy_coef is None else entropy_coef
         model = self.model(params)
         if c.head_advantages == "joint":
             logits, values = model(batch.features)
@@ -1220,7 +1234,7 @@ class TunerTraining:
             ratio = jnp.prod(head_ratio, axis=-1)  # the joint ratio, for the logged KL and clip fraction
             value_loss = 0.5 * jnp.mean((values - targets) ** 2) + 0.5 * jnp.mean((prefix - targets[:, None]) ** 2)
         entropy = jnp.mean(entropy)
-        total = policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy
+        total = policy_loss + c.value_coef * value_loss - entropy_coef * entropy
         aux = {"losses/policy_loss": policy_loss, "losses/value_loss": value_loss, "losses/entropy": entropy,
                "losses/total_loss": total,
                "losses/approx_kl": jnp.mean((ratio - 1.0) - jnp.log(ratio)),
@@ -1251,6 +1265,7 @@ class TunerTraining:
                                       (batch, advantages, targets))
         size = flat[1].shape[0]
         per_minibatch = size // c.num_minibatches
+        entropy_coef = self.entropy_weight(learner.update)
 
         def epoch(carry, key):
             params, opt_state = carry
@@ -1261,7 +1276,7 @@ class TunerTraining:
             def minibatch(carry, mb):
                 params, opt_state = carry
                 mb_batch, mb_adv, mb_targets = mb
-                grads, aux = jax.grad(self._loss, has_aux=True)(params, mb_batch, mb_adv, mb_targets)
+                grads, aux = jax.grad(self._loss, has_aux=True)(params, mb_batch, mb_adv, mb_targets, entropy_coef)
                 grads = axis.mean_gradients(grads)
                 updates, opt_state = self.optimizer.update(grads, opt_state, params)
                 params = optax.apply_updates(params, updates)
@@ -1281,6 +1296,8 @@ class TunerTraining:
             "charts/reward_per_step": axis.mean(jnp.mean(jnp.where(batch.terminated, 0.0, batch.reward))),
             "global_step": (learner.update + 1) * c.steps_per_update,
         }
+        if c.anneal_entropy:  # logged only when it moves (a run's learning-curve columns stay fixed)
+            metrics["charts/entropy_coef"] = entropy_coef
         learner = LearnerState(params=params, opt_state=opt_state, key=key, update=learner.update + 1)
         return learner, pipelines, metrics
 
