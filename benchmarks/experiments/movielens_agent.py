@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -157,7 +158,9 @@ def _write_curve(path: Path, metrics: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     names = sorted(name for name in metrics if name != "global_step")
     returns = metrics["charts/episodic_return"]
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="") as fh, warnings.catch_warnings():
+        # An update in which no seed finished an episode has no return: "nan" in the CSV, by design.
+        warnings.filterwarnings("ignore", r"(Mean of empty slice|All-NaN slice encountered)", RuntimeWarning)
         writer = csv.writer(fh)
         writer.writerow(["global_step", *names, "charts/episodic_return_min", "charts/episodic_return_max"])
         for i, step in enumerate(metrics["global_step"][0]):
