@@ -72,8 +72,7 @@ class Slate(MultiDiscrete):
             ValueError: If a position's mask (after removing the items already chosen) allows no item.
         """
         if mask is None and probability is None:
-            rows = [self._distinct(None, None) for _ in range(int(np.prod(self.batch_shape, dtype=int)))]
-            return np.asarray(rows, dtype=self.dtype).reshape(self.shape)
+            return self._uniform(int(np.prod(self.batch_shape, dtype=int))).astype(self.dtype).reshape(self.shape)
         if self.batch_shape:
             raise ValueError("mask/probability sampling is per slate: sample each row from an unbatched Slate")
         weights = mask if mask is not None else probability
@@ -81,9 +80,22 @@ class Slate(MultiDiscrete):
             raise ValueError(f"expected one mask/probability per slot ({self.slate_size}), got {len(weights)}")
         return np.asarray(self._distinct(list(weights), "mask" if mask is not None else "probability"), dtype=self.dtype)
 
-    def _distinct(self, weights: list[np.ndarray] | None, kind: str | None) -> list[int]:
-        if weights is None:
-            return self.np_random.choice(self.n_items, size=self.slate_size, replace=False).tolist()
+    def _uniform(self, rows: int) -> np.ndarray:
+        """``(rows, k)`` slates, each uniform over the ordered slates of distinct items."""
+        n, k, rng = self.n_items, self.slate_size, self.np_random
+        if k * (k - 1) > n:  # repeats likely: draw each row without replacement (O(n) a row)
+            return np.stack([rng.choice(n, size=k, replace=False) for _ in range(rows)]) if rows else np.zeros((0, k), int)
+        # Few repeats (probability < 1/2 a row): draw all rows at once and redraw the rows that
+        # repeat an item — conditioning independent uniform draws on distinctness keeps them uniform.
+        out = rng.integers(0, n, size=(rows, k))
+        while True:
+            ordered = np.sort(out, axis=1)
+            repeat = np.any(ordered[:, 1:] == ordered[:, :-1], axis=1)
+            if not repeat.any():
+                return out
+            out[repeat] = rng.integers(0, n, size=(int(repeat.sum()), k))
+
+    def _distinct(self, weights: list[np.ndarray], kind: str) -> list[int]:
         chosen: list[int] = []
         for slot, w in enumerate(weights):
             w = np.asarray(w, dtype=np.float64)

@@ -44,16 +44,20 @@ def test_samples_are_distinct_in_range_and_contained(n, k, batch, seed):
         assert space.contains(x)
 
 
-def test_a_small_catalogue_is_sampled_uniformly_over_ordered_slates():
-    space = Slate(4, 2, seed=0)
-    counts: dict[tuple[int, int], int] = {}
-    for _ in range(6000):
-        key = tuple(space.sample().tolist())
-        counts[key] = counts.get(key, 0) + 1
-    assert len(counts) == 12  # 4 * 3 ordered pairs, no repeats
-    expected = 6000 / 12
+@pytest.mark.parametrize(("n", "k", "cells", "quantile"), [
+    (4, 2, 12, 31.26),  # few repeats: all rows drawn at once, the repeating ones redrawn
+    (3, 3, 6, 20.52),   # repeats likely: each row drawn without replacement
+])
+def test_slates_are_uniform_over_ordered_slates_on_both_paths(n, k, cells, quantile):
+    space = batch_space(Slate(n, k, seed=0), 6)
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(1000):
+        for row in space.sample().tolist():
+            counts[tuple(row)] = counts.get(tuple(row), 0) + 1
+    assert len(counts) == cells and all(len(set(key)) == k for key in counts)  # n!/(n-k)! ordered slates
+    expected = 6000 / cells
     chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
-    assert chi2 < 31.3  # the chi-square(11) 0.999 quantile
+    assert chi2 < quantile  # the chi-square(cells - 1) 0.999 quantile
 
 
 def test_contains_rejects_repeats_out_of_range_and_wrong_shape():
