@@ -16,6 +16,7 @@ harness, one set of episodes); run this experiment first (the registry's order d
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -153,14 +154,21 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
     return mean_ci(values) if len(values) > 1 else (float(values[0]), math.nan)
 
 
+@contextlib.contextmanager
+def _updates_without_episodes():
+    """Silence NumPy's nan-reduction warnings: an update in which no seed finished an episode has
+    no return, which is "nan" in the curve (CSV and plot) by design."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"(Mean of empty slice|All-NaN slice encountered)", RuntimeWarning)
+        yield
+
+
 def _write_curve(path: Path, metrics: dict[str, np.ndarray]) -> None:
     """Mean over seeds per update (and the min / max over seeds of the return)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     names = sorted(name for name in metrics if name != "global_step")
     returns = metrics["charts/episodic_return"]
-    with path.open("w", newline="") as fh, warnings.catch_warnings():
-        # An update in which no seed finished an episode has no return: "nan" in the CSV, by design.
-        warnings.filterwarnings("ignore", r"(Mean of empty slice|All-NaN slice encountered)", RuntimeWarning)
+    with path.open("w", newline="") as fh, _updates_without_episodes():
         writer = csv.writer(fh)
         writer.writerow(["global_step", *names, "charts/episodic_return_min", "charts/episodic_return_max"])
         for i, step in enumerate(metrics["global_step"][0]):
@@ -181,9 +189,10 @@ def _plot(path: Path, curves: dict[str, dict[str, np.ndarray]]) -> Path | None:
     for ax, (world, metrics) in zip(axes[0], curves.items()):
         steps = metrics["global_step"][0]
         returns = metrics["charts/episodic_return"]
-        ax.plot(steps, np.nanmean(returns, axis=0), label="mean over seeds")
-        ax.fill_between(steps, np.nanmin(returns, axis=0), np.nanmax(returns, axis=0), alpha=0.25,
-                        label="range over seeds")
+        with _updates_without_episodes():
+            mean, low, high = (np.nanmean(returns, axis=0), np.nanmin(returns, axis=0), np.nanmax(returns, axis=0))
+        ax.plot(steps, mean, label="mean over seeds")
+        ax.fill_between(steps, low, high, alpha=0.25, label="range over seeds")
         ax.set_title(world)
         ax.set_xlabel("env steps per seed")
         ax.set_ylabel("training return per episode")
