@@ -19,7 +19,17 @@ import numpy as np
 from gymnasium.spaces import MultiDiscrete
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["Slate"]
+__all__ = ["Slate", "repeating_rows"]
+
+
+def repeating_rows(slates: Any, slate_size: int) -> np.ndarray:
+    """Which slates repeat an item: a bool per row of ``slates`` reshaped to ``(-1, slate_size)``.
+
+    The one rule behind :meth:`Slate.contains`, :meth:`Slate.sample` and the MovieLens env's
+    action check (``slate contains duplicate items``).
+    """
+    rows = np.sort(np.asarray(slates).reshape(-1, slate_size), axis=1)
+    return np.any(rows[:, 1:] == rows[:, :-1], axis=1)
 
 
 class Slate(MultiDiscrete):
@@ -89,8 +99,7 @@ class Slate(MultiDiscrete):
         # repeat an item — conditioning independent uniform draws on distinctness keeps them uniform.
         out = rng.integers(0, n, size=(rows, k))
         while True:
-            ordered = np.sort(out, axis=1)
-            repeat = np.any(ordered[:, 1:] == ordered[:, :-1], axis=1)
+            repeat = repeating_rows(out, k)
             if not repeat.any():
                 return out
             out[repeat] = rng.integers(0, n, size=(int(repeat.sum()), k))
@@ -112,8 +121,7 @@ class Slate(MultiDiscrete):
         """In range and shape (as ``MultiDiscrete``), and no slate repeats an item."""
         if not super().contains(x):
             return False
-        rows = np.sort(np.asarray(x).reshape(-1, self.slate_size), axis=1)
-        return not bool(np.any(rows[:, 1:] == rows[:, :-1]))
+        return not bool(repeating_rows(x, self.slate_size).any())
 
     def __repr__(self) -> str:
         batch = f", batch_shape={self.batch_shape}" if self.batch_shape else ""

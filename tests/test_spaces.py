@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import recgym  # noqa: F401  (registers the ids)
-from recgym.spaces import Slate
+from recgym.spaces import Slate, repeating_rows
 
 SYNTHETIC = {"dataset": "synthetic"}
 
@@ -23,6 +23,15 @@ SYNTHETIC = {"dataset": "synthetic"}
 def _distinct_rows(x: np.ndarray, k: int) -> bool:
     rows = np.asarray(x).reshape(-1, k)
     return all(len(set(r.tolist())) == k for r in rows)
+
+
+@settings(max_examples=100, deadline=None)
+@given(k=st.integers(1, 6), rows=st.lists(st.lists(st.integers(0, 7), min_size=6, max_size=6), max_size=5))
+def test_repeating_rows_flags_exactly_the_rows_with_a_repeated_item(k, rows):
+    """The shared rule (Slate.contains/sample and the env's action check) against a set per row."""
+    x = np.asarray([r[:k] for r in rows], dtype=np.int64).reshape(-1, k)
+    assert repeating_rows(x, k).tolist() == [len(set(r.tolist())) < k for r in x]
+    assert repeating_rows(x.ravel(), k).shape == (len(rows),)
 
 
 @settings(max_examples=60, deadline=None)

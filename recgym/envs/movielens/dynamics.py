@@ -17,7 +17,7 @@ import numpy as np
 from recgym.biased_mf import mf_scores
 from recgym.core import FunctionalEnv, Transition, as_jax
 from recgym.envs.movielens.params import MovieLensParams, MovieLensState
-from recgym.spaces import Slate
+from recgym.spaces import Slate, repeating_rows
 
 F32 = np.float32
 _FAST_INTS = (int, np.int64, np.int32)
@@ -528,10 +528,9 @@ class MovieLensCore(FunctionalEnv):
             bad = arr[(arr < 0) | (arr >= n)].ravel()[0]
             raise ValueError(f"action contains {bad}, out of range: item ids lie in [0, {n})")
         if s > 1:
-            rows = np.sort(arr.reshape(-1, s), axis=1)
-            dup = rows[:, 1:] == rows[:, :-1]
+            dup = repeating_rows(arr, s)
             if dup.any():
-                row = int(np.nonzero(dup.any(axis=1))[0][0])
+                row = int(np.nonzero(dup)[0][0])
                 raise ValueError(f"slate contains duplicate items: {arr.reshape(-1, s)[row].tolist()}")
         out = arr.astype(np.int32).reshape(expected)
         return out[()] if out.ndim == 0 else out
