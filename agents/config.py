@@ -257,6 +257,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def config_from_dict(config_class: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     """Rebuild a config from :func:`config_to_dict`'s output (unknown keys are an error).
 
+    A field missing from ``values`` takes its value from the class's ``SAVED_DEFAULTS`` mapping
+    when it names the field (what a config saved before the field existed meant: e.g. a feature
+    its run was trained without), else the field's default.
+
     Raises:
         TypeError: ``values`` names a field the config does not have.
     """
@@ -264,6 +268,7 @@ def config_from_dict(config_class: type[ConfigT], values: dict[str, Any]) -> Con
     unknown = sorted(set(values) - names)
     if unknown:
         raise TypeError(f"unknown {config_class.__name__} field(s) {unknown}")
+    values = {**getattr(config_class, "SAVED_DEFAULTS", {}), **values}
     return config_class(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
 

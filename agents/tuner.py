@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +85,7 @@ __all__ = [
     "choose_actions",
     "decoded_choice",
     "episode_throughput_scale",
+    "feature_sizes",
     "head_advantages",
     "knob_values",
     "main",
@@ -145,6 +146,10 @@ class TunerConfig(RunConfig):
         shield_probe_fraction: The shield's assumed memory cost of a move not yet measured in the
             episode, as a fraction of the memory cap.
         shield_headroom: Fraction of the memory cap the shield keeps free.
+        share_features: Give the networks, besides the measured rates, each stage's
+            proportional share of the available cores (split by its measured CPU-seconds per
+            sample) against its workers, and the balanced throughput against the measured one
+            (see observation_features). Runs saved before the option existed read False.
         hidden_width: Width of the stage encoders and torsos of the actor and of the critic.
         activation: Hidden-layer activation: "tanh" or "relu".
         core_moves: Absolute mode: the moves a stage's worker count may make in one step.
@@ -162,6 +167,10 @@ class TunerConfig(RunConfig):
             end (0: no evaluation).
         eval_scenario_seeds: Held-out seeds of each named scenario in the final evaluation.
     """
+
+    #: What a saved config without these fields meant (:func:`agents.config.config_from_dict`):
+    #: a run saved before the proportional-share features existed was trained without them.
+    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False}
 
     total_steps: int = 20_000_000  # run-control defaults of the tuner (documented in RunConfig)
     updates_per_call: int = 20
@@ -186,6 +195,7 @@ class TunerConfig(RunConfig):
     memory_shield: bool = True
     shield_probe_fraction: float = 0.05
     shield_headroom: float = 0.0
+    share_features: bool = True
     hidden_width: int = 64
     activation: str = "tanh"
     core_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
@@ -212,7 +222,7 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
-        for name in ("memory_shield", "batch_values", "anneal_entropy"):
+        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features"):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
         for name in ("shield_probe_fraction", "shield_headroom"):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
@@ -254,14 +264,28 @@ def _log(x: jax.Array) -> jax.Array:
     return jnp.log(jnp.maximum(x, 1e-3))
 
 
-def _stage_and_global(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Scale-free features of one observation: ``(..., 6, 5)`` per stage and ``(..., 10)`` global."""
+def _stage_and_global(obs: jax.Array, share_features: bool) -> tuple[jax.Array, jax.Array]:
+    """Scale-free features of one observation: ``(..., 6, 5)`` per stage and ``(..., 10)`` global
+    (``(..., 6, 6)`` and ``(..., 11)`` with the proportional shares)."""
     cores = obs[..., dynamics.OBS_CORES]
     rates = obs[..., dynamics.OBS_RATES]
     available = obs[..., dynamics.OBS_AVAILABLE, None]
     cap = jnp.maximum(obs[..., dynamics.OBS_MEMORY_CAP, None], 1e-3)
     log_rates = _log(rates)
     log_bottleneck = jnp.min(log_rates, axis=-1, keepdims=True)
+    stage_extra, global_extra = [], []
+    if share_features:
+        # The proportional share: the workers each stage would have if the available cores were
+        # split in proportion to its measured CPU-seconds per sample (one worker's: cores / rate),
+        # against the workers it has; and the throughput of that balanced, perfectly parallel
+        # allocation against the measured one. Both are a sum over the stages that the network's
+        # pooling (mean and max of per-stage embeddings) would only approximate.
+        log_seconds = jnp.log(cores) - log_rates
+        log_total = jax.nn.logsumexp(log_seconds, axis=-1, keepdims=True)
+        log_share = jnp.log(available) + log_seconds - log_total
+        stage_extra = [jnp.clip(log_share - jnp.log(cores), -4.0, 4.0) / 2.0]
+        global_extra = [jnp.clip(jnp.log(available) - log_total - _log(obs[..., dynamics.OBS_THROUGHPUT, None]),
+                                 -8.0, 8.0) / 2.0]
     stage = jnp.stack([
         jnp.log(cores) / jnp.log(32.0),
         cores / available,
@@ -270,6 +294,7 @@ def _stage_and_global(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         jnp.clip(log_rates - log_bottleneck, 0.0, 8.0) / 2.0,
         jnp.clip(log_rates - jnp.log(cores) - log_bottleneck, -8.0, 8.0) / 2.0,
         jnp.clip(_log(obs[..., dynamics.OBS_UTILISATION]), -8.0, 8.0) / 2.0,
+        *stage_extra,
     ], axis=-1)
     overall = jnp.concatenate([
         # The absolute scale against the trainer (which consumes 50-100k samples/s).
@@ -283,39 +308,55 @@ def _stage_and_global(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         jnp.sum(cores, axis=-1, keepdims=True) / available,
         jnp.log(available) / 4.0,
         available / jnp.maximum(obs[..., dynamics.OBS_BUDGET, None], 1.0),
+        *global_extra,
     ], axis=-1)
     return stage, overall
 
 
-STAGE_FEATURES = 2 * 5 + 1 + NUM_STAGES
-"""Features per stage in :func:`observation_features`: 5 per observation for two observations,
-the change of the stage's workers, and the stage's one-hot identity."""
-GLOBAL_FEATURES = 2 * 10 + 2
-"""Global features in :func:`observation_features`: 10 per observation for two observations, the
-change of memory use and of log throughput."""
+STAGE_FEATURES = 2 * 6 + 1 + NUM_STAGES
+"""Features per stage in :func:`observation_features`: 6 per observation for two observations
+(5 without the proportional shares), the change of the stage's workers, and the stage's one-hot
+identity."""
+GLOBAL_FEATURES = 2 * 11 + 2
+"""Global features in :func:`observation_features`: 11 per observation for two observations (10
+without the proportional shares), the change of memory use and of log throughput."""
 FEATURE_SIZE = NUM_STAGES * STAGE_FEATURES + GLOBAL_FEATURES
-"""Length of :func:`observation_features`: the per-stage block (stage-major), then the global one."""
+"""Length of :func:`observation_features` (with the proportional shares, the default): the
+per-stage block (stage-major), then the global one."""
 
 
-def observation_features(observation: jax.Array, previous_observation: jax.Array) -> jax.Array:
+def feature_sizes(share_features: bool = True) -> tuple[int, int]:
+    """``(per-stage, global)`` feature counts of :func:`observation_features`."""
+    if share_features:
+        return STAGE_FEATURES, GLOBAL_FEATURES
+    return STAGE_FEATURES - 2, GLOBAL_FEATURES - 2
+
+
+def observation_features(observation: jax.Array, previous_observation: jax.Array,
+                         share_features: bool = True) -> jax.Array:
     """What the tuner's networks read: scale-free features of the last two measurements.
 
     Rates span orders of magnitude across pipelines, so they enter as logs relative to the
     bottleneck's; memory as a fraction of the cap; cores as a fraction of those available. The
     previous observation (the agent's own memory; the current one again at an episode's start)
     and the change between the two let the agent see what its last move did — e.g. how much
-    memory the workers it added cost, which no single measurement shows.
+    memory the workers it added cost, which no single measurement shows. With
+    ``share_features`` (:attr:`TunerConfig.share_features`) each observation also gives each
+    stage's proportional share of the available cores (split by its measured CPU-seconds per
+    sample) against its workers, and the balanced throughput against the measured one.
 
     Args:
         observation: ``(..., 26)`` the latest observation.
         previous_observation: ``(..., 26)`` the one before it.
+        share_features: Include the proportional-share features.
 
     Returns:
-        ``(..., FEATURE_SIZE)`` float32: ``NUM_STAGES`` blocks of :data:`STAGE_FEATURES` (one per
-        stage, in pipeline order), then :data:`GLOBAL_FEATURES` (see :func:`split_features`).
+        ``(..., NUM_STAGES * s + g)`` float32 with ``(s, g) = feature_sizes(share_features)``
+        (:data:`FEATURE_SIZE` with the shares): ``NUM_STAGES`` blocks of ``s`` (one per stage, in
+        pipeline order), then ``g`` global ones (see :func:`split_features`).
     """
-    stage_now, global_now = _stage_and_global(observation)
-    stage_before, global_before = _stage_and_global(previous_observation)
+    stage_now, global_now = _stage_and_global(observation, share_features)
+    stage_before, global_before = _stage_and_global(previous_observation, share_features)
     cap = jnp.maximum(observation[..., dynamics.OBS_MEMORY_CAP, None], 1e-3)
     core_change = observation[..., dynamics.OBS_CORES] - previous_observation[..., dynamics.OBS_CORES]
     identity = jnp.broadcast_to(jnp.eye(NUM_STAGES), (*observation.shape[:-1], NUM_STAGES, NUM_STAGES))
@@ -326,14 +367,15 @@ def observation_features(observation: jax.Array, previous_observation: jax.Array
         jnp.clip(_log(observation[..., dynamics.OBS_THROUGHPUT, None]) - _log(previous_observation[..., dynamics.OBS_THROUGHPUT, None]),
                  -4.0, 4.0),
     ], axis=-1)
-    flat_stage = stage.reshape(*stage.shape[:-2], NUM_STAGES * STAGE_FEATURES)
+    flat_stage = stage.reshape(*stage.shape[:-2], NUM_STAGES * stage.shape[-1])
     return jnp.concatenate([flat_stage, overall], axis=-1).astype(jnp.float32)
 
 
-def split_features(features: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(..., FEATURE_SIZE)`` -> ``(per-stage (..., 6, STAGE_FEATURES), global (..., GLOBAL_FEATURES))``."""
-    stage = features[..., : NUM_STAGES * STAGE_FEATURES]
-    return stage.reshape(*stage.shape[:-1], NUM_STAGES, STAGE_FEATURES), features[..., NUM_STAGES * STAGE_FEATURES:]
+def split_features(features: jax.Array, share_features: bool = True) -> tuple[jax.Array, jax.Array]:
+    """``(..., NUM_STAGES * s + g)`` -> ``(per-stage (..., 6, s), global (..., g))``, ``(s, g) = feature_sizes(share_features)``."""
+    per_stage, _ = feature_sizes(share_features)
+    stage = features[..., : NUM_STAGES * per_stage]
+    return stage.reshape(*stage.shape[:-1], NUM_STAGES, per_stage), features[..., NUM_STAGES * per_stage:]
 
 
 def episode_throughput_scale(observation: jax.Array) -> jax.Array:
@@ -916,14 +958,16 @@ class _StageTower(nnx.Module):
     """One tower of :class:`TunerNetwork`: a stage encoder shared by the six stages, pooled over
     them, and a torso over the pool and the global features."""
 
-    def __init__(self, width: int, activation: str, rngs: nnx.Rngs):
-        self.encoder = MLP(STAGE_FEATURES + GLOBAL_FEATURES, (width,), width, activation=activation, rngs=rngs)
-        self.torso = MLP(2 * width + GLOBAL_FEATURES, (width,), width, activation=activation, rngs=rngs)
+    def __init__(self, width: int, activation: str, share_features: bool, rngs: nnx.Rngs):
+        per_stage, overall = feature_sizes(share_features)
+        self.encoder = MLP(per_stage + overall, (width,), width, activation=activation, rngs=rngs)
+        self.torso = MLP(2 * width + overall, (width,), width, activation=activation, rngs=rngs)
         self.act = ACTIVATIONS[activation]
+        self.share_features = share_features
 
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(per-stage embeddings (..., 6, width), context (..., width))``."""
-        stage, overall = split_features(features)
+        stage, overall = split_features(features, self.share_features)
         context = jnp.broadcast_to(overall[..., None, :], (*stage.shape[:-1], overall.shape[-1]))
         embedded = self.act(self.encoder(jnp.concatenate([stage, context], axis=-1)))
         pooled = jnp.concatenate([embedded.mean(axis=-2), embedded.max(axis=-2), overall], axis=-1)
@@ -944,18 +988,22 @@ class TunerNetwork(nnx.Module):
         heads: The action heads (their layout: per-stage heads first, in pipeline order).
         width: Hidden width of the encoders and torsos.
         activation: ``"tanh"`` or ``"relu"``.
+        head_critic: Also build the action-prefix critic (:meth:`prefix_values`).
+        share_features: Whether its input has the proportional-share features
+            (:func:`observation_features`).
         rngs: Parameter initialisation keys.
     """
 
     def __init__(self, heads: ActionHeads, width: int = 64, *, activation: str = "tanh", head_critic: bool = False,
-                 rngs: nnx.Rngs):
+                 share_features: bool = True, rngs: nnx.Rngs):
         self.per_stage = heads.per_stage_logits
+        self.share_features = share_features
         init = nnx.initializers.orthogonal(0.01)
-        self.actor = _StageTower(width, activation, rngs)
+        self.actor = _StageTower(width, activation, share_features, rngs)
         self.stage_logits = nnx.Linear(2 * width, self.per_stage, kernel_init=init, rngs=rngs)
         self.global_logits = nnx.Linear(width, heads.num_logits - NUM_STAGES * self.per_stage, kernel_init=init,
                                         rngs=rngs)
-        self.critic = _StageTower(width, activation, rngs)
+        self.critic = _StageTower(width, activation, share_features, rngs)
         self.value_head = nnx.Linear(width, 1, kernel_init=nnx.initializers.orthogonal(1.0), rngs=rngs)
         self.heads = heads
         # b(s, a_<i): the critic's context and the earlier heads' one-hot choices (later ones zero)
@@ -1133,7 +1181,8 @@ class TunerTraining:
         """A freshly initialised network (parameters drawn from ``key``)."""
         c = self.config
         return TunerNetwork(self.heads, c.hidden_width, activation=c.activation,
-                            head_critic=c.head_advantages != "joint", rngs=nnx.Rngs(params=key))
+                            head_critic=c.head_advantages != "joint", share_features=c.share_features,
+                            rngs=nnx.Rngs(params=key))
 
     def model(self, params: Any) -> TunerNetwork:
         """The network with ``params``."""
@@ -1167,7 +1216,7 @@ class TunerTraining:
         def env_step(p: PipelinesState, t: jax.Array):
             step_key = jax.random.fold_in(rollout_key, t)
             env_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, env_ids)
-            features = observation_features(p.observation, p.previous_observation)
+            features = observation_features(p.observation, p.previous_observation, c.share_features)
             logits, value = model(features)
             choices, allowed = choose_actions(self.shield, self.heads, logits, p.memory_estimate, p.observation,
                                               env_params, env_keys)
@@ -1184,7 +1233,7 @@ class TunerTraining:
                 features=features, choices=choices, allowed=allowed, log_prob=log_prob,
                 head_log_prob=jnp.stack(per_head, axis=-1), value=value, reward=reward,
                 terminated=terminated, truncated=truncated,
-                next_features=observation_features(info["final_obs"], p.observation),
+                next_features=observation_features(info["final_obs"], p.observation, c.share_features),
                 finished_return=jnp.where(done, episode_return, 0.0), crashed=terminated)
             next_p = PipelinesState(
                 env=env, observation=observation,
@@ -1335,7 +1384,8 @@ class TunerTraining:
 
     def checkpoint_metadata(self) -> dict[str, Any]:
         """What :meth:`TunerPolicy.from_checkpoint` needs to rebuild the network."""
-        return {"algorithm": "ppo-tuner", "config": config_to_dict(self.config), "feature_size": FEATURE_SIZE}
+        return {"algorithm": "ppo-tuner", "config": config_to_dict(self.config), "feature_size": NUM_STAGES * feature_sizes(self.config.share_features)[0]
+                + feature_sizes(self.config.share_features)[1]}
 
     def checkpoint_items(self, state: TunerState) -> dict[str, Any]:
         """What a checkpoint of ``state`` holds: the whole state (to resume) and the policy's
@@ -1453,6 +1503,7 @@ class TunerPolicy(Policy):
             heads = ActionHeads.from_config(config, params)
             abstract = nnx.eval_shape(lambda: TunerNetwork(heads, config.hidden_width, activation=config.activation,
                                                            head_critic=config.head_advantages != "joint",
+                                                           share_features=config.share_features,
                                                            rngs=nnx.Rngs(0)))
             graphdef, state = nnx.split(abstract)
             restored = checkpoints.restore({"policy": {"params": state}}, step)["policy"]["params"]
@@ -1515,14 +1566,15 @@ def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deter
     # The estimate learns what the last move cost (a fresh episode's previous observation is the
     # current one: nothing moved), then the shield masks what no longer fits.
     estimate = update_memory_estimate(estimate, previous, observations)
-    logits, _ = nnx.merge(graphdef, params)(observation_features(observations, previous))
+    model = nnx.merge(graphdef, params)
+    logits, _ = model(observation_features(observations, previous, model.share_features))
     keys = None if deterministic else jax.random.split(key, observations.shape[0])
     choices, _ = choose_actions(shield, heads, logits, estimate, observations, env_params, keys, decoding)
     return heads.to_env_action(choices, observations, env_params), estimate
 
 
 def config_from_saved(values: dict[str, Any]) -> TunerConfig:
-    """A :class:`TunerConfig` from its saved JSON form."""
+    """A :class:`TunerConfig` from its saved JSON form (see :data:`TunerConfig.SAVED_DEFAULTS`)."""
     from agents.config import config_from_dict
 
     return config_from_dict(TunerConfig, values)

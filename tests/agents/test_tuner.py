@@ -99,8 +99,59 @@ def test_features_do_not_depend_on_the_rate_unit_but_through_the_absolute_scale(
     a = np.asarray(features_of(jnp.asarray(obs), jnp.asarray(obs)))
     b = np.asarray(features_of(jnp.asarray(scaled), jnp.asarray(scaled)))
     changed = np.flatnonzero(~np.isclose(a, b, atol=1e-4))
-    absolute = tuner.NUM_STAGES * tuner.STAGE_FEATURES + np.array([0, 10])
+    absolute = tuner.NUM_STAGES * tuner.STAGE_FEATURES + np.array([0, 11])
     assert set(changed.tolist()) <= set(absolute.tolist())
+
+
+def test_share_features_split_the_available_cores_by_the_measured_cpu_seconds():
+    # One worker's CPU-seconds per sample is cores / rate; the share of 12 available cores in
+    # proportion to them, against the stage's workers, is each stage's 6th feature (log, halved);
+    # the balanced throughput 12 / sum(seconds) against the measured one is the 11th global one.
+    cores, rates = (1, 2, 1, 4, 1, 2), (10.0, 20.0, 40.0, 40.0, 80.0, 80.0)
+    obs = observation(cores=cores, rates=rates, throughput=30.0, available=12.0, budget=16.0)
+    features = features_of(jnp.asarray(obs), jnp.asarray(obs))
+    stage, overall = (np.asarray(x) for x in tuner.split_features(features))
+    seconds = np.asarray(cores) / np.asarray(rates)
+    share = 12.0 * seconds / seconds.sum()
+    np.testing.assert_allclose(stage[:, 5], np.log(share / np.asarray(cores)) / 2, rtol=1e-5)
+    np.testing.assert_allclose(stage[:, 5 + 6], stage[:, 5])  # the previous observation's block
+    np.testing.assert_allclose(overall[10], np.log(12.0 / seconds.sum() / 30.0) / 2, rtol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(observations, observations)
+def test_features_without_shares_are_the_former_layout(now, before):
+    # share_features=False (runs saved before the option) reads exactly the other features.
+    full = np.asarray(features_of(jnp.asarray(now), jnp.asarray(before)))
+    plain = np.asarray(observation_features(jnp.asarray(now), jnp.asarray(before), share_features=False))
+    assert plain.shape == (tuner.NUM_STAGES * (tuner.STAGE_FEATURES - 2) + tuner.GLOBAL_FEATURES - 2,)
+    stage, overall = tuner.split_features(full)
+    keep_stage = [i for i in range(tuner.STAGE_FEATURES) if i not in (5, 11)]
+    keep_global = [i for i in range(tuner.GLOBAL_FEATURES) if i not in (10, 21)]
+    expected = np.concatenate([np.asarray(stage)[:, keep_stage].ravel(), np.asarray(overall)[keep_global]])
+    np.testing.assert_allclose(plain, expected, rtol=1e-6, atol=1e-6)  # jitted vs eager rounding
+    assert tuner.feature_sizes(False) == (tuner.STAGE_FEATURES - 2, tuner.GLOBAL_FEATURES - 2)
+
+
+def test_a_run_saved_before_share_features_loads_and_acts_without_them(tmp_path):
+    # A run folder whose saved config has no share_features field (every run before the option)
+    # was trained on the former features: its config, its resume and its policy read False.
+    from agents.config import load_config
+    from agents.runner import CONFIG_FILE
+
+    config = tiny_config(share_features=False, out=str(tmp_path / "run"))
+    train_run(config)
+    path = tmp_path / "run" / CONFIG_FILE
+    saved = json.loads(path.read_text())
+    saved.pop("share_features")
+    path.write_text(json.dumps(saved))
+    assert load_config(TunerConfig, tmp_path / "run" / CONFIG_FILE).share_features is False
+    assert config_from_saved({}).share_features is False
+    assert TunerConfig().share_features is True
+    policy = TunerPolicy.from_checkpoint(tmp_path / "run", make_params("steady", config.action_mode))
+    policy.reset(num_envs=2, seed=0)
+    actions = policy.act_batch(np.stack([observation(), observation()]), {})
+    assert actions.shape == (2,)
 
 
 def test_throughput_scale_is_the_budget_over_the_per_sample_cpu_seconds():
