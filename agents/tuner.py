@@ -73,6 +73,8 @@ __all__ = [
     "HEAD_ADVANTAGES",
     "MEAN_DECODED_KNOBS",
     "ActionHeads",
+    "EQUATIONS_KEPT",
+    "MemoryEquations",
     "MemoryEstimate",
     "MemoryShield",
     "TunerConfig",
@@ -86,11 +88,13 @@ __all__ = [
     "decoded_choice",
     "episode_throughput_scale",
     "feature_sizes",
+    "fresh_estimate",
     "head_advantages",
     "knob_values",
     "main",
     "make_train",
     "observation_features",
+    "refine_with_equations",
     "select_checkpoint",
     "shield_allowed_actions",
     "update_memory_estimate",
@@ -146,6 +150,9 @@ class TunerConfig(RunConfig):
         shield_probe_fraction: The shield's assumed memory cost of a move not yet measured in the
             episode, as a fraction of the memory cap.
         shield_headroom: Fraction of the memory cap the shield keeps free.
+        shield_refine: The shield keeps the equations of its absolute-mode steps and tightens its
+            bounds with them once the other knobs in them are measured exactly (see
+            MemoryEquations). Runs saved before the option existed read False.
         share_features: Give the networks, besides the measured rates, each stage's
             proportional share of the available cores (split by its measured CPU-seconds per
             sample) against its workers, and the balanced throughput against the measured one
@@ -170,7 +177,7 @@ class TunerConfig(RunConfig):
 
     #: What a saved config without these fields meant (:func:`agents.config.config_from_dict`):
     #: a run saved before the proportional-share features existed was trained without them.
-    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False}
+    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False, "shield_refine": False}
 
     total_steps: int = 20_000_000  # run-control defaults of the tuner (documented in RunConfig)
     updates_per_call: int = 20
@@ -195,6 +202,7 @@ class TunerConfig(RunConfig):
     memory_shield: bool = True
     shield_probe_fraction: float = 0.05
     shield_headroom: float = 0.0
+    shield_refine: bool = True
     share_features: bool = True
     hidden_width: int = 64
     activation: str = "tanh"
@@ -222,7 +230,7 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
-        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features"):
+        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine"):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
         for name in ("shield_probe_fraction", "shield_headroom"):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
@@ -657,17 +665,100 @@ class MemoryEstimate:
         grow_cost: ``(..., 8)`` float32 GiB: the memory each knob of :data:`SHIELD_KNOBS` would add.
         measured: ``(..., 8)`` bool: whether that cost has been measured this episode (the shield
             assumes a prior cost for the others, see :func:`shield_allowed_actions`).
+        equations: The absolute-mode steps kept to tighten the bounds later
+            (:class:`MemoryEquations`), or ``None`` (the estimate of runs saved before they existed,
+            ``TunerConfig.shield_refine``).
     """
 
     grow_cost: jax.Array
     measured: jax.Array
+    equations: MemoryEquations | None = None
 
     @classmethod
-    def unknown(cls, batch_shape: tuple[int, ...] = ()) -> MemoryEstimate:
-        """Nothing measured yet (an episode's start)."""
+    def unknown(cls, batch_shape: tuple[int, ...] = (), refine: bool = False) -> MemoryEstimate:
+        """Nothing measured yet (an episode's start); ``refine`` keeps :class:`MemoryEquations`."""
         n = NUM_STAGES + 2
         return cls(grow_cost=jnp.zeros((*batch_shape, n), jnp.float32),
-                   measured=jnp.zeros((*batch_shape, n), bool))
+                   measured=jnp.zeros((*batch_shape, n), bool),
+                   equations=MemoryEquations.empty(batch_shape) if refine else None)
+
+
+#: How many several-knob steps :class:`MemoryEquations` keeps (the most recent ones).
+EQUATIONS_KEPT = 8
+
+
+@struct.dataclass
+class MemoryEquations:
+    """The memory shield's record of its absolute-mode steps, to tighten their bounds later.
+
+    An absolute-mode step that moves several knobs with the batch size fixed gives one exact linear
+    equation in the knobs' unit costs (memory is linear in them): ``sum_j units_j c_j = change``.
+    Taken alone it bounds each grown knob by the whole change (:func:`update_memory_estimate`);
+    once the other knobs of the equation are measured *exactly* (a later one-knob step, or another
+    equation), the same equation gives the remaining knob's cost exactly. For example, a first
+    step that adds two transform workers and one batch of prefetch (+2.05 GiB) bounds a prefetch
+    batch by 2.05 GiB; after a step that adds two transform workers alone (+2.0 GiB) the first
+    equation gives 0.05 GiB. Without the record, that bound stays 40 times the cost and masks
+    every deeper prefetch in a pipeline with less than 2 GiB to spare.
+
+    Attributes:
+        units: ``(..., EQUATIONS_KEPT, 8)`` float32: each kept step's growth of each knob (workers,
+            0 for the batch size, batches of prefetch; negative for a shrink).
+        change: ``(..., EQUATIONS_KEPT)`` float32 GiB: the memory change of each kept step.
+        valid: ``(..., EQUATIONS_KEPT)`` bool: which slots hold an equation.
+        exact: ``(..., 8)`` bool: which knobs' estimates are exact (not only upper bounds).
+    """
+
+    units: jax.Array
+    change: jax.Array
+    valid: jax.Array
+    exact: jax.Array
+
+    @classmethod
+    def empty(cls, batch_shape: tuple[int, ...] = ()) -> MemoryEquations:
+        """No equation kept, nothing exact (all zeros, as :meth:`TunerPolicy.begin_episode` resets it)."""
+        n = NUM_STAGES + 2
+        return cls(units=jnp.zeros((*batch_shape, EQUATIONS_KEPT, n), jnp.float32),
+                   change=jnp.zeros((*batch_shape, EQUATIONS_KEPT), jnp.float32),
+                   valid=jnp.zeros((*batch_shape, EQUATIONS_KEPT), bool),
+                   exact=jnp.zeros((*batch_shape, n), bool))
+
+
+def refine_with_equations(equations: MemoryEquations, grow_cost: jax.Array,
+                          measured: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Tighten the shield's estimates with the kept equations (see :class:`MemoryEquations`).
+
+    For equation ``e`` and a knob ``k`` it grew, ``c_k <= (change_e - sum_{j != k} u_ej c_j) / u_ek``
+    holds with the other grown knobs' costs taken from below (their exact value, else 0) and the
+    shrunk knobs' from above (their estimate; no bound while any of them is unmeasured). Each knob
+    keeps the smallest of its bounds; the bound is exact when every other knob of the equation is.
+
+    Args:
+        equations: The kept equations and exact flags (batch shape ``(...)``).
+        grow_cost: ``(..., 8)`` the estimates before refining.
+        measured: ``(..., 8)`` which of them are set.
+
+    Returns:
+        ``(grow_cost, measured, exact)`` refined.
+    """
+    u = equations.units
+    exact = equations.exact
+    grown, shrunk = u > 0, u < 0
+    cost = grow_cost[..., None, :]
+    # Per equation: the other knobs' contribution, grown ones from below, shrunk ones from above.
+    lower = jnp.where(exact[..., None, :], cost, 0.0)
+    contribution = jnp.where(grown, u * lower, jnp.where(shrunk, u * cost, 0.0))
+    unknown_release = jnp.any(shrunk & ~measured[..., None, :], axis=-1)
+    others = jnp.sum(contribution, axis=-1, keepdims=True) - contribution
+    bound = jnp.maximum((equations.change[..., None] - others) / jnp.where(grown, u, 1.0), 0.0)
+    usable = grown & (equations.valid & ~unknown_release)[..., None]
+    tightest = jnp.min(jnp.where(usable, bound, jnp.inf), axis=-2)
+    bounded = jnp.any(usable, axis=-2)
+    moved = u != 0
+    others_exact = jnp.sum(moved & ~exact[..., None, :], axis=-1, keepdims=True) - (moved & ~exact[..., None, :]) == 0
+    exact_from = jnp.any(usable & others_exact, axis=-2)
+    new_cost = jnp.where(bounded, jnp.where(measured, jnp.minimum(grow_cost, tightest), tightest), grow_cost)
+    return new_cost, measured | bounded, exact | exact_from
 
 
 def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.Array,
@@ -680,7 +771,8 @@ def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.A
     released by their own estimates, divided by its growth (no bound while a shrunk knob is
     unmeasured). A step that changed the batch size with other knobs measures nothing, but scales
     the batch-proportional costs by the batch size's growth. A step that changed nothing leaves the
-    estimate as it was.
+    estimate as it was. An estimate with :class:`MemoryEquations` also keeps each several-knob step
+    as an equation and tightens every bound with the kept ones (:func:`refine_with_equations`).
 
     Args:
         estimate: The estimate before the step (batch shape ``(...)``).
@@ -753,10 +845,32 @@ def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.A
     mixed_batch = grown_up * (batch + jnp.sum(jnp.where(grown & _HOLDS_BATCH_KNOB, units * cost, 0.0), axis=-1))
     mixed_cost = mixed_unit.at[..., NUM_STAGES].set(mixed_batch)
     mixed_measured = measured.at[..., NUM_STAGES].set(measured[..., NUM_STAGES] & grown_holders_known)
-    return MemoryEstimate(
-        grow_cost=jnp.where(single, jnp.maximum(new_cost, 0.0),
-                            jnp.where(several, several_cost, jnp.where(mixed, mixed_cost, cost))),
-        measured=jnp.where(mixed, mixed_measured, measured | (single & knob_moved) | (several & grown)))
+    grow_cost = jnp.where(single, jnp.maximum(new_cost, 0.0),
+                          jnp.where(several, several_cost, jnp.where(mixed, mixed_cost, cost)))
+    measured = jnp.where(mixed, mixed_measured, measured | (single & knob_moved) | (several & grown))
+    if estimate.equations is None:
+        return MemoryEstimate(grow_cost=grow_cost, measured=measured)
+
+    # Kept equations (MemoryEquations): a batch-size change rescales the batch-proportional costs,
+    # so the equations and exact flags that involve them are dropped (the others still hold).
+    eq = estimate.equations
+    holds = jnp.asarray(_HOLDS_BATCH_KNOB) | (jnp.arange(NUM_STAGES + 2) == NUM_STAGES)
+    # The batch doubling's cost also grows by what a batch-holding move adds, exactly only when that
+    # move is a single prefetch step (a worker's resident memory is counted in, an upper bound).
+    holder_moved = jnp.any((units != 0) & _HOLDS_BATCH_KNOB, axis=-1)
+    batch_inexact = holder_moved & ~(single[..., 0] & prefetch_moved)
+    exact = jnp.where(batch_changed[..., None], eq.exact & ~holds, eq.exact)
+    exact = exact.at[..., NUM_STAGES].set(exact[..., NUM_STAGES] & ~batch_inexact) | (single & knob_moved)
+    valid = eq.valid & ~(batch_changed[..., None] & jnp.any((eq.units != 0) & holds, axis=-1))
+    record = ((changed >= 2) & ~batch_changed)[..., None]
+    units_kept = jnp.where(record[..., None], jnp.concatenate([units[..., None, :], eq.units[..., :-1, :]], axis=-2),
+                           eq.units)
+    change_kept = jnp.where(record, jnp.concatenate([memory_change[..., None], eq.change[..., :-1]], axis=-1),
+                            eq.change)
+    valid_kept = jnp.where(record, jnp.concatenate([jnp.ones_like(valid[..., :1]), valid[..., :-1]], axis=-1), valid)
+    kept = MemoryEquations(units=units_kept, change=change_kept, valid=valid_kept, exact=exact)
+    grow_cost, measured, exact = refine_with_equations(kept, grow_cost, measured)
+    return MemoryEstimate(grow_cost=grow_cost, measured=measured, equations=kept.replace(exact=exact))
 
 
 def shield_allowed_actions(estimate: MemoryEstimate, observation: jax.Array, probe_fraction: float,
@@ -800,19 +914,33 @@ class MemoryShield:
         probe_fraction: Assumed cost of a move not yet measured in the episode, as a fraction of
             the memory cap.
         headroom: Fraction of the memory cap kept free.
+        refine: Keep each episode's several-knob steps as equations and tighten the bounds with
+            them (:class:`MemoryEquations`); False: the shield of runs saved before it existed.
     """
 
     probe_fraction: float = 0.05
     headroom: float = 0.0
+    refine: bool = True
 
     @classmethod
     def from_config(cls, config: TunerConfig) -> MemoryShield | None:
         """The shield of ``config`` (``None`` when it is switched off)."""
-        return cls(config.shield_probe_fraction, config.shield_headroom) if config.shielded else None
+        if not config.shielded:
+            return None
+        return cls(config.shield_probe_fraction, config.shield_headroom, config.shield_refine)
+
+    def unknown_estimate(self, batch_shape: tuple[int, ...] = ()) -> MemoryEstimate:
+        """An episode's first :class:`MemoryEstimate` under this shield (with equations when it refines)."""
+        return MemoryEstimate.unknown(batch_shape, refine=self.refine)
 
     def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
         """``(..., 17)`` bool: the increment actions let through (see :func:`shield_allowed_actions`)."""
         return shield_allowed_actions(estimate, observation, self.probe_fraction, self.headroom)
+
+
+def fresh_estimate(shield: MemoryShield | None, batch_shape: tuple[int, ...]) -> MemoryEstimate:
+    """An episode's first :class:`MemoryEstimate` under ``shield`` (no equations without one)."""
+    return MemoryEstimate.unknown(batch_shape) if shield is None else shield.unknown_estimate(batch_shape)
 
 
 def allowed_choices(shield: MemoryShield | None, heads: ActionHeads, estimate: MemoryEstimate,
@@ -1200,7 +1328,7 @@ class TunerTraining:
             env=env, observation=observation, previous_observation=observation,
             throughput_scale=episode_throughput_scale(observation),
             episode_return=jnp.zeros((n,), jnp.float32), episode_length=jnp.zeros((n,), jnp.int32),
-            memory_estimate=MemoryEstimate.unknown((n,)))
+            memory_estimate=MemoryEstimate.unknown((n,), refine=self.config.shield_refine))
         learner = LearnerState(params=params, opt_state=self.optimizer.init(params), key=learner_key,
                                update=jnp.zeros((), jnp.int32))
         return TunerState(learner=learner, pipelines=pipelines)
@@ -1242,8 +1370,8 @@ class TunerTraining:
                 episode_return=jnp.where(done, 0.0, episode_return),
                 episode_length=jnp.where(done, 0, p.episode_length + 1),
                 memory_estimate=jax.tree_util.tree_map(
-                    lambda fresh, learnt: jnp.where(done[:, None], fresh, learnt),
-                    MemoryEstimate.unknown((n_local,)),
+                    lambda fresh, learnt: jnp.where(done.reshape(-1, *[1] * (fresh.ndim - 1)), fresh, learnt),
+                    MemoryEstimate.unknown((n_local,), refine=self.config.shield_refine),
                     update_memory_estimate(p.memory_estimate, p.observation, info["final_obs"])))
             return next_p, rollout
 
@@ -1384,8 +1512,9 @@ class TunerTraining:
 
     def checkpoint_metadata(self) -> dict[str, Any]:
         """What :meth:`TunerPolicy.from_checkpoint` needs to rebuild the network."""
-        return {"algorithm": "ppo-tuner", "config": config_to_dict(self.config), "feature_size": NUM_STAGES * feature_sizes(self.config.share_features)[0]
-                + feature_sizes(self.config.share_features)[1]}
+        stage, global_ = feature_sizes(self.config.share_features)
+        return {"algorithm": "ppo-tuner", "config": config_to_dict(self.config),
+                "feature_size": NUM_STAGES * stage + global_}
 
     def checkpoint_items(self, state: TunerState) -> dict[str, Any]:
         """What a checkpoint of ``state`` holds: the whole state (to resume) and the policy's
@@ -1536,7 +1665,7 @@ class TunerPolicy(Policy):
         if self.previous is None:
             self.previous = np.full_like(observations, np.nan)
         if self.estimate is None:
-            self.estimate = jax.tree_util.tree_map(np.asarray, MemoryEstimate.unknown((self.num_envs,)))
+            self.estimate = jax.tree_util.tree_map(np.asarray, fresh_estimate(self.shield, (self.num_envs,)))
         previous = np.where(np.isnan(self.previous), observations, self.previous)
         # Sampling keys come from the policy's seeded generator (Policy.rng, set by reset(seed=)).
         key = jax.random.key(int(self.rng.integers(2**31)))

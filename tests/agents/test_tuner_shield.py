@@ -59,28 +59,36 @@ def true_grow_costs(state) -> np.ndarray:
 @pytest.fixture
 def walk_checking_estimates():
     """Run random walks in an env, checking after every step that each measured cost is exact or an
-    upper bound of the true one; returns how many steps each knob was measured in."""
+    upper bound of the true one, for the plain estimate and the one refined by its equations (which
+    must be at least as tight, and exact where it says so); returns how many steps each knob was
+    measured in by the refined estimate, and how many of those it was strictly tighter."""
 
-    def walk(env, episodes: int, steps: int, next_action) -> np.ndarray:
-        checked = np.zeros(NUM_KNOBS, int)
+    def walk(env, episodes: int, steps: int, next_action) -> tuple[np.ndarray, np.ndarray]:
+        checked, tighter = np.zeros(NUM_KNOBS, int), np.zeros(NUM_KNOBS, int)
         for episode in range(episodes):
             obs, _ = env.reset(seed=episode)
-            estimate = MemoryEstimate.unknown()
+            plain, refined = MemoryEstimate.unknown(), MemoryEstimate.unknown(refine=True)
             for _ in range(steps):
                 action = next_action(obs)
                 new_obs, _, terminated, truncated, _ = env.step(action)
                 if terminated or truncated:
                     break
-                estimate = update_jit(estimate, obs, new_obs)
+                plain, refined = update_jit(plain, obs, new_obs), update_jit(refined, obs, new_obs)
                 obs = new_obs
-                measured = np.asarray(estimate.measured)
                 truth = true_grow_costs(env.unwrapped.state)
-                cost = np.asarray(estimate.grow_cost)
-                # float32 memory readings of tens of GiB: a relative tolerance on the reading's scale.
-                assert np.all(cost[measured] >= truth[measured] - 1e-5 * obs[dynamics.OBS_MEMORY]), (
-                    action, cost, truth, measured)
+                # float32 memory readings of tens of GiB: a tolerance on the reading's scale.
+                tol = 1e-5 * obs[dynamics.OBS_MEMORY]
+                for estimate in (plain, refined):
+                    measured, cost = np.asarray(estimate.measured), np.asarray(estimate.grow_cost)
+                    assert np.all(cost[measured] >= truth[measured] - tol), (action, cost, truth, measured)
+                known, cost = np.asarray(plain.measured), np.asarray(plain.grow_cost)
+                measured, refined_cost = np.asarray(refined.measured), np.asarray(refined.grow_cost)
+                assert np.all(measured[known]) and np.all(refined_cost[known] <= cost[known] + tol)
+                exact = np.asarray(refined.equations.exact)
+                np.testing.assert_allclose(refined_cost[exact], truth[exact], atol=10 * tol)
                 checked += measured
-        return checked
+                tighter += measured & (~known | (refined_cost < cost - 1e-3))
+        return checked, tighter
 
     return walk
 
@@ -90,8 +98,8 @@ def test_measured_costs_are_exact_or_upper_bounds_along_random_walks(scenario, w
     rng = np.random.default_rng(0)
     # Grow more often than shrink, so that batch and prefetch moves meet grown stages.
     probabilities = np.r_[np.tile([0.07, 0.03], NUM_STAGES), 0.1, 0.05, 0.1, 0.05, 0.1]
-    checked = walk_checking_estimates(gym.make("RecGym-Pipeline-v0", scenario=scenario), 4, 60,
-                                      lambda obs: int(rng.choice(17, p=probabilities)))
+    checked, _ = walk_checking_estimates(gym.make("RecGym-Pipeline-v0", scenario=scenario), 4, 60,
+                                         lambda obs: int(rng.choice(17, p=probabilities)))
     assert np.all(checked > 0), f"some knob was never measured: {dict(zip(SHIELD_KNOBS, checked))}"
 
 
@@ -169,8 +177,57 @@ def test_estimates_stay_exact_or_upper_bounds_along_random_absolute_walks(scenar
         moves[NUM_STAGES] = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1])
         return absolute_action(obs, params, moves)
 
-    checked = walk_checking_estimates(env, 6, 40, several_knobs)
+    checked, tighter = walk_checking_estimates(env, 6, 40, several_knobs)
     assert checked[:NUM_STAGES].min() > 0 and checked[NUM_STAGES + 1] > 0, dict(zip(SHIELD_KNOBS, checked))
+    # The equations do tighten bounds along such walks (not only keep them).
+    assert tighter.sum() > 0, dict(zip(SHIELD_KNOBS, tighter))
+
+
+def test_a_kept_equation_prices_the_prefetch_once_the_workers_beside_it_are_measured():
+    env = gym.make("RecGym-Pipeline-v0", scenario="memory-tight", action_mode="absolute")
+    obs, _ = env.reset(seed=3)
+    first = obs.copy()  # transform +2 workers and prefetch +1: 2.05 GiB
+    first[2] += 2
+    first[dynamics.OBS_PREFETCH] += 1
+    first[dynamics.OBS_MEMORY] += 2.05
+    second = first.copy()  # transform +2 workers alone: 2.0 GiB, 1 GiB each
+    second[2] += 2
+    second[dynamics.OBS_MEMORY] += 2.0
+    plain = update_jit(update_jit(MemoryEstimate.unknown(), obs, first), first, second)
+    refined = update_jit(update_jit(MemoryEstimate.unknown(refine=True), obs, first), first, second)
+    # Alone, the first step bounds a prefetch batch by the whole 2.05 GiB; with the second it is 0.05.
+    assert float(plain.grow_cost[NUM_STAGES + 1]) == pytest.approx(2.05)
+    assert float(refined.grow_cost[NUM_STAGES + 1]) == pytest.approx(0.05, abs=1e-5)
+    assert float(refined.grow_cost[2]) == pytest.approx(1.0)
+    exact = np.asarray(refined.equations.exact)
+    assert exact.tolist() == [False, False, True] + [False] * 4 + [True]
+    # A batch-size change rescales the batch-proportional costs: the equation with the prefetch is
+    # dropped, and so are the exact flags of the batch-proportional knobs (the transform's stays).
+    third = second.copy()
+    third[dynamics.OBS_BATCH] *= 2
+    third[dynamics.OBS_MEMORY] += 0.5
+    after = update_jit(refined, second, third)
+    assert not np.asarray(after.equations.valid).any()
+    assert np.asarray(after.equations.exact).tolist() == [False, False, True] + [False] * 3 + [True, False]
+
+
+def test_an_equation_with_an_unmeasured_shrink_waits_for_its_estimate():
+    env = gym.make("RecGym-Pipeline-v0", scenario="random", action_mode="absolute")
+    obs, _ = env.reset(seed=0)
+    obs[2] = 4.0
+    moved = obs.copy()  # stage 0 +2 workers while stage 2 gives back 2: memory +1 GiB
+    moved[0] += 2
+    moved[2] -= 2
+    moved[dynamics.OBS_MEMORY] += 1.0
+    estimate = update_jit(MemoryEstimate.unknown(refine=True), obs, moved)
+    assert not np.asarray(estimate.measured).any()  # what stage 2 released is unknown
+    grown = moved.copy()  # stage 2 +1 alone: 0.75 GiB, so the first step's stage-0 worker is (1 + 1.5) / 2
+    grown[2] += 1
+    grown[dynamics.OBS_MEMORY] += 0.75
+    estimate = update_jit(estimate, moved, grown)
+    assert float(estimate.grow_cost[2]) == pytest.approx(0.75)
+    assert float(estimate.grow_cost[0]) == pytest.approx((1.0 + 2 * 0.75) / 2)
+    assert np.asarray(estimate.measured).tolist() == [True, False, True] + [False] * 5
 
 
 cost_lists = st.lists(st.floats(0.0, 8.0, width=32), min_size=NUM_KNOBS, max_size=NUM_KNOBS)
@@ -214,6 +271,8 @@ def test_masked_choices_are_never_sampled_nor_taken_greedily():
     ("shield_probe_fraction", 1.0, "shield_probe_fraction must be in [0, 1), got 1.0"),
     ("shield_headroom", float("nan"), "shield_headroom must be in [0, 1), got nan"),
     ("shield_headroom", "0.1", "shield_headroom must be in [0, 1), got '0.1'"),
+    ("shield_refine", 1, "shield_refine must be a bool, got 1"),
+    ("share_features", "yes", "share_features must be a bool, got 'yes'"),
 ])
 def test_bad_shield_config_values_are_rejected_by_name(field, value, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
@@ -223,7 +282,8 @@ def test_bad_shield_config_values_are_rejected_by_name(field, value, message):
 def test_the_shield_acts_in_both_action_modes_unless_switched_off():
     assert TunerConfig().shielded and TunerConfig(action_mode="absolute").shielded
     assert not TunerConfig(memory_shield=False).shielded
-    assert MemoryShield.from_config(TunerConfig(shield_probe_fraction=0.1)) == MemoryShield(0.1, 0.0)
+    assert MemoryShield.from_config(TunerConfig(shield_probe_fraction=0.1)) == MemoryShield(0.1, 0.0, True)
+    assert MemoryShield.from_config(TunerConfig(shield_refine=False)) == MemoryShield(0.05, 0.0, False)
     assert MemoryShield.from_config(TunerConfig(action_mode="absolute", memory_shield=False)) is None
 
 
