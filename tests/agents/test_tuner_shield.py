@@ -137,14 +137,21 @@ def test_several_knobs_grown_at_once_are_each_bounded_by_the_whole_memory_change
     assert float(update_jit(tighter, obs, moved).grow_cost[0]) == pytest.approx(0.5)
 
 
-def test_a_shrink_releases_at_most_its_estimate_and_unmeasured_shrinks_or_batch_moves_teach_nothing():
-    env = gym.make("RecGym-Pipeline-v0", scenario="random")
+def grow_one_shrink_another(action_mode: str = "increment") -> tuple[np.ndarray, np.ndarray]:
+    """Two observations of a ``random`` pipeline: stage 0 gains 2 workers while stage 2 gives back 2,
+    and memory in use rises by 1 GiB."""
+    env = gym.make("RecGym-Pipeline-v0", scenario="random", action_mode=action_mode)
     obs, _ = env.reset(seed=0)
     obs[2] = 4.0
-    moved = obs.copy()  # stage 0 +2 workers while stage 2 gives back 2: memory +1 GiB
+    moved = obs.copy()
     moved[0] += 2
     moved[2] -= 2
     moved[dynamics.OBS_MEMORY] += 1.0
+    return obs, moved
+
+
+def test_a_shrink_releases_at_most_its_estimate_and_unmeasured_shrinks_or_batch_moves_teach_nothing():
+    obs, moved = grow_one_shrink_another()
     assert not np.asarray(update_jit(MemoryEstimate.unknown(), obs, moved).measured).any()
     known = MemoryEstimate(grow_cost=np.asarray([0, 0, 0.75, 0, 0, 0, 0, 0], np.float32),
                            measured=np.asarray([False, False, True] + [False] * 5))
@@ -212,13 +219,7 @@ def test_a_kept_equation_prices_the_prefetch_once_the_workers_beside_it_are_meas
 
 
 def test_an_equation_with_an_unmeasured_shrink_waits_for_its_estimate():
-    env = gym.make("RecGym-Pipeline-v0", scenario="random", action_mode="absolute")
-    obs, _ = env.reset(seed=0)
-    obs[2] = 4.0
-    moved = obs.copy()  # stage 0 +2 workers while stage 2 gives back 2: memory +1 GiB
-    moved[0] += 2
-    moved[2] -= 2
-    moved[dynamics.OBS_MEMORY] += 1.0
+    obs, moved = grow_one_shrink_another("absolute")
     estimate = update_jit(MemoryEstimate.unknown(refine=True), obs, moved)
     assert not np.asarray(estimate.measured).any()  # what stage 2 released is unknown
     grown = moved.copy()  # stage 2 +1 alone: 0.75 GiB, so the first step's stage-0 worker is (1 + 1.5) / 2
