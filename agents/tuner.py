@@ -929,18 +929,14 @@ class MemoryShield:
             return None
         return cls(config.shield_probe_fraction, config.shield_headroom, config.shield_refine)
 
-    def unknown_estimate(self, batch_shape: tuple[int, ...] = ()) -> MemoryEstimate:
-        """An episode's first :class:`MemoryEstimate` under this shield (with equations when it refines)."""
-        return MemoryEstimate.unknown(batch_shape, refine=self.refine)
-
     def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
         """``(..., 17)`` bool: the increment actions let through (see :func:`shield_allowed_actions`)."""
         return shield_allowed_actions(estimate, observation, self.probe_fraction, self.headroom)
 
 
 def fresh_estimate(shield: MemoryShield | None, batch_shape: tuple[int, ...]) -> MemoryEstimate:
-    """An episode's first :class:`MemoryEstimate` under ``shield`` (no equations without one)."""
-    return MemoryEstimate.unknown(batch_shape) if shield is None else shield.unknown_estimate(batch_shape)
+    """An episode's first :class:`MemoryEstimate` under ``shield`` (with equations when it refines)."""
+    return MemoryEstimate.unknown(batch_shape, refine=shield is not None and shield.refine)
 
 
 def allowed_choices(shield: MemoryShield | None, heads: ActionHeads, estimate: MemoryEstimate,
