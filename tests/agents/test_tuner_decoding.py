@@ -56,7 +56,10 @@ def test_a_peaked_head_decodes_to_its_mode_either_way():
 
 
 @settings(max_examples=60, deadline=None)
-@given(logits=st.lists(st.floats(-6.0, 6.0), min_size=len(MOVES), max_size=len(MOVES)),
+# float32 logits without subnormals: XLA on CPU flushes them to zero, so a logit of -3e-42 would tie
+# with 0.0 in the jitted argmax and not in NumPy's.
+@given(logits=st.lists(st.floats(-6.0, 6.0, width=32, allow_subnormal=False), min_size=len(MOVES),
+                       max_size=len(MOVES)),
        allowed=st.lists(st.booleans(), min_size=len(MOVES), max_size=len(MOVES)),
        current=st.integers(1, 32))
 def test_the_mean_choice_is_the_allowed_target_nearest_the_masked_mean(logits, allowed, current):
