@@ -28,21 +28,26 @@ def test_the_weight_is_constant_by_default_and_linear_to_zero_when_annealed():
 
 
 def test_the_annealed_run_logs_its_weight_and_departs_after_the_first_update():
-    plain = make_train(tiny_config(action_mode="absolute"))
-    annealed = make_train(tiny_config(action_mode="absolute", anneal_entropy=True))
-    plain_state, plain_metrics = jax.jit(plain)(jax.random.key(0))
-    annealed_state, metrics = jax.jit(annealed)(jax.random.key(0))
+    # Every update is one call of the same compiled one-update block, so each config compiles once.
+    def updates(train):
+        state, states, metrics = train.init(jax.random.key(0)), [], []
+        for _ in range(train.config.num_updates):
+            state, block = train.run(state, 1)
+            states.append(state)
+            metrics.append(block)
+        return states, {name: np.concatenate([np.asarray(m[name]) for m in metrics]) for name in metrics[0]}
+
+    plain_states, plain_metrics = updates(make_train(tiny_config(action_mode="absolute")))
+    annealed_states, metrics = updates(make_train(tiny_config(action_mode="absolute", anneal_entropy=True)))
+    assert len(annealed_states) == 6
     assert "charts/entropy_coef" not in plain_metrics  # the default's learning-curve columns stay
-    np.testing.assert_allclose(np.asarray(metrics["charts/entropy_coef"]),
-                               [0.005 * (1 - u / 6) for u in range(6)], rtol=1e-6)
+    np.testing.assert_allclose(metrics["charts/entropy_coef"], [0.005 * (1 - u / 6) for u in range(6)], rtol=1e-6)
     # At update 0 the two weights are equal, so the first update is the same; later ones differ.
-    first_plain, _ = plain.run(plain.init(jax.random.key(0)), 1)
-    first_annealed, _ = annealed.run(annealed.init(jax.random.key(0)), 1)
-    for a, b in zip(leaves(first_plain.learner.params), leaves(first_annealed.learner.params)):
+    for a, b in zip(leaves(plain_states[0].learner.params), leaves(annealed_states[0].learner.params)):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(leaves(plain_state.learner.params),
-                                                          leaves(annealed_state.learner.params)))
-    assert all(np.all(np.isfinite(leaf)) for leaf in leaves(annealed_state.learner.params))
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves(plain_states[-1].learner.params),
+                                                          leaves(annealed_states[-1].learner.params)))
+    assert all(np.all(np.isfinite(leaf)) for leaf in leaves(annealed_states[-1].learner.params))
 
 
 def test_the_loss_subtracts_the_given_weight_times_the_entropy():
