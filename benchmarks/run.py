@@ -2,9 +2,15 @@
 
 Usage::
 
-    python -m benchmarks.run            # every experiment, full size
-    python -m benchmarks.run --quick    # small configuration (CI)
+    python -m benchmarks.run                # the main job: the headline experiments, full size
+    python -m benchmarks.run --all          # every registered experiment (the research record)
+    python -m benchmarks.run --quick --all  # every experiment, small configuration (CI)
     python -m benchmarks.run --only data_summary --out results/
+
+The main job runs :data:`~benchmarks.experiments.MAIN_JOB`, the experiments behind the README's
+headline tables, and fits 30 minutes on 2 cores; ``--all`` adds the research-record experiments
+of :data:`~benchmarks.experiments.EXTENDED` (the planner's horizon study, the offline recommender
+searches, the live pipeline).
 
 For each experiment it writes ``<out>/<name>.md``, ``<out>/<name>.json`` and any plots, then an
 index ``<out>/results.md`` with every table, and prints the tables. The dataset defaults to
@@ -22,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ExperimentResult, RunContext, write_json
-from benchmarks.experiments import EXPERIMENTS
+from benchmarks.experiments import EXPERIMENTS, EXTENDED, MAIN_JOB
 
 
 def resolve_dataset(name: str) -> tuple[str, bool]:
@@ -44,6 +50,30 @@ def resolve_dataset(name: str) -> tuple[str, bool]:
     return name, False
 
 
+def selected_experiments(*, only: list[str] | None = None, run_all: bool = False) -> list[str]:
+    """The experiment ids a run executes, in registry order.
+
+    Args:
+        only: Explicit ids (``--only``); they run in registry order, each once.
+        run_all: Run every registered experiment (``--all``).
+
+    Returns:
+        ``only`` in registry order if given, else every experiment if ``run_all``, else the
+        main job (:data:`~benchmarks.experiments.MAIN_JOB`).
+
+    Raises:
+        ValueError: If ``only`` names an unregistered experiment, or both arguments are given.
+    """
+    if only and run_all:
+        raise ValueError("give either only or run_all, not both")
+    if only:
+        unknown = sorted(set(only) - set(EXPERIMENTS))
+        if unknown:
+            raise ValueError(f"unknown experiments {unknown}; registered: {sorted(EXPERIMENTS)}")
+        return [name for name in EXPERIMENTS if name in set(only)]
+    return list(EXPERIMENTS) if run_all else list(MAIN_JOB)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
@@ -51,10 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     parser.add_argument("--dataset", default="ml-latest-small", help="dataset name or path")
     parser.add_argument("--seed", type=int, default=0, help="base seed")
-    parser.add_argument(
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--all",
+        action="store_true",
+        help="run every registered experiment, the research record too: "
+        + ", ".join(name for name in EXPERIMENTS if name in EXTENDED),
+    )
+    chosen.add_argument(
         "--only", nargs="+", choices=sorted(EXPERIMENTS), help="run only these experiments"
     )
     args = parser.parse_args(argv)
+    names = selected_experiments(only=args.only, run_all=args.all)
 
     dataset, synthetic = resolve_dataset(args.dataset)
     out_dir = args.out / ("quick" if args.quick else "full")
@@ -62,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = RunContext(quick=args.quick, out_dir=out_dir, dataset=dataset, synthetic=synthetic, seed=args.seed)
 
     sections = []
-    for name in args.only or list(EXPERIMENTS):
+    for name in names:
         start = time.perf_counter()
         module = importlib.import_module(EXPERIMENTS[name])
         produced = module.run(ctx)
@@ -81,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     (out_dir / "results.md").write_text(header + "\n".join(sections))
     print(f"results written to {out_dir}/")
+    left_out = [name for name in EXPERIMENTS if name not in names]
+    if not args.only and left_out:
+        print(
+            f"not run (research record; --all runs them, --only NAME one): {', '.join(left_out)}"
+        )
     return 0
 
 
