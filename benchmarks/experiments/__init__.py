@@ -8,6 +8,10 @@ The main job (``python -m benchmarks.run``) runs the experiments behind the READ
 results, sized to fit 30 minutes on 2 cores. The research-record experiments listed in
 :data:`EXTENDED` — studies and measurements that the docs quote but no headline depends on — run
 with ``--all`` or by name with ``--only``.
+
+The run starts up to ``--jobs`` experiments at a time (two by default), each in its own process;
+:data:`DEPENDS_ON`, :data:`EXCLUSIVE` and :data:`EXPECTED_SECONDS` tell it what may run beside
+what and which to start first.
 """
 
 EXPERIMENTS: dict[str, str] = {
@@ -43,3 +47,32 @@ EXTENDED: frozenset[str] = frozenset(
 
 MAIN_JOB: tuple[str, ...] = tuple(name for name in EXPERIMENTS if name not in EXTENDED)
 """What ``python -m benchmarks.run`` runs by default, in order."""
+
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    # scores the agents movielens_agent trains (their checkpoints under the results folder)
+    "movielens_policies": ("movielens_agent",),
+}
+"""Experiments that read another's output: when both run, the second starts after the first ends."""
+
+EXCLUSIVE: frozenset[str] = frozenset(
+    {
+        # times real worker processes against the simulator: another experiment beside it would
+        # change what it measures
+        "pipeline_live",
+    }
+)
+"""Experiments that need the machine to themselves: they run alone, after the others."""
+
+EXPECTED_SECONDS: dict[str, float] = {
+    "data_summary": 0.1,
+    "movielens_agent": 309.0,
+    "movielens_policies": 644.0,
+    "planner_horizon": 567.0,
+    "recommenders_offline": 779.0,
+    "pipeline_baselines": 28.0,
+    "pipeline_live": 538.0,
+    "pipeline_tuner": 736.0,
+}
+"""Wall seconds of each experiment at full size, one at a time, in the timed runs of
+docs/benchmarks.md. Only an ordering hint: the run starts the longest chain of dependent
+experiments first, so that two at a time finish close together."""
