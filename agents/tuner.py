@@ -153,6 +153,11 @@ class TunerConfig(RunConfig):
         shield_refine: The shield keeps the equations of its absolute-mode steps and tightens its
             bounds with them once the other knobs in them are measured exactly (see
             MemoryEquations). Runs saved before the option existed read False.
+        shield_measure_batch: With shield_refine, the shield also prices the batch size from a
+            several-knob step that changed it (the memory change less the exactly known cost of
+            the other knobs it moved) and keeps the prefetch's exact cost across batch-size
+            changes (see update_memory_estimate). Without it a batch size never changed alone
+            stays priced at shield_probe_fraction of the cap. Runs saved before it read False.
         share_features: Give the networks, besides the measured rates, each stage's
             proportional share of the available cores (split by its measured CPU-seconds per
             sample) against its workers, and the balanced throughput against the measured one
@@ -177,7 +182,8 @@ class TunerConfig(RunConfig):
 
     #: What a saved config without these fields meant (:func:`agents.config.config_from_dict`):
     #: a run saved before the proportional-share features existed was trained without them.
-    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False, "shield_refine": False}
+    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False, "shield_refine": False,
+                                                "shield_measure_batch": False}
 
     total_steps: int = 20_000_000  # run-control defaults of the tuner (documented in RunConfig)
     updates_per_call: int = 20
@@ -203,6 +209,7 @@ class TunerConfig(RunConfig):
     shield_probe_fraction: float = 0.05
     shield_headroom: float = 0.0
     shield_refine: bool = True
+    shield_measure_batch: bool = False
     share_features: bool = True
     hidden_width: int = 64
     activation: str = "tanh"
@@ -230,8 +237,12 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
-        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine"):
+        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine",
+                     "shield_measure_batch"):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
+        if self.shield_measure_batch and not self.shield_refine:
+            raise ValueError("shield_measure_batch=True needs shield_refine=True: it reads the exact costs the "
+                             "kept equations track")
         for name in ("shield_probe_fraction", "shield_headroom"):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
                     getattr(self, name), "in [0, 1)")
@@ -642,6 +653,8 @@ _BATCH_HOLDING = np.asarray([False] * (NUM_STAGES - 2) + [True, True])
 #: Knobs (in :data:`SHIELD_KNOBS` order) whose growth adds memory proportional to the batch size: the
 #: batch-holding stages' workers and the prefetch buffer's batches.
 _HOLDS_BATCH_KNOB = np.concatenate([_BATCH_HOLDING, [False, True]])
+#: Knobs (in :data:`SHIELD_KNOBS` order) that are a batch-holding stage's workers.
+_BATCH_HOLDING_KNOB = np.concatenate([_BATCH_HOLDING, [False, False]])
 #: Increment action -> the knob (index into :data:`SHIELD_KNOBS`) it grows, or -1 for a move that
 #: cannot add memory (a shrink or the no-op).
 _GROWN_KNOB = np.asarray([i if sign > 0 else -1 for i in range(NUM_STAGES) for sign in (1, -1)]
@@ -675,12 +688,16 @@ class MemoryEstimate:
     equations: MemoryEquations | None = None
 
     @classmethod
-    def unknown(cls, batch_shape: tuple[int, ...] = (), refine: bool = False) -> MemoryEstimate:
-        """Nothing measured yet (an episode's start); ``refine`` keeps :class:`MemoryEquations`."""
+    def unknown(cls, batch_shape: tuple[int, ...] = (), refine: bool = False,
+                measure_batch: bool = False) -> MemoryEstimate:
+        """Nothing measured yet (an episode's start); ``refine`` keeps :class:`MemoryEquations`
+        (``measure_batch``: see :attr:`MemoryEquations.measure_batch`)."""
+        if measure_batch and not refine:
+            raise ValueError("measure_batch=True needs refine=True (it reads the equations' exact costs)")
         n = NUM_STAGES + 2
         return cls(grow_cost=jnp.zeros((*batch_shape, n), jnp.float32),
                    measured=jnp.zeros((*batch_shape, n), bool),
-                   equations=MemoryEquations.empty(batch_shape) if refine else None)
+                   equations=MemoryEquations.empty(batch_shape, measure_batch) if refine else None)
 
 
 #: How many several-knob steps :class:`MemoryEquations` keeps (the most recent ones).
@@ -707,21 +724,53 @@ class MemoryEquations:
         change: ``(..., EQUATIONS_KEPT)`` float32 GiB: the memory change of each kept step.
         valid: ``(..., EQUATIONS_KEPT)`` bool: which slots hold an equation.
         exact: ``(..., 8)`` bool: which knobs' estimates are exact (not only upper bounds).
+        measure_batch: (static) Also price the batch size from the several-knob steps that change
+            it, by subtracting the other moved knobs' exact costs, and keep the prefetch's exact
+            cost across batch-size changes (``TunerConfig.shield_measure_batch``; see
+            :func:`update_memory_estimate`).
     """
 
     units: jax.Array
     change: jax.Array
     valid: jax.Array
     exact: jax.Array
+    measure_batch: bool = struct.field(pytree_node=False, default=False)
 
     @classmethod
-    def empty(cls, batch_shape: tuple[int, ...] = ()) -> MemoryEquations:
+    def empty(cls, batch_shape: tuple[int, ...] = (), measure_batch: bool = False) -> MemoryEquations:
         """No equation kept, nothing exact (all zeros, as :meth:`TunerPolicy.begin_episode` resets it)."""
         n = NUM_STAGES + 2
         return cls(units=jnp.zeros((*batch_shape, EQUATIONS_KEPT, n), jnp.float32),
                    change=jnp.zeros((*batch_shape, EQUATIONS_KEPT), jnp.float32),
                    valid=jnp.zeros((*batch_shape, EQUATIONS_KEPT), bool),
-                   exact=jnp.zeros((*batch_shape, n), bool))
+                   exact=jnp.zeros((*batch_shape, n), bool), measure_batch=measure_batch)
+
+
+def _measure_batch(exact_before: jax.Array, cost: jax.Array, grow_cost: jax.Array, measured: jax.Array,
+                   exact: jax.Array, units: jax.Array, memory_change: jax.Array, batch_ratio: jax.Array,
+                   batch_changed: jax.Array, changed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The ``measure_batch`` part of :func:`update_memory_estimate` (see there): ``cost`` and
+    ``exact_before`` are the estimate before the step, ``grow_cost``, ``measured`` and ``exact``
+    the step's update so far."""
+    b, p = NUM_STAGES, NUM_STAGES + 1
+    ratio = jnp.where(batch_changed, batch_ratio, 2.0)
+    # The prefetch's cost per batch is B e_P: a batch-size change scales an exact one exactly.
+    prefetch_exact = exact_before[..., p] & batch_changed
+    grow_cost = grow_cost.at[..., p].set(jnp.where(prefetch_exact, cost[..., p] * ratio, grow_cost[..., p]))
+    exact = exact.at[..., p].set(exact[..., p] | prefetch_exact)
+    # A several-knob step with the batch size: every other moved knob exact and not a batch-holding
+    # stage's worker (whose w + e B the step would change by an unknown split).
+    moved = (units != 0).at[..., b].set(False)
+    known = exact_before & ~jnp.asarray(_BATCH_HOLDING_KNOB)
+    usable = batch_changed & (changed >= 2) & jnp.all(~moved | known, axis=-1)
+    prefetch_part = units[..., p] * ratio * cost[..., p]
+    workers_part = jnp.sum(jnp.where(moved, units * cost, 0.0)[..., :NUM_STAGES], axis=-1)
+    scaled = memory_change - workers_part - prefetch_part  # (r - 1) M(B)
+    doubling = jnp.maximum(ratio * scaled / (ratio - 1.0) + prefetch_part, 0.0)  # M(rB)
+    grow_cost = grow_cost.at[..., b].set(jnp.where(usable, doubling, grow_cost[..., b]))
+    measured = measured.at[..., b].set(measured[..., b] | usable)
+    exact = exact.at[..., b].set(exact[..., b] | usable)
+    return grow_cost, measured, exact
 
 
 def refine_with_equations(equations: MemoryEquations, grow_cost: jax.Array,
@@ -773,6 +822,15 @@ def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.A
     the batch-proportional costs by the batch size's growth. A step that changed nothing leaves the
     estimate as it was. An estimate with :class:`MemoryEquations` also keeps each several-knob step
     as an equation and tightens every bound with the kept ones (:func:`refine_with_equations`).
+
+    With ``equations.measure_batch`` a step that changed the batch size from ``B`` to ``rB``
+    together with other knobs measures the batch size too, when each other knob it moved has an
+    exact cost that the batch size does not change (a worker of a stage that holds single samples)
+    or scales exactly (the prefetch buffer's batches, ``r`` times dearer at ``rB``): the memory
+    change less those knobs' part is ``(r - 1) M(B)``, ``M`` the batch-proportional memory, and the
+    next doubling costs ``M(rB) = r M(B) + r dP c_P`` (``dP`` the prefetch's change, ``c_P`` its
+    cost per batch at ``B``), exactly. The prefetch's exact cost is then also kept across
+    batch-size changes (scaled by ``r``), where without the option its exact flag is dropped.
 
     Args:
         estimate: The estimate before the step (batch shape ``(...)``).
@@ -868,7 +926,10 @@ def update_memory_estimate(estimate: MemoryEstimate, previous_observation: jax.A
     change_kept = jnp.where(record, jnp.concatenate([memory_change[..., None], eq.change[..., :-1]], axis=-1),
                             eq.change)
     valid_kept = jnp.where(record, jnp.concatenate([jnp.ones_like(valid[..., :1]), valid[..., :-1]], axis=-1), valid)
-    kept = MemoryEquations(units=units_kept, change=change_kept, valid=valid_kept, exact=exact)
+    if eq.measure_batch:
+        grow_cost, measured, exact = _measure_batch(eq.exact, cost, grow_cost, measured, exact, units, memory_change,
+                                                    batch_ratio, batch_changed, changed)
+    kept = eq.replace(units=units_kept, change=change_kept, valid=valid_kept, exact=exact)
     grow_cost, measured, exact = refine_with_equations(kept, grow_cost, measured)
     return MemoryEstimate(grow_cost=grow_cost, measured=measured, equations=kept.replace(exact=exact))
 
@@ -916,18 +977,30 @@ class MemoryShield:
         headroom: Fraction of the memory cap kept free.
         refine: Keep each episode's several-knob steps as equations and tighten the bounds with
             them (:class:`MemoryEquations`); False: the shield of runs saved before it existed.
+        measure_batch: With ``refine``, also price the batch size from the several-knob steps that
+            change it (:attr:`MemoryEquations.measure_batch`).
+
+    Raises:
+        ValueError: ``measure_batch`` without ``refine``.
     """
 
     probe_fraction: float = 0.05
     headroom: float = 0.0
     refine: bool = True
+    measure_batch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.measure_batch and not self.refine:
+            raise ValueError("MemoryShield(measure_batch=True) needs refine=True: it reads the exact costs the "
+                             "kept equations track")
 
     @classmethod
     def from_config(cls, config: TunerConfig) -> MemoryShield | None:
         """The shield of ``config`` (``None`` when it is switched off)."""
         if not config.shielded:
             return None
-        return cls(config.shield_probe_fraction, config.shield_headroom, config.shield_refine)
+        return cls(config.shield_probe_fraction, config.shield_headroom, config.shield_refine,
+                   config.shield_measure_batch)
 
     def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
         """``(..., 17)`` bool: the increment actions let through (see :func:`shield_allowed_actions`)."""
@@ -936,7 +1009,9 @@ class MemoryShield:
 
 def fresh_estimate(shield: MemoryShield | None, batch_shape: tuple[int, ...]) -> MemoryEstimate:
     """An episode's first :class:`MemoryEstimate` under ``shield`` (with equations when it refines)."""
-    return MemoryEstimate.unknown(batch_shape, refine=shield is not None and shield.refine)
+    if shield is None:
+        return MemoryEstimate.unknown(batch_shape)
+    return MemoryEstimate.unknown(batch_shape, refine=shield.refine, measure_batch=shield.measure_batch)
 
 
 def allowed_choices(shield: MemoryShield | None, heads: ActionHeads, estimate: MemoryEstimate,
@@ -1313,6 +1388,11 @@ class TunerTraining:
         return nnx.merge(self.graphdef, params)
 
     # ---------------------------------------------------------------- init
+    def _fresh_estimate(self, batch_shape: tuple[int, ...]) -> MemoryEstimate:
+        # The config's estimate (with equations when it refines, shielded or not: the checkpointed layout).
+        return MemoryEstimate.unknown(batch_shape, refine=self.config.shield_refine,
+                                      measure_batch=self.config.shield_measure_batch)
+
     def init(self, key: jax.Array) -> TunerState:
         """The state before the first update, all randomness drawn from ``key`` (a typed key)."""
         model_key, env_key, learner_key = jax.random.split(key, 3)
@@ -1324,7 +1404,7 @@ class TunerTraining:
             env=env, observation=observation, previous_observation=observation,
             throughput_scale=episode_throughput_scale(observation),
             episode_return=jnp.zeros((n,), jnp.float32), episode_length=jnp.zeros((n,), jnp.int32),
-            memory_estimate=MemoryEstimate.unknown((n,), refine=self.config.shield_refine))
+            memory_estimate=self._fresh_estimate((n,)))
         learner = LearnerState(params=params, opt_state=self.optimizer.init(params), key=learner_key,
                                update=jnp.zeros((), jnp.int32))
         return TunerState(learner=learner, pipelines=pipelines)
@@ -1367,7 +1447,7 @@ class TunerTraining:
                 episode_length=jnp.where(done, 0, p.episode_length + 1),
                 memory_estimate=jax.tree_util.tree_map(
                     lambda fresh, learnt: jnp.where(done.reshape(-1, *[1] * (fresh.ndim - 1)), fresh, learnt),
-                    MemoryEstimate.unknown((n_local,), refine=self.config.shield_refine),
+                    self._fresh_estimate((n_local,)),
                     update_memory_estimate(p.memory_estimate, p.observation, info["final_obs"])))
             return next_p, rollout
 

@@ -59,26 +59,31 @@ def true_grow_costs(state) -> np.ndarray:
 @pytest.fixture
 def walk_checking_estimates():
     """Run random walks in an env, checking after every step that each measured cost is exact or an
-    upper bound of the true one, for the plain estimate and the one refined by its equations (which
-    must be at least as tight, and exact where it says so); returns how many steps each knob was
-    measured in by the refined estimate, and how many of those it was strictly tighter."""
+    upper bound of the true one, for the plain estimate, the one refined by its equations (which
+    must be at least as tight, and exact where it says so) and the refined one that also measures
+    the batch size by subtraction (``measure_batch``: at least as tight as the refined one, exact
+    where it says so); returns how many steps each knob was measured in by the refined estimate,
+    how many of those it was strictly tighter, and how many steps ``measure_batch`` knew the batch
+    size's cost where the refined estimate did not or had only a looser bound."""
 
-    def walk(env, episodes: int, steps: int, next_action) -> tuple[np.ndarray, np.ndarray]:
-        checked, tighter = np.zeros(NUM_KNOBS, int), np.zeros(NUM_KNOBS, int)
+    def walk(env, episodes: int, steps: int, next_action) -> tuple[np.ndarray, np.ndarray, int]:
+        checked, tighter, batch_known = np.zeros(NUM_KNOBS, int), np.zeros(NUM_KNOBS, int), 0
         for episode in range(episodes):
             obs, _ = env.reset(seed=episode)
             plain, refined = MemoryEstimate.unknown(), MemoryEstimate.unknown(refine=True)
+            by_batch = MemoryEstimate.unknown(refine=True, measure_batch=True)
             for _ in range(steps):
                 action = next_action(obs)
                 new_obs, _, terminated, truncated, _ = env.step(action)
                 if terminated or truncated:
                     break
                 plain, refined = update_jit(plain, obs, new_obs), update_jit(refined, obs, new_obs)
+                by_batch = update_jit(by_batch, obs, new_obs)
                 obs = new_obs
                 truth = true_grow_costs(env.unwrapped.state)
                 # float32 memory readings of tens of GiB: a tolerance on the reading's scale.
                 tol = 1e-5 * obs[dynamics.OBS_MEMORY]
-                for estimate in (plain, refined):
+                for estimate in (plain, refined, by_batch):
                     measured, cost = np.asarray(estimate.measured), np.asarray(estimate.grow_cost)
                     assert np.all(cost[measured] >= truth[measured] - tol), (action, cost, truth, measured)
                 known, cost = np.asarray(plain.measured), np.asarray(plain.grow_cost)
@@ -88,7 +93,13 @@ def walk_checking_estimates():
                 np.testing.assert_allclose(refined_cost[exact], truth[exact], atol=10 * tol)
                 checked += measured
                 tighter += measured & (~known | (refined_cost < cost - 1e-3))
-        return checked, tighter
+                batch_measured, batch_cost = np.asarray(by_batch.measured), np.asarray(by_batch.grow_cost)
+                assert np.all(batch_measured[measured]) and np.all(batch_cost[measured] <= refined_cost[measured] + tol)
+                batch_exact = np.asarray(by_batch.equations.exact)
+                np.testing.assert_allclose(batch_cost[batch_exact], truth[batch_exact], atol=10 * tol)
+                b = NUM_STAGES
+                batch_known += bool(batch_measured[b] and (not measured[b] or batch_cost[b] < refined_cost[b] - 1e-3))
+        return checked, tighter, batch_known
 
     return walk
 
@@ -98,7 +109,7 @@ def test_measured_costs_are_exact_or_upper_bounds_along_random_walks(scenario, w
     rng = np.random.default_rng(0)
     # Grow more often than shrink, so that batch and prefetch moves meet grown stages.
     probabilities = np.r_[np.tile([0.07, 0.03], NUM_STAGES), 0.1, 0.05, 0.1, 0.05, 0.1]
-    checked, _ = walk_checking_estimates(gym.make("RecGym-Pipeline-v0", scenario=scenario), 4, 60,
+    checked, _, _ = walk_checking_estimates(gym.make("RecGym-Pipeline-v0", scenario=scenario), 4, 60,
                                          lambda obs: int(rng.choice(17, p=probabilities)))
     assert np.all(checked > 0), f"some knob was never measured: {dict(zip(SHIELD_KNOBS, checked))}"
 
@@ -184,10 +195,32 @@ def test_estimates_stay_exact_or_upper_bounds_along_random_absolute_walks(scenar
         moves[NUM_STAGES] = rng.choice([-1, 0, 1], p=[0.1, 0.8, 0.1])
         return absolute_action(obs, params, moves)
 
-    checked, tighter = walk_checking_estimates(env, 6, 40, several_knobs)
+    checked, tighter, batch_known = walk_checking_estimates(env, 6, 40, several_knobs)
     assert checked[:NUM_STAGES].min() > 0 and checked[NUM_STAGES + 1] > 0, dict(zip(SHIELD_KNOBS, checked))
     # The equations do tighten bounds along such walks (not only keep them).
     assert tighter.sum() > 0, dict(zip(SHIELD_KNOBS, tighter))
+
+
+@pytest.mark.parametrize("scenario", ["memory-tight", "random"])
+def test_measure_batch_prices_the_batch_size_from_the_steps_that_move_it_with_other_knobs(
+        scenario, walk_checking_estimates):
+    # Walks whose batch-size moves come with moves of single-sample stages' workers and of the
+    # prefetch (never alone): the refined estimate never measures the batch size there, the
+    # measure_batch one does once those knobs' costs are exact, and stays exact or an upper bound.
+    env = gym.make("RecGym-Pipeline-v0", scenario=scenario, action_mode="absolute")
+    params = env.unwrapped.params
+    rng = np.random.default_rng(2)
+
+    def with_the_batch(obs):
+        moves = np.zeros(NUM_KNOBS, int)
+        knob = rng.choice([0, 1, 2, 3, NUM_STAGES + 1])
+        moves[knob] = rng.choice([-1, 1, 1])
+        if rng.random() < 0.4:  # with the batch size (else alone: an exact measurement)
+            moves[NUM_STAGES] = rng.choice([-1, 1])
+        return absolute_action(obs, params, moves)
+
+    _, _, batch_known = walk_checking_estimates(env, 6, 40, with_the_batch)
+    assert batch_known > 0
 
 
 def test_a_kept_equation_prices_the_prefetch_once_the_workers_beside_it_are_measured():
@@ -216,6 +249,50 @@ def test_a_kept_equation_prices_the_prefetch_once_the_workers_beside_it_are_meas
     after = update_jit(refined, second, third)
     assert not np.asarray(after.equations.valid).any()
     assert np.asarray(after.equations.exact).tolist() == [False, False, True] + [False] * 3 + [True, False]
+
+
+def test_measure_batch_prices_a_batch_doubling_taken_with_other_knobs_and_lets_it_through():
+    env = gym.make("RecGym-Pipeline-v0", scenario="memory-tight", action_mode="absolute")
+    obs, _ = env.reset(seed=3)
+    cap = float(obs[dynamics.OBS_MEMORY_CAP])
+    obs[dynamics.OBS_MEMORY] = cap - 4.55
+    first = obs.copy()  # transform +2 workers alone: 2.0 GiB, 1 GiB each (exact)
+    first[2] += 2
+    first[dynamics.OBS_MEMORY] += 2.0
+    second = first.copy()  # prefetch +1 alone: 0.05 GiB a batch at B (exact)
+    second[dynamics.OBS_PREFETCH] += 1
+    second[dynamics.OBS_MEMORY] += 0.05
+    # The batch size doubles with one more transform worker and two more prefetch batches. With a
+    # batch-proportional memory M(B) = 0.3 GiB the step adds M(B) + 1.0 + 2 x 0.1 = 1.5 GiB, and the
+    # next doubling costs M(2B) = 2 x 0.3 + 2 x 2 x 0.05 = 0.8 GiB (the deeper prefetch included).
+    third = second.copy()
+    third[2] += 1
+    third[dynamics.OBS_BATCH] *= 2
+    third[dynamics.OBS_PREFETCH] += 2
+    third[dynamics.OBS_MEMORY] += 1.5
+    estimates = {}
+    for measure_batch in (False, True):
+        estimate = MemoryEstimate.unknown(refine=True, measure_batch=measure_batch)
+        for before, after in ((obs, first), (first, second), (second, third)):
+            estimate = update_jit(estimate, before, after)
+        estimates[measure_batch] = estimate
+    b, p = NUM_STAGES, NUM_STAGES + 1
+    measured = estimates[True]
+    assert float(measured.grow_cost[b]) == pytest.approx(0.8, abs=1e-5)
+    assert float(measured.grow_cost[p]) == pytest.approx(0.1, abs=1e-5)
+    assert bool(measured.measured[b]) and np.asarray(measured.equations.exact)[[2, b, p]].all()
+    assert not bool(estimates[False].measured[b])  # without it the step measures no batch cost
+    # 1 GiB left under the cap: the priced doubling (0.8) fits, the unmeasured one (5% of the cap) does not.
+    batch_x2 = 2 * NUM_STAGES
+    assert bool(allowed_jit(measured, third, 0.05, 0.0)[batch_x2])
+    assert not bool(allowed_jit(estimates[False], third, 0.05, 0.0)[batch_x2])
+    # A batch-holding stage's worker moved with it: its w + e B changes by an unknown split, so nothing is measured.
+    holder = third.copy()
+    holder[NUM_STAGES - 1] += 1
+    holder[dynamics.OBS_MEMORY] += 0.2
+    estimate = update_jit(update_jit(update_jit(MemoryEstimate.unknown(refine=True, measure_batch=True), obs, first),
+                                     first, second), second, holder)
+    assert not bool(estimate.measured[b])
 
 
 def test_an_equation_with_an_unmeasured_shrink_waits_for_its_estimate():
@@ -273,6 +350,7 @@ def test_masked_choices_are_never_sampled_nor_taken_greedily():
     ("shield_headroom", float("nan"), "shield_headroom must be in [0, 1), got nan"),
     ("shield_headroom", "0.1", "shield_headroom must be in [0, 1), got '0.1'"),
     ("shield_refine", 1, "shield_refine must be a bool, got 1"),
+    ("shield_measure_batch", 1, "shield_measure_batch must be a bool, got 1"),
     ("share_features", "yes", "share_features must be a bool, got 'yes'"),
 ])
 def test_bad_shield_config_values_are_rejected_by_name(field, value, message):
@@ -280,11 +358,22 @@ def test_bad_shield_config_values_are_rejected_by_name(field, value, message):
         TunerConfig(**{field: value})
 
 
+def test_measuring_the_batch_size_needs_the_kept_equations():
+    with pytest.raises(ValueError, match="shield_measure_batch=True needs shield_refine=True"):
+        TunerConfig(shield_measure_batch=True, shield_refine=False)
+    with pytest.raises(ValueError, match=r"MemoryShield\(measure_batch=True\) needs refine=True"):
+        MemoryShield(refine=False, measure_batch=True)
+    with pytest.raises(ValueError, match="measure_batch=True needs refine=True"):
+        MemoryEstimate.unknown(measure_batch=True)
+
+
 def test_the_shield_acts_in_both_action_modes_unless_switched_off():
     assert TunerConfig().shielded and TunerConfig(action_mode="absolute").shielded
     assert not TunerConfig(memory_shield=False).shielded
     assert MemoryShield.from_config(TunerConfig(shield_probe_fraction=0.1)) == MemoryShield(0.1, 0.0, True)
     assert MemoryShield.from_config(TunerConfig(shield_refine=False)) == MemoryShield(0.05, 0.0, False)
+    assert MemoryShield.from_config(TunerConfig(shield_measure_batch=True)) == MemoryShield(0.05, 0.0, True, True)
+    assert not TunerConfig().shield_measure_batch  # off by default
     assert MemoryShield.from_config(TunerConfig(action_mode="absolute", memory_shield=False)) is None
 
 
@@ -345,6 +434,18 @@ def test_the_checkpointed_policy_keeps_its_runs_shield(tmp_path):
     policy = TunerPolicy.from_checkpoint(tmp_path / "run")
     assert policy.shield == MemoryShield(0.1, 0.0)
     assert TunerPolicy.from_checkpoint(tmp_path / "run", shield=None).shield is None
+
+
+def test_a_run_trained_measuring_the_batch_size_acts_with_that_shield(tmp_path):
+    from agents.tuner import train_run
+
+    config = tiny(action_mode="absolute", total_steps=32 * 50, shield_measure_batch=True, out=str(tmp_path / "run"))
+    train_run(config)
+    policy = TunerPolicy.from_checkpoint(tmp_path / "run")
+    assert policy.shield == MemoryShield(measure_batch=True)
+    assert policy.estimate is None
+    record = evaluate_policy(policy, "memory-tight", "absolute", 4)
+    assert not any(record["oom"])
 
 
 # ------------------------------------------------------------------------------------ absolute mode
