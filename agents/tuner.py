@@ -1624,7 +1624,8 @@ class TunerPolicy(Policy):
     """A trained tuner as a :class:`recgym.policies.Policy` (single env, vector env, live pipeline).
 
     It reads only the observation and remembers the previous one per env (reset by
-    ``begin_episode``); ``info`` is ignored. Deterministic by default, as evaluated: in absolute
+    ``begin_episode``); ``info`` is ignored. After each :meth:`act_batch`, :attr:`last_decision`
+    holds what the decision was made from (for diagnosis). Deterministic by default, as evaluated: in absolute
     mode the worker and batch-size heads take the allowed choice nearest their expected knob value
     and the prefetch head its most likely one (``decoding="mean"``); in increment mode the one
     head's most likely choice.
@@ -1671,6 +1672,12 @@ class TunerPolicy(Policy):
             self.name = name
         self.previous = None
         self.estimate: MemoryEstimate | None = None
+        #: The last :meth:`act_batch` call's decision, as NumPy arrays: ``logits`` ``(num_envs,
+        #: heads.num_logits)`` the network's logits before the shield, ``allowed`` (same shape) the
+        #: choices the shield let through (each absolute-mode head's mask given the earlier heads'
+        #: choices) and ``choices`` ``(num_envs, num_heads)`` the chosen moves; ``None`` before the
+        #: first call. :attr:`estimate` is the shield's estimate the decision was made with.
+        self.last_decision: dict[str, np.ndarray] | None = None
         self._act = _compiled_policy_act(graphdef, heads, shield, self.deterministic, decoding)
 
     @classmethod
@@ -1719,6 +1726,7 @@ class TunerPolicy(Policy):
         """See :meth:`recgym.policies.Policy.reset`; the seed also seeds the policy's sampling."""
         self.previous = None
         self.estimate = None
+        self.last_decision = None
         super().reset(num_envs, seed)
 
     def begin_episode(self, env_mask: np.ndarray) -> None:
@@ -1745,8 +1753,10 @@ class TunerPolicy(Policy):
         previous = np.where(np.isnan(self.previous), observations, self.previous)
         # Sampling keys come from the policy's seeded generator (Policy.rng, set by reset(seed=)).
         key = jax.random.key(int(self.rng.integers(2**31)))
-        actions, estimate = self._act(self.params, self.env_params, observations, previous, self.estimate, key)
+        actions, estimate, decision = self._act(self.params, self.env_params, observations, previous, self.estimate,
+                                                key)
         self.estimate = jax.tree_util.tree_map(np.array, estimate)
+        self.last_decision = {name: np.asarray(value) for name, value in decision.items()}
         self.previous = observations.copy()
         return np.asarray(actions, np.int64)
 
@@ -1774,8 +1784,9 @@ def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deter
     model = nnx.merge(graphdef, params)
     logits, _ = model(observation_features(observations, previous, model.share_features))
     keys = None if deterministic else jax.random.split(key, observations.shape[0])
-    choices, _ = choose_actions(shield, heads, logits, estimate, observations, env_params, keys, decoding)
-    return heads.to_env_action(choices, observations, env_params), estimate
+    choices, allowed = choose_actions(shield, heads, logits, estimate, observations, env_params, keys, decoding)
+    decision = {"logits": logits, "allowed": allowed, "choices": choices}
+    return heads.to_env_action(choices, observations, env_params), estimate, decision
 
 
 def config_from_saved(values: dict[str, Any]) -> TunerConfig:

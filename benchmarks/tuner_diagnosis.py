@@ -15,6 +15,11 @@ shortfall ``1 - efficiency`` into
   deepest prefetch that fits); the batch size set to the optimum's (likewise) — and the signed
   difference of each knob from the optimum's.
 
+and, per episode of one scenario (``--episodes SCENARIO``), where the batch size went and what the
+memory shield made of its growth: the share of the batch-size choice's probability on growing it,
+the share of that the shield masked, and the shield's price of one doubling against its true cost
+(:func:`episode_rows`).
+
 ``python -m benchmarks.tuner_diagnosis --run runs/tuner-absolute --step 224``
 prints the tables (Markdown) and writes them as JSON with ``--out``; ``--sampled`` acts with the
 sampled (stochastic) policy instead of each head's most likely choice; ``--oracle`` diagnoses the
@@ -24,6 +29,7 @@ oracle baseline instead (the same tables for the one-step-late optimum).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -35,6 +41,8 @@ import numpy as np
 #: the change, the change event and recovery, the steady state after it.
 PHASES: dict[str, tuple[int, int]] = {"ramp (steps 1-10)": (0, 10), "steady before change (11-50)": (10, 50),
                                       "change and recovery (51-60)": (50, 60), "steady after change (61-100)": (60, 100)}
+#: Options of :class:`agents.tuner.MemoryShield` that ``--shield-option`` switches on.
+SHIELD_OPTIONS: tuple[str, ...] = ("measure_batch", "shrink_credit")
 #: Phases whose steps the per-knob breakdown reads (the steady states).
 STEADY_PHASES: tuple[str, ...] = ("steady before change (11-50)", "steady after change (61-100)")
 
@@ -56,7 +64,13 @@ def run_episodes(policy_factory: Callable[[Any], Any], scenario: str, action_mod
         (the neighbour changed at that step), and the counterfactual efficiencies of the
         steady-state knob fixes (``fix_prefetch``, ``fix_workers``, ``fix_batch``), plus the
         allocation's and the optimum's knobs (``cores``/``opt_cores`` ``(n, T, 6)``,
-        ``batch_log2``/``opt_batch_log2``, ``prefetch``/``opt_prefetch``, ``memory_fraction``).
+        ``batch_log2``/``opt_batch_log2``, ``prefetch``/``opt_prefetch``, ``memory_fraction``),
+        and, at the observation each step's decision was made from: ``doubling_cost`` the true
+        memory one doubling of the batch size would add (GiB; NaN at the largest batch size) and,
+        for a :class:`agents.tuner.TunerPolicy`, ``doubling_price`` the shield's estimate of it
+        (NaN without a shield), ``growth_mass`` the probability the network put on growing the
+        batch size (before the shield) and ``growth_masked`` the part of it the shield masked
+        (NaN for other policies; see :func:`batch_growth`).
     """
     import gymnasium as gym
     import jax
@@ -76,6 +90,8 @@ def run_episodes(policy_factory: Callable[[Any], Any], scenario: str, action_mod
     world = jax.tree_util.tree_map(np.asarray, jax.device_get(base.state.world))
     out = {name: np.zeros((n, horizon)) for name in (
         "efficiency", "fix_prefetch", "fix_workers", "fix_batch", "memory_fraction", "opt_memory_fraction")}
+    for name in ("doubling_cost", "doubling_price", "growth_mass", "growth_masked"):
+        out[name] = np.full((n, horizon), np.nan)
     for name in ("alive", "oom", "after_change", "neighbour_on", "switched"):
         out[name] = np.zeros((n, horizon), bool)
     for name in ("batch_log2", "prefetch", "opt_batch_log2", "opt_prefetch"):
@@ -97,8 +113,21 @@ def run_episodes(policy_factory: Callable[[Any], Any], scenario: str, action_mod
         depth = np.floor((cond.memory_cap_gib - np.asarray(perf.memory_gib)) / per_batch)
         return np.clip(depth, 0, params.max_prefetch)
 
+    def doubling_cost(cond, observation):
+        cores = np.rint(observation[:, dynamics.OBS_CORES]).astype(np.float32)
+        batch_log2 = np.rint(np.log2(np.maximum(observation[:, dynamics.OBS_BATCH], 1.0))).astype(np.int64)
+        prefetch = np.rint(observation[:, dynamics.OBS_PREFETCH])
+        now = dynamics.performance(np, world, cond, cores, batch_log2, prefetch, overhead, basis).memory_gib
+        doubled = dynamics.performance(np, world, cond, cores, batch_log2 + 1, prefetch, overhead, basis).memory_gib
+        return np.where(batch_log2 < params.max_batch_log2, np.asarray(doubled) - np.asarray(now), np.nan)
+
+    cond = dynamics.conditions(np, world, np.asarray(info["after_change"], bool), np.asarray(info["neighbour_on"], bool))
     for t in range(horizon):
+        out["doubling_cost"][:, t] = doubling_cost(cond, obs)
         actions = np.asarray(policy.act_batch(obs, info))
+        if getattr(policy, "last_decision", None) is not None:
+            out["growth_mass"][:, t], out["growth_masked"][:, t], out["doubling_price"][:, t] = batch_growth(
+                policy, obs)
         obs, _, terminated, truncated, info = env.step(actions)
         after = np.asarray(info["after_change"], bool)
         neighbour = np.asarray(info["neighbour_on"], bool)
@@ -131,6 +160,98 @@ def run_episodes(policy_factory: Callable[[Any], Any], scenario: str, action_mod
         alive = alive & ~(np.asarray(terminated, bool) | np.asarray(truncated, bool))
     env.close()
     return out
+
+
+def batch_growth(policy: Any, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a :class:`agents.tuner.TunerPolicy`'s last decision made of growing the batch size.
+
+    Args:
+        policy: The tuner, right after its ``act_batch(observations, ...)``.
+        observations: ``(n, 26)`` the observations it acted on.
+
+    Returns:
+        ``(growth_mass, growth_masked, doubling_price)``, each ``(n,)``: the probability the
+        network's batch-size choice (absolute mode: the batch head; increment mode: the one
+        head's "batch x2") put on growing the batch size before the shield; the part of it the
+        shield masked; the shield's price of one doubling (GiB: its estimate, or the prior
+        ``probe_fraction`` of the cap while unmeasured; NaN without a shield).
+    """
+    import jax
+
+    from agents.tuner import NUM_STAGES, knob_values
+    from recgym.envs.pipeline import dynamics
+
+    decision, heads = policy.last_decision, policy.heads
+    logits, allowed = decision["logits"], decision["allowed"]
+    if heads.mode == "absolute":
+        bounds = np.cumsum(heads.sizes)
+        start, stop = int(bounds[NUM_STAGES - 1]), int(bounds[NUM_STAGES])
+        current, low, high = (np.asarray(x) for x in knob_values(observations, policy.env_params))
+        targets = np.asarray(heads.targets(current, low, high))[:, NUM_STAGES, : stop - start]
+        grows = targets > current[:, NUM_STAGES, None]
+    else:
+        start, stop = 0, heads.num_logits
+        grows = np.zeros((len(observations), stop), bool)
+        grows[:, 2 * NUM_STAGES] = True  # the increment action "batch size x2"
+    probs = np.asarray(jax.nn.softmax(logits[:, start:stop], axis=-1))
+    mass = np.sum(np.where(grows, probs, 0.0), axis=-1)
+    masked = np.sum(np.where(grows & ~allowed[:, start:stop], probs, 0.0), axis=-1)
+    price = np.full(len(observations), np.nan)
+    if policy.shield is not None:
+        estimate = policy.estimate
+        cap = observations[:, dynamics.OBS_MEMORY_CAP]
+        price = np.where(estimate.measured[:, NUM_STAGES], estimate.grow_cost[:, NUM_STAGES],
+                         policy.shield.probe_fraction * cap)
+    return mass, masked, price
+
+
+def episode_rows(record: dict[str, np.ndarray], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """One row per episode of :func:`run_episodes`: where its batch size went and what the shield did.
+
+    Means over the episode's steady-state steps (alive, the neighbour not just switched, as in
+    :func:`knob_breakdown`) unless named ``last``: ``efficiency`` is the whole episode's mean;
+    ``last batch``/``optimum's`` the batch sizes at its last step; ``last prefetch``/``optimum's``
+    likewise; ``memory fraction`` the memory in use over the cap; ``growth mass``,
+    ``masked``, ``doubling price`` and ``doubling cost`` as in :func:`run_episodes` (``masked`` is
+    the masked share of the growth mass, the mean of ``growth_masked`` over that of
+    ``growth_mass``).
+    """
+    mask = np.zeros_like(record["alive"])
+    for phase in STEADY_PHASES:
+        start, end = PHASES[phase]
+        mask[:, start:end] = True
+    mask &= record["alive"] & ~record["switched"]
+    rows = []
+    for i, seed in enumerate(seeds):
+        m = mask[i]
+        last = int(np.flatnonzero(record["alive"][i])[-1])
+
+        def mean(name, m=m, i=i):
+            values = record[name][i][m]
+            values = values[~np.isnan(values)]
+            return float(values.mean()) if values.size else float("nan")
+
+        growth = mean("growth_mass")
+        rows.append({"seed": int(seed), "efficiency": float(record["efficiency"][i].mean()),
+                     "OOM": bool(record["oom"][i].any()),
+                     "last batch": int(2 ** record["batch_log2"][i, last]),
+                     "optimum's batch": int(2 ** record["opt_batch_log2"][i, last]),
+                     "last prefetch": int(record["prefetch"][i, last]),
+                     "optimum's prefetch": int(record["opt_prefetch"][i, last]),
+                     "memory fraction": mean("memory_fraction"), "growth mass": growth,
+                     "masked": mean("growth_masked") / growth if growth > 0 else float("nan"),
+                     "doubling price": mean("doubling_price"), "doubling cost": mean("doubling_cost")})
+    return rows
+
+
+def episodes_markdown(rows: list[dict[str, Any]]) -> str:
+    """:func:`episode_rows` as a Markdown table."""
+    names = list(rows[0])
+    lines = ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names)]
+    for row in rows:
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def phase_breakdown(record: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -255,8 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="how the deterministic tuner decodes its heads (default: its action mode's, "
                              "agents.tuner.TunerPolicy)")
     parser.add_argument("--oracle", action="store_true", help="diagnose the oracle baseline instead")
+    parser.add_argument("--shield-option", action="append", default=[], choices=SHIELD_OPTIONS,
+                        help="act under the run's shield with this option switched on (agents.tuner.MemoryShield; "
+                             "repeat for several)")
     parser.add_argument("--random-pipelines", type=int, default=100)
     parser.add_argument("--scenario-seeds", type=int, default=20)
+    parser.add_argument("--episodes", default="", metavar="SCENARIO",
+                        help="instead of the tables, one row per validation episode of SCENARIO (episode_rows)")
     parser.add_argument("--out", default="", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.oracle:
@@ -270,13 +396,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         from agents.tuner import TunerPolicy
 
         tuner = TunerPolicy.from_checkpoint(args.run, step=args.step)
+        if args.shield_option:
+            if tuner.shield is None or not tuner.shield.refine:
+                parser.error("--shield-option needs a run with the refining memory shield")
+            tuner.shield = dataclasses.replace(tuner.shield, **dict.fromkeys(args.shield_option, True))
         mode = args.action_mode or tuner.heads.mode
 
         def factory(params):
             return TunerPolicy(tuner.graphdef, tuner.params, tuner.heads, params, shield=tuner.shield,
                                deterministic=not args.sampled, decoding=args.decoding)
-    results = diagnose(factory, mode, random_pipelines=args.random_pipelines, scenario_seeds=args.scenario_seeds)
-    print(markdown(results))
+    if args.episodes:
+        from agents.tuner import VALIDATION_SEED_START
+        from recgym.envs.pipeline import HELD_OUT_SEED_START, SCENARIOS
+
+        if args.episodes not in SCENARIOS:
+            parser.error(f"--episodes must be one of {', '.join(SCENARIOS)}, got {args.episodes!r}")
+        n = args.random_pipelines if args.episodes == "random" else args.scenario_seeds
+        if n < 1 or VALIDATION_SEED_START + n > HELD_OUT_SEED_START:
+            parser.error(f"{n} validation episodes: need at least 1, below the held-out seeds")
+        seeds = [VALIDATION_SEED_START + i for i in range(n)]
+        results = episode_rows(run_episodes(factory, args.episodes, mode, seeds), seeds)
+        print(episodes_markdown(results))
+    else:
+        results = diagnose(factory, mode, random_pipelines=args.random_pipelines,
+                           scenario_seeds=args.scenario_seeds)
+        print(markdown(results))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
