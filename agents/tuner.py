@@ -158,6 +158,12 @@ class TunerConfig(RunConfig):
             the other knobs it moved) and keeps the prefetch's exact cost across batch-size
             changes (see update_memory_estimate). Without it a batch size never changed alone
             stays priced at shield_probe_fraction of the cap. Runs saved before it read False.
+        shield_shrink_credit: With shield_refine, absolute mode: a shrink whose release the
+            shield knows from below (workers of a stage holding single samples, once exact;
+            halvings of the batch size, once its cost is exact) pays for the growth of the knobs
+            chosen after it in the same step, and the prefetch is priced at a halved batch size
+            (see MemoryShield). Without it a shrink frees nothing in the shield's arithmetic.
+            Runs saved before it read False.
         share_features: Give the networks, besides the measured rates, each stage's
             proportional share of the available cores (split by its measured CPU-seconds per
             sample) against its workers, and the balanced throughput against the measured one
@@ -183,7 +189,7 @@ class TunerConfig(RunConfig):
     #: What a saved config without these fields meant (:func:`agents.config.config_from_dict`):
     #: a run saved before the proportional-share features existed was trained without them.
     SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False, "shield_refine": False,
-                                                "shield_measure_batch": False}
+                                                "shield_measure_batch": False, "shield_shrink_credit": False}
 
     total_steps: int = 20_000_000  # run-control defaults of the tuner (documented in RunConfig)
     updates_per_call: int = 20
@@ -210,6 +216,7 @@ class TunerConfig(RunConfig):
     shield_headroom: float = 0.0
     shield_refine: bool = True
     shield_measure_batch: bool = False
+    shield_shrink_credit: bool = False
     share_features: bool = True
     hidden_width: int = 64
     activation: str = "tanh"
@@ -238,11 +245,12 @@ class TunerConfig(RunConfig):
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
         for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine",
-                     "shield_measure_batch"):
+                     "shield_measure_batch", "shield_shrink_credit"):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
-        if self.shield_measure_batch and not self.shield_refine:
-            raise ValueError("shield_measure_batch=True needs shield_refine=True: it reads the exact costs the "
-                             "kept equations track")
+        for name in ("shield_measure_batch", "shield_shrink_credit"):
+            if getattr(self, name) and not self.shield_refine:
+                raise ValueError(f"{name}=True needs shield_refine=True: it reads the exact costs the kept "
+                                 "equations track")
         for name in ("shield_probe_fraction", "shield_headroom"):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
                     getattr(self, name), "in [0, 1)")
@@ -979,20 +987,29 @@ class MemoryShield:
             them (:class:`MemoryEquations`); False: the shield of runs saved before it existed.
         measure_batch: With ``refine``, also price the batch size from the several-knob steps that
             change it (:attr:`MemoryEquations.measure_batch`).
+        shrink_credit: With ``refine``, absolute mode: let a shrink whose release is known from
+            below pay for the growth of the heads after it in the same step. Workers of a stage
+            that holds single samples release their exact cost; ``k`` halvings of the batch size
+            release ``(1 - 2^-k)`` of the batch-proportional memory once that is exact (less the
+            upper-bound cost of any batch-holding workers shrunk before it), and the prefetch head
+            then prices its batches at the halved batch size. Without it a shrink frees nothing in
+            the shield's arithmetic (see :func:`choose_actions`).
 
     Raises:
-        ValueError: ``measure_batch`` without ``refine``.
+        ValueError: ``measure_batch`` or ``shrink_credit`` without ``refine``.
     """
 
     probe_fraction: float = 0.05
     headroom: float = 0.0
     refine: bool = True
     measure_batch: bool = False
+    shrink_credit: bool = False
 
     def __post_init__(self) -> None:
-        if self.measure_batch and not self.refine:
-            raise ValueError("MemoryShield(measure_batch=True) needs refine=True: it reads the exact costs the "
-                             "kept equations track")
+        for name in ("measure_batch", "shrink_credit"):
+            if getattr(self, name) and not self.refine:
+                raise ValueError(f"MemoryShield({name}=True) needs refine=True: it reads the exact costs the "
+                                 "kept equations track")
 
     @classmethod
     def from_config(cls, config: TunerConfig) -> MemoryShield | None:
@@ -1000,7 +1017,7 @@ class MemoryShield:
         if not config.shielded:
             return None
         return cls(config.shield_probe_fraction, config.shield_headroom, config.shield_refine,
-                   config.shield_measure_batch)
+                   config.shield_measure_batch, config.shield_shrink_credit)
 
     def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
         """``(..., 17)`` bool: the increment actions let through (see :func:`shield_allowed_actions`)."""
@@ -1068,9 +1085,15 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
     """One env's absolute-mode choices under the shield, knob by knob (see :func:`choose_actions`)."""
     growth, unit_cost, proportional = absolute_move_costs(estimate, observation, params, heads, shield.probe_fraction)
     budget = (1.0 - shield.headroom) * observation[dynamics.OBS_MEMORY_CAP] - observation[dynamics.OBS_MEMORY]
-    targets = heads.targets(*knob_values(observation, params))
+    current, low, high = knob_values(observation, params)
+    targets = heads.targets(current, low, high)
     keys = None if key is None else jax.random.split(key, len(heads.sizes))
     batch_factor = jnp.ones((), jnp.float32)
+    if shield.shrink_credit:
+        # What a shrink releases, from below: exact costs only (see MemoryShield.shrink_credit).
+        exact = estimate.equations.exact & estimate.measured
+        shrink = jnp.maximum(current[:, None] - targets, 0).astype(jnp.float32)
+        release_low = jnp.where(exact[NUM_STAGES], unit_cost[NUM_STAGES], 0.0)  # M(B), the batch-proportional memory
     choices, allowed = [], []
     for i, head in enumerate(heads.split(logits)):
         grows = growth[i, : heads.sizes[i]].astype(jnp.float32)
@@ -1094,6 +1117,19 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
             proportional = proportional + grows[choice] * unit_cost[i]
         if i == NUM_STAGES:
             batch_factor = 2.0 ** grows[choice]
+        if shield.shrink_credit:
+            shrunk = shrink[i, : heads.sizes[i]][choice]
+            if i < NUM_STAGES and _BATCH_HOLDING[i]:
+                # A batch-holding worker's w + e B (an upper bound) is at least its e B: what is
+                # left of the batch-proportional memory after the shrink is at least M(B) less it.
+                release_low = jnp.maximum(release_low - shrunk * unit_cost[i], 0.0)
+            elif i < NUM_STAGES:
+                budget = budget + jnp.where(exact[i], shrunk * unit_cost[i], 0.0)
+            elif i == NUM_STAGES:
+                # k halvings release (1 - 2^-k) of the batch-proportional memory, and the prefetch
+                # head then prices its batches at the smaller batch size.
+                budget = budget + (1.0 - 2.0**-shrunk) * release_low
+                batch_factor = batch_factor * 2.0**-shrunk
         choices.append(choice)
         allowed.append(ok)
     return jnp.stack(choices).astype(jnp.int32), jnp.concatenate(allowed)

@@ -19,6 +19,7 @@ from agents.tuner import (
     MASKED_LOGIT,
     SHIELD_KNOBS,
     ActionHeads,
+    MemoryEquations,
     MemoryEstimate,
     MemoryShield,
     TunerConfig,
@@ -580,3 +581,153 @@ def test_the_shielded_absolute_policy_never_crashes_in_memory_tight_and_the_unsh
     assert sum(unshielded["oom"]) == 6
     assert sum(shielded["oom"]) == 0
     assert np.mean(shielded["efficiency"]) > np.mean(unshielded["efficiency"])
+
+
+# ------------------------------------------------------------------------------------ shrink credit
+def true_memory(state, cores, batch_log2: int, prefetch: int) -> float:
+    """GiB: the memory an allocation would use in the env's world (the memory model, not the shield)."""
+    world = state.world
+    return float(model.memory_gib(np, [float(c) for c in cores], 2.0**batch_log2, float(prefetch),
+                                  world.worker_memory_gib, world.element_gib, world.shuffle_buffer,
+                                  world.trainer_memory_gib))
+
+
+def test_shrink_credit_lets_a_batch_halving_pay_for_deeper_prefetch_and_prices_it_at_the_new_batch():
+    env = gym.make("RecGym-Pipeline-v0", scenario="memory-tight", action_mode="absolute")
+    obs, _ = env.reset(seed=3)
+    cap = float(obs[dynamics.OBS_MEMORY_CAP])
+    obs[dynamics.OBS_MEMORY] = cap - 0.35
+    # Two one-knob steps price both exactly: the batch halved alone releases 0.5 GiB, so the
+    # batch-proportional memory at the new B is M(B) = 0.5 (the next doubling's cost); one batch
+    # of prefetch alone adds 0.1 GiB.
+    first = obs.copy()
+    first[dynamics.OBS_BATCH] /= 2
+    first[dynamics.OBS_MEMORY] -= 0.5
+    second = first.copy()
+    second[dynamics.OBS_PREFETCH] += 1
+    second[dynamics.OBS_MEMORY] += 0.1
+    estimate = update_jit(update_jit(MemoryEstimate.unknown(refine=True), obs, first), first, second)
+    b, p = NUM_STAGES, NUM_STAGES + 1
+    assert np.asarray(estimate.equations.exact)[[b, p]].all()
+    assert float(estimate.grow_cost[b]) == pytest.approx(0.6, abs=1e-5)  # M(B) with the new prefetch batch
+    assert float(estimate.grow_cost[p]) == pytest.approx(0.1, abs=1e-5)
+    # 0.75 GiB left. The policy halves the batch size and wants 8 more batches of prefetch:
+    # 0.8 GiB at the current batch size, over what is left; the halving releases 0.3 GiB and
+    # prices the 8 batches at 0.05 each, 0.4 GiB in all, which fits.
+    heads = ABSOLUTE_HEADS
+    logits = np.zeros((1, heads.num_logits), np.float32)
+    bounds = np.cumsum([0, *heads.sizes])
+    logits[0, bounds[b] + list(heads.moves[b]).index(-1)] = 20.0
+    logits[0, bounds[p]:bounds[p + 1]] = heads.moves[p]  # the deeper, the likelier
+    for i in range(NUM_STAGES):
+        logits[0, bounds[i] + list(heads.moves[i]).index(0)] = 20.0
+    one = jax.tree_util.tree_map(lambda x: x[None], estimate)
+    chosen = {}
+    for credit in (False, True):
+        choices, allowed = choose_jit(MemoryShield(shrink_credit=credit), heads, logits, one, second[None],
+                                      ABSOLUTE_PARAMS)
+        chosen[credit] = [heads.moves[i][c] for i, c in enumerate(np.asarray(choices)[0])]
+    assert chosen[True][b] == chosen[False][b] == -1
+    assert chosen[True][p] == 8
+    assert chosen[False][p] == 4  # 0.4 GiB at the old batch size is all that fits without the credit
+
+
+def test_shrink_credit_never_lets_through_an_allocation_over_the_cap_along_random_walks():
+    """Random walks in memory-tight whose policy halves the batch size and grows everything else:
+    every allocation the credited shield lets through fits under the cap by the world's own memory
+    model (the shield's release is a lower bound), and the credit does let more through."""
+    env = gym.make("RecGym-Pipeline-v0", scenario="memory-tight", action_mode="absolute")
+    params = env.unwrapped.params
+    heads = ActionHeads.from_config(TunerConfig(action_mode="absolute"), params)
+    shields = {credit: MemoryShield(shrink_credit=credit, measure_batch=True) for credit in (False, True)}
+    bounds = np.cumsum([0, *heads.sizes])
+    greediest = np.concatenate([np.asarray(m, np.float32) for m in heads.moves])
+    batch_moves = np.asarray(heads.moves[NUM_STAGES], np.float32)
+    greediest[bounds[NUM_STAGES]:bounds[NUM_STAGES + 1]] = -((batch_moves + 1.0) ** 2)  # one halving
+    widened = near_cap = 0
+    for episode in range(6):
+        obs, _ = env.reset(seed=episode)
+        estimate = MemoryEstimate.unknown((1,), refine=True, measure_batch=True)
+        previous = obs
+        key = jax.random.key(episode)
+        for _ in range(40):
+            estimate = jax.jit(update_memory_estimate)(estimate, previous[None], obs[None])
+            key, noise_key, choice_key = jax.random.split(key, 3)
+            current = np.asarray(knob_values(obs, params)[0])
+            targets = np.asarray(heads.targets(current, *knob_values(obs, params)[1:]))
+            moves = np.concatenate([targets[i, : heads.sizes[i]] - current[i] for i in range(len(heads.sizes))])
+            bias = np.where(moves > 0, 2.0, 0.0)
+            bias[np.cumsum([0, *heads.sizes])[NUM_STAGES]:][: heads.sizes[NUM_STAGES]] = np.where(
+                moves[np.cumsum([0, *heads.sizes])[NUM_STAGES]:][: heads.sizes[NUM_STAGES]] < 0, 2.0, 0.0)
+            logits = np.asarray(jax.random.normal(noise_key, (1, heads.num_logits))) + bias
+            keys = jax.random.split(choice_key, 1)
+            choices, allowed = choose_jit(shields[True], heads, logits, estimate, obs[None], params, keys)
+            _, plain_allowed = choose_jit(shields[False], heads, logits, estimate, obs[None], params, keys)
+            widened += int(np.any(np.asarray(allowed) & ~np.asarray(plain_allowed)))
+            cap = float(obs[dynamics.OBS_MEMORY_CAP])
+            # The binding case at this state too: the greedy choice of a policy that halves the
+            # batch size and grows every other knob as far as it can (not acted on).
+            greedy, _ = choose_jit(shields[True], heads, greediest[None], estimate, obs[None], params)
+            for chosen in (np.asarray(choices)[0], np.asarray(greedy)[0]):
+                after = targets[np.arange(len(heads.sizes)), chosen]
+                memory = true_memory(env.unwrapped.state, after[:NUM_STAGES], int(after[NUM_STAGES]),
+                                     int(after[NUM_STAGES + 1]))
+                assert memory <= cap + 1e-4 * cap, (episode, after, memory, cap)
+                if memory > cap - 0.05 * cap:
+                    near_cap += 1
+            action = np.asarray(heads.to_env_action(choices, obs[None], params))[0]
+            previous = obs
+            obs, _, terminated, truncated, info = env.step(action)
+            assert not info["oom"] or float(obs[dynamics.OBS_MEMORY_CAP]) < cap  # only a fall of the cap
+            if terminated or truncated:
+                break
+    assert widened > 0 and near_cap > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(obs=absolute_observations, costs=cost_lists,
+       measured=st.lists(st.booleans(), min_size=NUM_KNOBS, max_size=NUM_KNOBS),
+       exact=st.lists(st.booleans(), min_size=NUM_KNOBS, max_size=NUM_KNOBS), probe=st.sampled_from([0.0, 0.05, 0.2]),
+       headroom=st.sampled_from([0.0, 0.1]), seed=st.integers(0, 2**31 - 1), greedy=st.booleans())
+def test_the_credited_shield_spends_no_more_than_the_free_memory_and_the_releases_it_knows(
+        obs, costs, measured, exact, probe, headroom, seed, greedy):
+    """The credit's arithmetic, computed independently: the chosen growth (prefetch batches at the
+    new batch size) is at most the free memory plus the exact single-sample-stage workers shrunk and
+    (1 - 2^-k) of the exact batch-proportional memory, less the batch-holding workers shrunk, for k
+    halvings."""
+    heads = ABSOLUTE_HEADS
+    measured = np.asarray(measured) | np.asarray(exact)
+    equations = MemoryEquations.empty((1,)).replace(exact=np.asarray([exact]))
+    estimate = MemoryEstimate(grow_cost=np.asarray([costs], np.float32), measured=measured[None], equations=equations)
+    current = np.asarray(knob_values(obs, ABSOLUTE_PARAMS)[0])
+    moves = [np.asarray(m) for m in heads.moves]
+    # Logits that push the batch size down and every other knob up, plus noise.
+    logits = np.array(jax.random.normal(jax.random.key(seed), (1, heads.num_logits)))
+    logits += 3.0 * np.concatenate([(m < 0) if i == NUM_STAGES else (m > 0) for i, m in enumerate(moves)])
+    keys = None if greedy else jax.random.split(jax.random.key(seed), 1)
+    choices, _ = choose_jit(MemoryShield(probe, headroom, shrink_credit=True), heads, logits, estimate, obs[None],
+                            ABSOLUTE_PARAMS, keys)
+    change = chosen_targets(obs, np.asarray(choices)[0], heads) - current
+    cap = float(obs[dynamics.OBS_MEMORY_CAP])
+    unit = np.where(measured, np.asarray(costs, np.float32), np.float32(probe) * np.float32(cap)).astype(np.float64)
+    grow, shrink = np.maximum(change, 0), np.maximum(-change, 0)
+    holding = np.asarray([False] * (NUM_STAGES - 2) + [True, True])
+    factor = 2.0 ** change[NUM_STAGES]
+    added = float(np.sum(grow[:NUM_STAGES] * unit[:NUM_STAGES]))
+    added += (2.0 ** grow[NUM_STAGES] - 1.0) * (unit[NUM_STAGES] + float(np.sum((grow[:NUM_STAGES] * unit[:NUM_STAGES])[holding])))
+    added += grow[NUM_STAGES + 1] * unit[NUM_STAGES + 1] * factor
+    exact = np.asarray(exact)
+    released = float(np.sum(np.where(exact[:NUM_STAGES] & ~holding, shrink[:NUM_STAGES] * unit[:NUM_STAGES], 0.0)))
+    proportional = unit[NUM_STAGES] if exact[NUM_STAGES] else 0.0
+    proportional = max(proportional - float(np.sum((shrink[:NUM_STAGES] * unit[:NUM_STAGES])[holding])), 0.0)
+    released += (1.0 - 2.0 ** -shrink[NUM_STAGES]) * proportional
+    free = (1.0 - headroom) * cap - float(obs[dynamics.OBS_MEMORY])
+    assert added == 0.0 or added <= free + released + 1e-4 * cap, (change, added, free, released)
+
+
+def test_shrink_credit_needs_the_kept_equations():
+    with pytest.raises(ValueError, match="shield_shrink_credit=True needs shield_refine=True"):
+        TunerConfig(shield_shrink_credit=True, shield_refine=False)
+    with pytest.raises(ValueError, match=r"MemoryShield\(shrink_credit=True\) needs refine=True"):
+        MemoryShield(refine=False, shrink_credit=True)
+    assert MemoryShield.from_config(TunerConfig(action_mode="absolute", shield_shrink_credit=True)).shrink_credit
