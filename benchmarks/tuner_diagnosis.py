@@ -216,11 +216,7 @@ def episode_rows(record: dict[str, np.ndarray], seeds: Sequence[int]) -> list[di
     the masked share of the growth mass, the mean of ``growth_masked`` over that of
     ``growth_mass``).
     """
-    mask = np.zeros_like(record["alive"])
-    for phase in STEADY_PHASES:
-        start, end = PHASES[phase]
-        mask[:, start:end] = True
-    mask &= record["alive"] & ~record["switched"]
+    mask = steady_steps(record)
     rows = []
     for i, seed in enumerate(seeds):
         m = mask[i]
@@ -277,6 +273,17 @@ def phase_breakdown(record: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return rows
 
 
+def steady_steps(record: dict[str, np.ndarray]) -> np.ndarray:
+    """``(episodes, steps)`` bool: the steady-state steps of :data:`STEADY_PHASES` in which the
+    episode was alive and the neighbour did not just switch (what the per-knob and per-episode
+    summaries average over)."""
+    mask = np.zeros_like(record["alive"])
+    for phase in STEADY_PHASES:
+        start, end = PHASES[phase]
+        mask[:, start:end] = True
+    return mask & record["alive"] & ~record["switched"]
+
+
 def knob_breakdown(record: dict[str, np.ndarray]) -> dict[str, Any]:
     """In the steady-state steps (alive, neighbour not just switched): what fixing each knob buys.
 
@@ -287,11 +294,7 @@ def knob_breakdown(record: dict[str, np.ndarray]) -> dict[str, Any]:
         steps at the optimum's value (``knobs``), plus the mean memory in use as a fraction of the
         cap (``memory_fraction``; ``opt_memory_fraction`` for the optimum).
     """
-    mask = np.zeros_like(record["alive"])
-    for phase in STEADY_PHASES:
-        start, end = PHASES[phase]
-        mask[:, start:end] = True
-    mask &= record["alive"] & ~record["switched"]
+    mask = steady_steps(record)
     result: dict[str, Any] = {"steps": int(mask.sum())}
     for name in ("efficiency", "fix_prefetch", "fix_workers", "fix_batch", "memory_fraction", "opt_memory_fraction"):
         result[name] = float(record[name][mask].mean())
