@@ -164,6 +164,11 @@ class TunerConfig(RunConfig):
             chosen after it in the same step, and the prefetch is priced at a halved batch size
             (see MemoryShield). Without it a shrink frees nothing in the shield's arithmetic.
             Runs saved before it read False.
+        shield_batch_probe: With shield_refine, absolute mode: when the batch size's cost is not
+            known exactly, one doubling at its estimate does not fit, and the policy puts at least
+            half of the batch head's mass on growing it, the shield makes the step a probe: every
+            knob stays but the batch size, which halves, so the memory change measures the batch
+            size's cost exactly (see MemoryShield). Runs saved before it read False.
         share_features: Give the networks, besides the measured rates, each stage's
             proportional share of the available cores (split by its measured CPU-seconds per
             sample) against its workers, and the balanced throughput against the measured one
@@ -189,7 +194,8 @@ class TunerConfig(RunConfig):
     #: What a saved config without these fields meant (:func:`agents.config.config_from_dict`):
     #: a run saved before the proportional-share features existed was trained without them.
     SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False, "shield_refine": False,
-                                                "shield_measure_batch": False, "shield_shrink_credit": False}
+                                                "shield_measure_batch": False, "shield_shrink_credit": False,
+                                                "shield_batch_probe": False}
 
     total_steps: int = 20_000_000  # run-control defaults of the tuner (documented in RunConfig)
     updates_per_call: int = 20
@@ -217,6 +223,7 @@ class TunerConfig(RunConfig):
     shield_refine: bool = True
     shield_measure_batch: bool = False
     shield_shrink_credit: bool = False
+    shield_batch_probe: bool = False
     share_features: bool = True
     hidden_width: int = 64
     activation: str = "tanh"
@@ -245,9 +252,9 @@ class TunerConfig(RunConfig):
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
         for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine",
-                     "shield_measure_batch", "shield_shrink_credit"):
+                     "shield_measure_batch", "shield_shrink_credit", "shield_batch_probe"):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
-        for name in ("shield_measure_batch", "shield_shrink_credit"):
+        for name in ("shield_measure_batch", "shield_shrink_credit", "shield_batch_probe"):
             if getattr(self, name) and not self.shield_refine:
                 raise ValueError(f"{name}=True needs shield_refine=True: it reads the exact costs the kept "
                                  "equations track")
@@ -994,9 +1001,19 @@ class MemoryShield:
             upper-bound cost of any batch-holding workers shrunk before it), and the prefetch head
             then prices its batches at the halved batch size. Without it a shrink frees nothing in
             the shield's arithmetic (see :func:`choose_actions`).
+        batch_probe: With ``refine``, absolute mode: when the batch size's cost is not known
+            exactly (unmeasured, it is priced at ``probe_fraction`` of the cap), one doubling at its
+            estimate does not fit, and the policy puts at least half of the batch head's mass on
+            growing it, the step becomes a probe: every head but the batch size's is restricted to
+            "stay" and the batch head to one halving. A halving releases memory, so the probe is
+            safe, and as a one-knob step it measures the batch-proportional memory exactly
+            (:func:`update_memory_estimate`); without it a policy whose steps always move the batch
+            size with other knobs can keep it priced at the prior for the whole episode. Masked
+            like the shield's other choices, so the training loss sees the forced step's exact
+            (zero) log-probability.
 
     Raises:
-        ValueError: ``measure_batch`` or ``shrink_credit`` without ``refine``.
+        ValueError: ``measure_batch``, ``shrink_credit`` or ``batch_probe`` without ``refine``.
     """
 
     probe_fraction: float = 0.05
@@ -1004,9 +1021,10 @@ class MemoryShield:
     refine: bool = True
     measure_batch: bool = False
     shrink_credit: bool = False
+    batch_probe: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("measure_batch", "shrink_credit"):
+        for name in ("measure_batch", "shrink_credit", "batch_probe"):
             if getattr(self, name) and not self.refine:
                 raise ValueError(f"MemoryShield({name}=True) needs refine=True: it reads the exact costs the "
                                  "kept equations track")
@@ -1017,7 +1035,7 @@ class MemoryShield:
         if not config.shielded:
             return None
         return cls(config.shield_probe_fraction, config.shield_headroom, config.shield_refine,
-                   config.shield_measure_batch, config.shield_shrink_credit)
+                   config.shield_measure_batch, config.shield_shrink_credit, config.shield_batch_probe)
 
     def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
         """``(..., 17)`` bool: the increment actions let through (see :func:`shield_allowed_actions`)."""
@@ -1079,6 +1097,26 @@ def absolute_move_costs(estimate: MemoryEstimate, observation: jax.Array, params
     return growth, unit_cost, unit_cost[NUM_STAGES]
 
 
+def _batch_probe_wanted(heads: ActionHeads, batch_logits: jax.Array, estimate: MemoryEstimate, targets: jax.Array,
+                        current: jax.Array, doubling: jax.Array, budget: jax.Array) -> jax.Array:
+    """Whether the shield's batch probe acts this step (one env; see :attr:`MemoryShield.batch_probe`).
+
+    When the batch size's cost is not known exactly, one doubling at its estimate (``doubling``,
+    the prior while unmeasured) does not fit the ``budget``, the policy puts at least half of the
+    batch head's mass on growing it, and a one-knob halving is on offer (every head has a "stay"
+    choice and the batch head a halving).
+    """
+    b = NUM_STAGES
+    exact = estimate.equations.exact[b] & estimate.measured[b]
+    batch_targets = targets[b, : heads.sizes[b]]
+    grow_mass = jnp.sum(jnp.where(batch_targets > current[b], jax.nn.softmax(batch_logits), 0.0))
+    can = jnp.any(batch_targets == current[b] - 1)
+    for i, size in enumerate(heads.sizes):
+        if i != b:
+            can = can & jnp.any(targets[i, :size] == current[i])
+    return ~exact & (doubling > budget) & (grow_mass >= 0.5) & can
+
+
 def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: PipelineParams, decoding: str,
                               logits: jax.Array, estimate: MemoryEstimate, observation: jax.Array,
                               key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -1094,8 +1132,11 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
         exact = estimate.equations.exact & estimate.measured
         shrink = jnp.maximum(current[:, None] - targets, 0).astype(jnp.float32)
         release_low = jnp.where(exact[NUM_STAGES], unit_cost[NUM_STAGES], 0.0)  # M(B), the batch-proportional memory
+    split = heads.split(logits)
+    if shield.batch_probe:
+        probe = _batch_probe_wanted(heads, split[NUM_STAGES], estimate, targets, current, proportional, budget)
     choices, allowed = [], []
-    for i, head in enumerate(heads.split(logits)):
+    for i, head in enumerate(split):
         grows = growth[i, : heads.sizes[i]].astype(jnp.float32)
         if i < NUM_STAGES:
             extra = grows * unit_cost[i]
@@ -1106,6 +1147,9 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
             # A batch of prefetch at the batch size chosen just before.
             extra = grows * unit_cost[i] * batch_factor
         ok = (grows == 0) | (extra <= budget)
+        if shield.batch_probe:
+            # The probe: every knob stays but the batch size, which halves (see MemoryShield.batch_probe).
+            ok = jnp.where(probe, targets[i, : heads.sizes[i]] == current[i] - (i == NUM_STAGES), ok)
         masked = jnp.where(ok, head, MASKED_LOGIT)
         if keys is None:
             choice = decoded_choice(head, targets[i, : heads.sizes[i]], ok,

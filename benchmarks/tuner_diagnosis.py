@@ -42,7 +42,7 @@ import numpy as np
 PHASES: dict[str, tuple[int, int]] = {"ramp (steps 1-10)": (0, 10), "steady before change (11-50)": (10, 50),
                                       "change and recovery (51-60)": (50, 60), "steady after change (61-100)": (60, 100)}
 #: Options of :class:`agents.tuner.MemoryShield` that ``--shield-option`` switches on.
-SHIELD_OPTIONS: tuple[str, ...] = ("measure_batch", "shrink_credit")
+SHIELD_OPTIONS: tuple[str, ...] = ("measure_batch", "shrink_credit", "batch_probe")
 #: Phases whose steps the per-knob breakdown reads (the steady states).
 STEADY_PHASES: tuple[str, ...] = ("steady before change (11-50)", "steady after change (61-100)")
 

@@ -731,3 +731,125 @@ def test_shrink_credit_needs_the_kept_equations():
     with pytest.raises(ValueError, match=r"MemoryShield\(shrink_credit=True\) needs refine=True"):
         MemoryShield(refine=False, shrink_credit=True)
     assert MemoryShield.from_config(TunerConfig(action_mode="absolute", shield_shrink_credit=True)).shrink_credit
+
+
+# ------------------------------------------------------------------------------------ batch probe
+def batch_growing_logits(heads: ActionHeads = ABSOLUTE_HEADS) -> np.ndarray:
+    """``(1, num_logits)``: a policy that wants to double the batch size and add a worker to every
+    stage (staying is its second choice), and keeps the prefetch depth."""
+    logits = np.zeros((1, heads.num_logits), np.float32)
+    bounds = np.cumsum([0, *heads.sizes])
+    for i, moves in enumerate(heads.moves):
+        logits[0, bounds[i] + list(moves).index(0)] = 10.0
+        if i <= NUM_STAGES:
+            logits[0, bounds[i] + list(moves).index(1)] = 20.0
+    return logits
+
+
+def test_the_batch_probe_halves_the_batch_size_alone_then_lets_the_doubling_through_at_its_true_price():
+    """Where the batch doubling's prior (here 90% of the cap) does not fit, the probe's step moves
+    the batch size alone, one halving; the env's memory change then prices the doubling exactly,
+    and the next step's doubling is let through. Without the probe the batch size never grows."""
+    env = gym.make("RecGym-Pipeline-v0", scenario="memory-tight", action_mode="absolute")
+    params = env.unwrapped.params
+    heads, logits, b = ABSOLUTE_HEADS, batch_growing_logits(), NUM_STAGES
+    batches = {}
+    for probe in (False, True):
+        shield = MemoryShield(probe_fraction=0.9, batch_probe=probe)
+        obs, _ = env.reset(seed=3)
+        estimate = MemoryEstimate.unknown((1,), refine=True)
+        start = float(obs[dynamics.OBS_BATCH])
+        batches[probe] = [start]
+        for step in range(2):
+            choices, allowed = choose_jit(shield, heads, logits, estimate, obs[None], params)
+            after = chosen_targets(obs, np.asarray(choices)[0], heads)
+            current = np.asarray(knob_values(obs, params)[0])
+            if probe and step == 0:
+                # Every knob stays but the batch size, which halves: each head was let choose only
+                # the moves that lead there (several where clipping at a bound makes them equal).
+                np.testing.assert_array_equal(after - current, [0] * NUM_STAGES + [-1, 0])
+                targets = np.asarray(heads.targets(current, *knob_values(obs, params)[1:]))
+                for i, ok in enumerate(heads.split(np.asarray(allowed)[0])):
+                    np.testing.assert_array_equal(ok, targets[i, : heads.sizes[i]] == current[i] - (i == b))
+            action = np.asarray(heads.to_env_action(choices, obs[None], params))[0]
+            new_obs, _, terminated, truncated, info = env.step(action)
+            assert not (terminated or truncated or info["oom"])
+            estimate = update_jit(estimate, obs[None], new_obs[None])
+            obs = new_obs
+            batches[probe].append(float(obs[dynamics.OBS_BATCH]))
+            if probe and step == 0:
+                truth = true_grow_costs(env.unwrapped.state)
+                assert bool(estimate.equations.exact[0, b]) and bool(estimate.measured[0, b])
+                np.testing.assert_allclose(float(estimate.grow_cost[0, b]), truth[b], rtol=1e-4)
+                assert truth[b] < 0.9 * float(obs[dynamics.OBS_MEMORY_CAP]) - float(obs[dynamics.OBS_MEMORY])
+    assert batches[False] == [batches[False][0]] * 3  # the prior masks every doubling
+    assert batches[True] == [start, start / 2, start]  # probe, then the doubling at its measured price
+
+
+@settings(max_examples=60, deadline=None)
+@given(obs=absolute_observations, costs=cost_lists,
+       measured=st.lists(st.booleans(), min_size=NUM_KNOBS, max_size=NUM_KNOBS),
+       exact=st.lists(st.booleans(), min_size=NUM_KNOBS, max_size=NUM_KNOBS), probe=st.sampled_from([0.05, 0.2, 0.9]),
+       headroom=st.sampled_from([0.0, 0.1]), seed=st.integers(0, 2**31 - 1), grow_bias=st.floats(-4.0, 4.0),
+       greedy=st.booleans())
+def test_the_batch_probe_acts_exactly_when_the_unknown_batch_price_blocks_a_wanted_doubling(
+        obs, costs, measured, exact, probe, headroom, seed, grow_bias, greedy):
+    """The probe's condition, recomputed independently: the batch size's cost not exact, one
+    doubling at its estimate over the free memory, at least half of the batch head's mass on
+    growing it, and a halving possible. When it holds the step halves the batch size and moves
+    nothing else; when it does not, the choices are the probe-less shield's."""
+    heads, b = ABSOLUTE_HEADS, NUM_STAGES
+    measured = np.asarray(measured) | np.asarray(exact)
+    equations = MemoryEquations.empty((1,)).replace(exact=np.asarray([exact]))
+    estimate = MemoryEstimate(grow_cost=np.asarray([costs], np.float32), measured=measured[None], equations=equations)
+    logits = np.array(jax.random.normal(jax.random.key(seed), (1, heads.num_logits)))
+    bounds = np.cumsum([0, *heads.sizes])
+    batch_moves = np.asarray(heads.moves[b])
+    logits[0, bounds[b]:bounds[b + 1]] += grow_bias * (batch_moves > 0)
+    keys = None if greedy else jax.random.split(jax.random.key(seed + 1), 1)
+    with_probe, allowed = choose_jit(MemoryShield(probe, headroom, batch_probe=True), heads, logits, estimate,
+                                     obs[None], ABSOLUTE_PARAMS, keys)
+    without, _ = choose_jit(MemoryShield(probe, headroom), heads, logits, estimate, obs[None], ABSOLUTE_PARAMS, keys)
+    current, low, _ = (np.asarray(x) for x in knob_values(obs, ABSOLUTE_PARAMS))
+    cap = float(obs[dynamics.OBS_MEMORY_CAP])
+    price = costs[b] if measured[b] else np.float32(probe) * np.float32(cap)
+    free = (1.0 - headroom) * cap - float(obs[dynamics.OBS_MEMORY])
+    batch_logits = logits[0, bounds[b]:bounds[b + 1]].astype(np.float64)
+    mass = np.exp(batch_logits - batch_logits.max())
+    mass /= mass.sum()
+    targets = np.clip(current[b] + batch_moves, low[b], ABSOLUTE_PARAMS.max_batch_log2)
+    wanted = mass[targets > current[b]].sum()
+    if abs(wanted - 0.5) < 1e-4 or abs(price - free) < 1e-4 * cap:
+        return  # on the threshold: float32 and float64 may disagree
+    fires = not exact[b] and price > free and wanted >= 0.5 and current[b] > low[b]
+    after = chosen_targets(obs, np.asarray(with_probe)[0], heads)
+    if fires:
+        np.testing.assert_array_equal(after - current, [0] * NUM_STAGES + [-1, 0])
+        every = np.clip(current[:, None] + np.asarray([list(m) + [0] * (max(heads.sizes) - len(m)) for m in heads.moves]),
+                        low[:, None], np.asarray(knob_values(obs, ABSOLUTE_PARAMS)[2])[:, None])
+        for i, ok in enumerate(heads.split(np.asarray(allowed)[0])):
+            np.testing.assert_array_equal(ok, every[i, : heads.sizes[i]] == current[i] - (i == b))
+    else:
+        np.testing.assert_array_equal(with_probe, without)
+
+
+def test_a_run_trained_with_the_batch_probe_acts_with_it_and_does_not_crash(tmp_path):
+    from agents.tuner import train_run
+
+    config = tiny(action_mode="absolute", total_steps=32 * 50, shield_batch_probe=True, out=str(tmp_path / "run"))
+    train_run(config)
+    policy = TunerPolicy.from_checkpoint(tmp_path / "run")
+    assert policy.shield == MemoryShield(batch_probe=True)
+    record = evaluate_policy(policy, "memory-tight", "absolute", 4)
+    assert not any(record["oom"])
+
+
+def test_the_batch_probe_needs_the_kept_equations_and_is_off_by_default():
+    with pytest.raises(ValueError, match="shield_batch_probe=True needs shield_refine=True"):
+        TunerConfig(shield_batch_probe=True, shield_refine=False)
+    with pytest.raises(ValueError, match=r"MemoryShield\(batch_probe=True\) needs refine=True"):
+        MemoryShield(refine=False, batch_probe=True)
+    with pytest.raises(ValueError, match="shield_batch_probe must be a bool, got 1"):
+        TunerConfig(shield_batch_probe=1)
+    assert MemoryShield.from_config(TunerConfig(action_mode="absolute", shield_batch_probe=True)).batch_probe
+    assert not TunerConfig().shield_batch_probe
