@@ -251,10 +251,10 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v > 0, name, getattr(self, name), "finite and > 0")
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
-        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine",
-                     "shield_measure_batch", "shield_shrink_credit", "shield_batch_probe"):
+        options = tuple(f"shield_{name}" for name in SHIELD_OPTIONS)
+        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine", *options):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
-        for name in ("shield_measure_batch", "shield_shrink_credit", "shield_batch_probe"):
+        for name in options:
             if getattr(self, name) and not self.shield_refine:
                 raise ValueError(f"{name}=True needs shield_refine=True: it reads the exact costs the kept "
                                  "equations track")
@@ -662,6 +662,9 @@ def decoded_choice(logits: jax.Array, targets: jax.Array, allowed: jax.Array, by
 #: Knobs whose growth the memory shield prices, in :class:`MemoryEstimate` order: one worker more
 #: of each stage, the batch size doubled, the prefetch depth one batch deeper.
 SHIELD_KNOBS: tuple[str, ...] = (*(f"{s} +1 worker" for s in STAGES), "batch x2", "prefetch +1")
+#: The :class:`MemoryShield` options that read the kept equations (``refine``), each off by default;
+#: ``TunerConfig.shield_<name>`` sets one for a run.
+SHIELD_OPTIONS: tuple[str, ...] = ("measure_batch", "shrink_credit", "batch_probe")
 #: Stages whose workers hold a whole batch in flight, so that their per-worker memory grows with the
 #: batch size (the batch and prefetch stages).
 _BATCH_HOLDING = np.asarray([False] * (NUM_STAGES - 2) + [True, True])
@@ -1024,7 +1027,7 @@ class MemoryShield:
     batch_probe: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("measure_batch", "shrink_credit", "batch_probe"):
+        for name in SHIELD_OPTIONS:
             if getattr(self, name) and not self.refine:
                 raise ValueError(f"MemoryShield({name}=True) needs refine=True: it reads the exact costs the "
                                  "kept equations track")
@@ -1035,7 +1038,7 @@ class MemoryShield:
         if not config.shielded:
             return None
         return cls(config.shield_probe_fraction, config.shield_headroom, config.shield_refine,
-                   config.shield_measure_batch, config.shield_shrink_credit, config.shield_batch_probe)
+                   **{name: getattr(config, f"shield_{name}") for name in SHIELD_OPTIONS})
 
     def allowed(self, estimate: MemoryEstimate, observation: jax.Array) -> jax.Array:
         """``(..., 17)`` bool: the increment actions let through (see :func:`shield_allowed_actions`)."""

@@ -41,8 +41,6 @@ import numpy as np
 #: the change, the change event and recovery, the steady state after it.
 PHASES: dict[str, tuple[int, int]] = {"ramp (steps 1-10)": (0, 10), "steady before change (11-50)": (10, 50),
                                       "change and recovery (51-60)": (50, 60), "steady after change (61-100)": (60, 100)}
-#: Options of :class:`agents.tuner.MemoryShield` that ``--shield-option`` switches on.
-SHIELD_OPTIONS: tuple[str, ...] = ("measure_batch", "shrink_credit", "batch_probe")
 #: Phases whose steps the per-knob breakdown reads (the steady states).
 STEADY_PHASES: tuple[str, ...] = ("steady before change (11-50)", "steady after change (61-100)")
 
@@ -369,6 +367,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: diagnose a checkpoint (or the oracle) on the validation seeds."""
+    from agents.tuner import SHIELD_OPTIONS
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tuner_diagnosis",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="", help="run folder of agents.tuner (its checkpoints)")
