@@ -18,6 +18,7 @@ import recgym  # noqa: F401  (registers the ids)
 from agents.tuner import (
     MASKED_LOGIT,
     SHIELD_KNOBS,
+    SHIELD_OPTIONS,
     ActionHeads,
     MemoryEquations,
     MemoryEstimate,
@@ -351,7 +352,6 @@ def test_masked_choices_are_never_sampled_nor_taken_greedily():
     ("shield_headroom", float("nan"), "shield_headroom must be in [0, 1), got nan"),
     ("shield_headroom", "0.1", "shield_headroom must be in [0, 1), got '0.1'"),
     ("shield_refine", 1, "shield_refine must be a bool, got 1"),
-    ("shield_measure_batch", 1, "shield_measure_batch must be a bool, got 1"),
     ("share_features", "yes", "share_features must be a bool, got 'yes'"),
 ])
 def test_bad_shield_config_values_are_rejected_by_name(field, value, message):
@@ -359,11 +359,20 @@ def test_bad_shield_config_values_are_rejected_by_name(field, value, message):
         TunerConfig(**{field: value})
 
 
-def test_measuring_the_batch_size_needs_the_kept_equations():
-    with pytest.raises(ValueError, match="shield_measure_batch=True needs shield_refine=True"):
-        TunerConfig(shield_measure_batch=True, shield_refine=False)
-    with pytest.raises(ValueError, match=r"MemoryShield\(measure_batch=True\) needs refine=True"):
-        MemoryShield(refine=False, measure_batch=True)
+@pytest.mark.parametrize("name", SHIELD_OPTIONS)
+def test_every_refining_shield_option_needs_the_kept_equations_is_a_bool_and_is_off_by_default(name):
+    field = f"shield_{name}"
+    with pytest.raises(ValueError, match=f"{field}=True needs shield_refine=True"):
+        TunerConfig(**{field: True, "shield_refine": False})
+    with pytest.raises(ValueError, match=rf"MemoryShield\({name}=True\) needs refine=True"):
+        MemoryShield(refine=False, **{name: True})
+    with pytest.raises(ValueError, match=f"{field} must be a bool, got 1"):
+        TunerConfig(**{field: 1})
+    assert not getattr(TunerConfig(), field) and not getattr(MemoryShield(), name)
+    assert getattr(MemoryShield.from_config(TunerConfig(action_mode="absolute", **{field: True})), name)
+
+
+def test_measuring_the_batch_size_in_the_estimate_needs_the_kept_equations():
     with pytest.raises(ValueError, match="measure_batch=True needs refine=True"):
         MemoryEstimate.unknown(measure_batch=True)
 
@@ -725,14 +734,6 @@ def test_the_credited_shield_spends_no_more_than_the_free_memory_and_the_release
     assert added == 0.0 or added <= free + released + 1e-4 * cap, (change, added, free, released)
 
 
-def test_shrink_credit_needs_the_kept_equations():
-    with pytest.raises(ValueError, match="shield_shrink_credit=True needs shield_refine=True"):
-        TunerConfig(shield_shrink_credit=True, shield_refine=False)
-    with pytest.raises(ValueError, match=r"MemoryShield\(shrink_credit=True\) needs refine=True"):
-        MemoryShield(refine=False, shrink_credit=True)
-    assert MemoryShield.from_config(TunerConfig(action_mode="absolute", shield_shrink_credit=True)).shrink_credit
-
-
 # ------------------------------------------------------------------------------------ batch probe
 def batch_growing_logits(heads: ActionHeads = ABSOLUTE_HEADS) -> np.ndarray:
     """``(1, num_logits)``: a policy that wants to double the batch size and add a worker to every
@@ -842,14 +843,3 @@ def test_a_run_trained_with_the_batch_probe_acts_with_it_and_does_not_crash(tmp_
     assert policy.shield == MemoryShield(batch_probe=True)
     record = evaluate_policy(policy, "memory-tight", "absolute", 4)
     assert not any(record["oom"])
-
-
-def test_the_batch_probe_needs_the_kept_equations_and_is_off_by_default():
-    with pytest.raises(ValueError, match="shield_batch_probe=True needs shield_refine=True"):
-        TunerConfig(shield_batch_probe=True, shield_refine=False)
-    with pytest.raises(ValueError, match=r"MemoryShield\(batch_probe=True\) needs refine=True"):
-        MemoryShield(refine=False, batch_probe=True)
-    with pytest.raises(ValueError, match="shield_batch_probe must be a bool, got 1"):
-        TunerConfig(shield_batch_probe=1)
-    assert MemoryShield.from_config(TunerConfig(action_mode="absolute", shield_batch_probe=True)).batch_probe
-    assert not TunerConfig().shield_batch_probe
