@@ -94,6 +94,7 @@ __all__ = [
     "main",
     "make_train",
     "observation_features",
+    "proportional_shares",
     "refine_with_equations",
     "select_checkpoint",
     "shield_allowed_actions",
@@ -180,6 +181,10 @@ class TunerConfig(RunConfig):
         prefetch_moves: Absolute mode: the moves of the prefetch depth in one step.
         batch_values: Absolute mode: the batch-size head chooses the batch size itself (every size
             from the smallest to the largest) instead of a move from the current one.
+        share_targets: Absolute mode: extra choices of each stage's worker head besides its
+            core_moves: set the stage's workers to this multiple of its proportional share of the
+            available cores (split by the measured CPU-seconds per sample, see
+            proportional_shares), rounded. Empty (the default): moves only.
         head_advantages: Absolute mode: the advantage each of the eight heads is trained with.
             "joint": one advantage for the joint action (PPO's usual form). "prefix": head i's
             own, the return minus a learned baseline of the state and the earlier heads' choices
@@ -231,6 +236,7 @@ class TunerConfig(RunConfig):
     batch_moves: tuple[int, ...] = (-2, -1, 0, 1, 2)
     prefetch_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
     batch_values: bool = False
+    share_targets: tuple[float, ...] = ()
     head_advantages: str = "joint"
     eval_random_pipelines: int = 200
     eval_scenario_seeds: int = 20
@@ -270,6 +276,12 @@ class TunerConfig(RunConfig):
         for name in ("core_moves", "batch_moves", "prefetch_moves"):
             require(lambda v: len(v) >= 2 and all(is_int(m) for m in v) and 0 in v and len(set(v)) == len(v),
                     name, getattr(self, name), "distinct integers including 0")
+        require(lambda v: all(isinstance(m, int | float) and not isinstance(m, bool) and math.isfinite(m) and m > 0
+                              for m in v) and len(set(v)) == len(v),
+                "share_targets", self.share_targets, "distinct finite numbers > 0")
+        if self.share_targets and self.action_mode != "absolute":
+            raise ValueError(f"share_targets needs action_mode='absolute' (increment mode moves one knob by one "
+                             f"step), got {self.action_mode!r}")
         require(lambda v: v % self.total_devices == 0, "num_envs", self.num_envs,
                 f"divisible by num_devices * num_processes = {self.total_devices}")
         per_device = (self.num_envs // self.total_devices) * self.rollout_steps
@@ -298,6 +310,32 @@ def _log(x: jax.Array) -> jax.Array:
     return jnp.log(jnp.maximum(x, 1e-3))
 
 
+def _log_shares(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log share (..., 6), log total (..., 1))``: each stage's proportional share of the available
+    cores and the total CPU-seconds per sample it is split by (see :func:`proportional_shares`)."""
+    log_seconds = jnp.log(obs[..., dynamics.OBS_CORES]) - _log(obs[..., dynamics.OBS_RATES])
+    log_total = jax.nn.logsumexp(log_seconds, axis=-1, keepdims=True)
+    return jnp.log(obs[..., dynamics.OBS_AVAILABLE, None]) + log_seconds - log_total, log_total
+
+
+def proportional_shares(observation: jax.Array) -> jax.Array:
+    """Each stage's proportional share of the available cores, from one observation.
+
+    A stage's workers over its measured rate are its CPU-seconds per sample; the available cores
+    split in proportion to them give every stage the same rate — the balanced allocation of a
+    perfectly parallel pipeline. It reads only the observation (the monitor's measurements). The
+    stages' Amdahl fractions, the read stage's storage ceiling, the trainer's rate and the memory
+    cap move the optimum away from it; it is a starting point the policy corrects.
+
+    Args:
+        observation: ``(..., 26)`` an observation.
+
+    Returns:
+        ``(..., 6)`` float32 workers (not rounded), summing to the available cores.
+    """
+    return jnp.exp(_log_shares(observation)[0])
+
+
 def _stage_and_global(obs: jax.Array, share_features: bool) -> tuple[jax.Array, jax.Array]:
     """Scale-free features of one observation: ``(..., 6, 5)`` per stage and ``(..., 10)`` global
     (``(..., 6, 6)`` and ``(..., 11)`` with the proportional shares)."""
@@ -314,9 +352,7 @@ def _stage_and_global(obs: jax.Array, share_features: bool) -> tuple[jax.Array, 
         # against the workers it has; and the throughput of that balanced, perfectly parallel
         # allocation against the measured one. Both are a sum over the stages that the network's
         # pooling (mean and max of per-stage embeddings) would only approximate.
-        log_seconds = jnp.log(cores) - log_rates
-        log_total = jax.nn.logsumexp(log_seconds, axis=-1, keepdims=True)
-        log_share = jnp.log(available) + log_seconds - log_total
+        log_share, log_total = _log_shares(obs)
         stage_extra = [jnp.clip(log_share - jnp.log(cores), -4.0, 4.0) / 2.0]
         global_extra = [jnp.clip(jnp.log(available) - log_total - _log(obs[..., dynamics.OBS_THROUGHPUT, None]),
                                  -8.0, 8.0) / 2.0]
@@ -452,12 +488,18 @@ class ActionHeads:
         sizes: Number of choices of each head.
         values: Per head, whether it chooses the knob's value rather than a move (absolute mode;
             empty: every head chooses moves).
+        share_targets: Absolute mode: each stage's worker head chooses, after its moves, among
+            these multiples of the stage's proportional share of the available cores
+            (:func:`proportional_shares`, rounded): a target that means the same thing in every
+            pipeline and lies near the optimum, where a move's right size depends on how far the
+            stage is from it. Empty: moves only.
     """
 
     mode: str
     moves: tuple[tuple[int, ...], ...]
     sizes: tuple[int, ...]
     values: tuple[bool, ...] = ()
+    share_targets: tuple[float, ...] = ()
 
     @classmethod
     def from_config(cls, config: TunerConfig, params: PipelineParams) -> ActionHeads:
@@ -468,15 +510,20 @@ class ActionHeads:
                  else tuple(config.batch_moves))
         moves = (tuple(config.core_moves),) * NUM_STAGES + (batch, tuple(config.prefetch_moves))
         values = (False,) * NUM_STAGES + (config.batch_values, False)
-        return cls("absolute", moves, tuple(len(m) for m in moves), values)
+        shares = tuple(float(m) for m in config.share_targets)
+        sizes = tuple(len(m) + (len(shares) if i < NUM_STAGES else 0) for i, m in enumerate(moves))
+        return cls("absolute", moves, sizes, values, shares)
 
-    def targets(self, current: jax.Array, low: jax.Array, high: jax.Array) -> jax.Array:
+    def targets(self, current: jax.Array, low: jax.Array, high: jax.Array,
+                shares: jax.Array | None = None) -> jax.Array:
         """Absolute mode: each head's choices as the knob values they lead to, clipped to the bounds.
 
         Args:
             current: ``(..., num_heads)`` the knobs' current values (:func:`knob_values`).
             low: ``(num_heads,)`` lower bounds.
             high: ``(num_heads,)`` upper bounds.
+            shares: ``(..., NUM_STAGES)`` the stages' proportional shares
+                (:func:`proportional_shares`); needed with ``share_targets``.
 
         Returns:
             ``(..., num_heads, max(sizes))`` int32: the value of each knob after each choice (the
@@ -489,7 +536,18 @@ class ActionHeads:
             table[i, : len(moves)] = moves
             is_value[i, : len(moves)] = bool(self.values[i]) if self.values else False
         target = jnp.where(jnp.asarray(is_value), jnp.asarray(table), current[..., None] + jnp.asarray(table))
+        if self.share_targets:
+            if shares is None:
+                raise ValueError("heads with share_targets need the stages' proportional shares")
+            start = len(self.moves[0])
+            scaled = jnp.round(shares[..., None] * jnp.asarray(self.share_targets, jnp.float32)).astype(jnp.int32)
+            target = target.at[..., :NUM_STAGES, start : start + len(self.share_targets)].set(scaled)
         return jnp.clip(target, low[:, None], high[:, None])
+
+    def observation_targets(self, observation: jax.Array, params: PipelineParams) -> jax.Array:
+        """:meth:`targets` of the knobs the observation reports (:func:`knob_values`)."""
+        shares = proportional_shares(observation) if self.share_targets else None
+        return self.targets(*knob_values(observation, params), shares=shares)
 
     @property
     def num_logits(self) -> int:
@@ -515,8 +573,8 @@ class ActionHeads:
         """
         if self.mode == "increment":
             return choices[..., 0]
-        current, low, high = knob_values(observation, params)
-        target = jnp.take_along_axis(self.targets(current, low, high), choices[..., None], axis=-1)[..., 0]
+        low = knob_values(observation, params)[1]
+        target = jnp.take_along_axis(self.observation_targets(observation, params), choices[..., None], axis=-1)[..., 0]
         return target - low
 
 
@@ -1095,8 +1153,8 @@ def absolute_move_costs(estimate: MemoryEstimate, observation: jax.Array, params
     """
     cap = observation[dynamics.OBS_MEMORY_CAP]
     unit_cost = jnp.where(estimate.measured, estimate.grow_cost, probe_fraction * cap)
-    current, low, high = knob_values(observation, params)
-    growth = jnp.maximum(heads.targets(current, low, high) - current[:, None], 0)
+    current = knob_values(observation, params)[0]
+    growth = jnp.maximum(heads.observation_targets(observation, params) - current[:, None], 0)
     return growth, unit_cost, unit_cost[NUM_STAGES]
 
 
@@ -1126,8 +1184,8 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
     """One env's absolute-mode choices under the shield, knob by knob (see :func:`choose_actions`)."""
     growth, unit_cost, proportional = absolute_move_costs(estimate, observation, params, heads, shield.probe_fraction)
     budget = (1.0 - shield.headroom) * observation[dynamics.OBS_MEMORY_CAP] - observation[dynamics.OBS_MEMORY]
-    current, low, high = knob_values(observation, params)
-    targets = heads.targets(current, low, high)
+    current = knob_values(observation, params)[0]
+    targets = heads.observation_targets(observation, params)
     keys = None if key is None else jax.random.split(key, len(heads.sizes))
     batch_factor = jnp.ones((), jnp.float32)
     if shield.shrink_credit:
@@ -1225,7 +1283,7 @@ def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.
     allowed = allowed_choices(shield, heads, estimate, observation)
     masked = mask_logits(logits, allowed)
     if keys is None and decoding == "mean":
-        targets = heads.targets(*knob_values(observation, params))
+        targets = heads.observation_targets(observation, params)
         choices = [jax.vmap(decoded_choice, in_axes=(0, 0, 0, None))(head, targets[:, i, : heads.sizes[i]], ok,
                                                                       MEAN_DECODED_KNOBS[i])
                    for i, (head, ok) in enumerate(zip(heads.split(logits), heads.split(allowed)))]

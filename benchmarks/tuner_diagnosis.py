@@ -184,8 +184,8 @@ def batch_growth(policy: Any, observations: np.ndarray) -> tuple[np.ndarray, np.
     if heads.mode == "absolute":
         bounds = np.cumsum(heads.sizes)
         start, stop = int(bounds[NUM_STAGES - 1]), int(bounds[NUM_STAGES])
-        current, low, high = (np.asarray(x) for x in knob_values(observations, policy.env_params))
-        targets = np.asarray(heads.targets(current, low, high))[:, NUM_STAGES, : stop - start]
+        current = np.asarray(knob_values(observations, policy.env_params)[0])
+        targets = np.asarray(heads.observation_targets(observations, policy.env_params))[:, NUM_STAGES, : stop - start]
         grows = targets > current[:, NUM_STAGES, None]
     else:
         start, stop = 0, heads.num_logits

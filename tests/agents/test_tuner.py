@@ -184,6 +184,80 @@ def test_absolute_actions_move_each_knob_and_stay_in_the_action_space(obs, data)
     np.testing.assert_array_equal(action, expected)
 
 
+SHARE_TARGETS = (0.7, 0.85, 1.0, 1.15, 1.3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(observations, st.floats(0.01, 100.0))
+def test_proportional_shares_split_the_available_cores_by_cpu_seconds_per_sample_and_are_scale_free(obs, scale):
+    seconds = obs[dynamics.OBS_CORES].astype(np.float64) / np.maximum(obs[dynamics.OBS_RATES], 1e-3)
+    expected = obs[dynamics.OBS_AVAILABLE] * seconds / seconds.sum()
+    shares = np.asarray(tuner.proportional_shares(jnp.asarray(obs)))
+    np.testing.assert_allclose(shares, expected, rtol=1e-4)
+    assert shares.sum() == pytest.approx(float(obs[dynamics.OBS_AVAILABLE]), rel=1e-4)
+    scaled = obs.copy()
+    scaled[dynamics.OBS_RATES] *= np.float32(scale)
+    assume(np.all(scaled[dynamics.OBS_RATES] >= 1e-3))
+    np.testing.assert_allclose(np.asarray(tuner.proportional_shares(jnp.asarray(scaled))), shares, rtol=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(observations, st.data())
+def test_share_target_choices_set_a_stages_workers_to_a_multiple_of_its_share(obs, data):
+    config = TunerConfig(action_mode="absolute", share_targets=SHARE_TARGETS)
+    params = make_params("random", "absolute")
+    heads = ActionHeads.from_config(config, params)
+    moves = len(config.core_moves)
+    assert heads.sizes == (moves + len(SHARE_TARGETS),) * 6 + (5, 9)
+    assert heads.per_stage_logits == moves + len(SHARE_TARGETS)
+    choices = np.asarray([data.draw(st.integers(0, size - 1)) for size in heads.sizes], np.int32)
+    action = np.asarray(heads.to_env_action(jnp.asarray(choices), jnp.asarray(obs), params))
+    assert gym.spaces.MultiDiscrete([32] * 6 + [8, 17]).contains(action.astype(np.int64))
+    # Independently: the share from the observation, the workers from the choice.
+    seconds = obs[dynamics.OBS_CORES].astype(np.float64) / np.maximum(obs[dynamics.OBS_RATES], 1e-3)
+    share = obs[dynamics.OBS_AVAILABLE] * seconds / seconds.sum()
+    for stage in range(6):
+        choice = choices[stage]
+        if choice < moves:
+            expected = obs[dynamics.OBS_CORES][stage] + config.core_moves[choice]
+        else:
+            exact = share[stage] * SHARE_TARGETS[choice - moves]
+            assume(abs(exact - np.floor(exact) - 0.5) > 1e-3)  # clear of float32 rounding ties
+            expected = np.round(exact)
+        assert action[stage] + 1 == np.clip(expected, 1, 32)
+
+
+def test_share_targets_need_the_shares_absolute_mode_and_positive_distinct_multiples():
+    params = make_params("random", "absolute")
+    heads = ActionHeads.from_config(TunerConfig(action_mode="absolute", share_targets=(1.0,)), params)
+    current, low, high = tuner.knob_values(jnp.asarray(observation()), params)
+    with pytest.raises(ValueError, match="need the stages' proportional shares"):
+        heads.targets(current, low, high)
+    with pytest.raises(ValueError, match="share_targets needs action_mode='absolute'"):
+        TunerConfig(action_mode="increment", share_targets=(1.0,))
+    for bad in [(0.0,), (1.0, 1.0), (-1.0,), (float("nan"),)]:
+        with pytest.raises(ValueError, match="share_targets must be distinct finite numbers > 0"):
+            TunerConfig(action_mode="absolute", share_targets=bad)
+    assert TunerConfig().share_targets == ()
+    config, _ = parse_config(TunerConfig, ["--action-mode", "absolute", "--share-targets", "0.85", "1", "1.15"])
+    assert config.share_targets == (0.85, 1.0, 1.15)
+
+
+def test_a_run_trained_with_share_targets_acts_with_them_from_its_checkpoint(tmp_path):
+    config = tiny_config(action_mode="absolute", share_targets=SHARE_TARGETS, out=str(tmp_path / "run"))
+    train_run(config)
+    env = gym.make("RecGym-Pipeline-v0", scenario="steady", action_mode="absolute")
+    policy = TunerPolicy.from_checkpoint(tmp_path / "run", env.unwrapped.params)
+    assert policy.heads.share_targets == SHARE_TARGETS
+    policy.reset(seed=0)
+    obs, info = env.reset(seed=3)
+    for _ in range(10):
+        action = policy.act(obs, info)
+        assert env.action_space.contains(np.asarray(action, np.int64))
+        obs, _, terminated, truncated, info = env.step(action)
+        assert not (terminated or truncated)
+
+
 def test_increment_heads_are_the_env_actions():
     config = TunerConfig(action_mode="increment")
     heads = ActionHeads.from_config(config, make_params("random", "increment"))

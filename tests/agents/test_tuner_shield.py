@@ -463,16 +463,28 @@ ABSOLUTE_PARAMS = make_params("random", "absolute")
 ABSOLUTE_HEADS = ActionHeads.from_config(TunerConfig(action_mode="absolute"), ABSOLUTE_PARAMS)
 #: The absolute heads with the batch-size head choosing the size itself (``batch_values``).
 VALUE_HEADS = ActionHeads.from_config(TunerConfig(action_mode="absolute", batch_values=True), ABSOLUTE_PARAMS)
+#: The absolute heads whose worker heads also choose multiples of the stages' proportional shares.
+SHARE_HEADS = ActionHeads.from_config(TunerConfig(action_mode="absolute", share_targets=(0.7, 1.0, 1.3)),
+                                      ABSOLUTE_PARAMS)
 choose_jit = jax.jit(choose_actions, static_argnums=(0, 1))
 
 
 def chosen_targets(obs: np.ndarray, choices: np.ndarray, heads: ActionHeads = ABSOLUTE_HEADS) -> np.ndarray:
     """``(8,)`` the knob values the head choices lead to, computed independently of the heads' own
-    method: a move head's current value plus its move, a value head's value, clipped to the bounds."""
+    method: a move head's current value plus its move, a value head's value, a share target's multiple
+    of the stage's proportional share of the available cores, clipped to the bounds."""
     current, low, high = (np.asarray(x) for x in knob_values(obs, ABSOLUTE_PARAMS))
-    chosen = np.asarray([heads.moves[i][c] for i, c in enumerate(choices)])
-    is_value = np.asarray(heads.values, bool) if heads.values else np.zeros(len(chosen), bool)
-    return np.clip(np.where(is_value, chosen, current + chosen), low, high)
+    seconds = obs[dynamics.OBS_CORES].astype(np.float64) / np.maximum(obs[dynamics.OBS_RATES], 1e-3)
+    share = obs[dynamics.OBS_AVAILABLE] * seconds / seconds.sum()
+    targets = []
+    for i, c in enumerate(choices):
+        if c >= len(heads.moves[i]):  # a share target (worker heads only)
+            targets.append(np.round(share[i] * heads.share_targets[c - len(heads.moves[i])]))
+        elif heads.values and heads.values[i]:
+            targets.append(heads.moves[i][c])
+        else:
+            targets.append(current[i] + heads.moves[i][c])
+    return np.clip(np.asarray(targets), low, high)
 
 
 def estimated_growth(obs: np.ndarray, estimate: MemoryEstimate, choices: np.ndarray, probe: float,
@@ -503,13 +515,16 @@ absolute_observations = st.builds(
 @given(obs=absolute_observations, costs=cost_lists, measured=st.lists(st.booleans(), min_size=NUM_KNOBS,
                                                                       max_size=NUM_KNOBS),
        probe=st.sampled_from([0.0, 0.05, 0.2]), headroom=st.sampled_from([0.0, 0.1]),
-       seed=st.integers(0, 2**31 - 1), greedy=st.booleans(), heads=st.sampled_from([ABSOLUTE_HEADS, VALUE_HEADS]))
+       seed=st.integers(0, 2**31 - 1), greedy=st.booleans(),
+       heads=st.sampled_from([ABSOLUTE_HEADS, VALUE_HEADS, SHARE_HEADS]))
 def test_the_absolute_shield_never_lets_through_an_allocation_its_estimate_says_exceeds_the_cap(
         obs, costs, measured, probe, headroom, seed, greedy, heads):
     estimate = MemoryEstimate(grow_cost=np.asarray([costs], np.float32), measured=np.asarray([measured]))
     # Logits that push every knob to grow (the shield's hardest case) plus noise.
     current = np.asarray(knob_values(obs, ABSOLUTE_PARAMS)[0])
-    grows = [np.asarray(m) > (current[i] if heads.values and heads.values[i] else 0) for i, m in enumerate(heads.moves)]
+    targets = [chosen_targets(obs, np.asarray([c if j == i else 0 for j in range(len(heads.sizes))]), heads)[i]
+               for i, size in enumerate(heads.sizes) for c in range(size)]
+    grows = heads.split(np.asarray(targets) > np.repeat(current, heads.sizes))
     logits = np.array(jax.random.normal(jax.random.key(seed), (1, heads.num_logits)))
     logits += 3.0 * np.concatenate(grows)
     keys = None if greedy else jax.random.split(jax.random.key(seed), 1)
