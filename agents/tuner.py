@@ -185,6 +185,9 @@ class TunerConfig(RunConfig):
             core_moves: set the stage's workers to this multiple of its proportional share of the
             available cores (split by the measured CPU-seconds per sample, see
             proportional_shares), rounded. Empty (the default): moves only.
+        share_deadband: With share_targets: a share target (rounded, before it is clipped to the
+            bounds) within this many workers of the stage's current count keeps the current count, so that small corrections the moves
+            made are not undone by the next step's share target (0: none).
         head_advantages: Absolute mode: the advantage each of the eight heads is trained with.
             "joint": one advantage for the joint action (PPO's usual form). "prefix": head i's
             own, the return minus a learned baseline of the state and the earlier heads' choices
@@ -237,6 +240,7 @@ class TunerConfig(RunConfig):
     prefetch_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
     batch_values: bool = False
     share_targets: tuple[float, ...] = ()
+    share_deadband: int = 0
     head_advantages: str = "joint"
     eval_random_pipelines: int = 200
     eval_scenario_seeds: int = 20
@@ -279,6 +283,7 @@ class TunerConfig(RunConfig):
         require(lambda v: all(isinstance(m, int | float) and not isinstance(m, bool) and math.isfinite(m) and m > 0
                               for m in v) and len(set(v)) == len(v),
                 "share_targets", self.share_targets, "distinct finite numbers > 0")
+        require(lambda v: is_int(v) and v >= 0, "share_deadband", self.share_deadband, "an integer >= 0")
         if self.share_targets and self.action_mode != "absolute":
             raise ValueError(f"share_targets needs action_mode='absolute' (increment mode moves one knob by one "
                              f"step), got {self.action_mode!r}")
@@ -493,6 +498,8 @@ class ActionHeads:
             (:func:`proportional_shares`, rounded): a target that means the same thing in every
             pipeline and lies near the optimum, where a move's right size depends on how far the
             stage is from it. Empty: moves only.
+        share_deadband: A share target within this many workers of the current count keeps the
+            current count.
     """
 
     mode: str
@@ -500,6 +507,7 @@ class ActionHeads:
     sizes: tuple[int, ...]
     values: tuple[bool, ...] = ()
     share_targets: tuple[float, ...] = ()
+    share_deadband: int = 0
 
     @classmethod
     def from_config(cls, config: TunerConfig, params: PipelineParams) -> ActionHeads:
@@ -512,7 +520,7 @@ class ActionHeads:
         values = (False,) * NUM_STAGES + (config.batch_values, False)
         shares = tuple(float(m) for m in config.share_targets)
         sizes = tuple(len(m) + (len(shares) if i < NUM_STAGES else 0) for i, m in enumerate(moves))
-        return cls("absolute", moves, sizes, values, shares)
+        return cls("absolute", moves, sizes, values, shares, int(config.share_deadband))
 
     def targets(self, current: jax.Array, low: jax.Array, high: jax.Array,
                 shares: jax.Array | None = None) -> jax.Array:
@@ -541,6 +549,8 @@ class ActionHeads:
                 raise ValueError("heads with share_targets need the stages' proportional shares")
             start = len(self.moves[0])
             scaled = jnp.round(shares[..., None] * jnp.asarray(self.share_targets, jnp.float32)).astype(jnp.int32)
+            now = current[..., :NUM_STAGES, None]
+            scaled = jnp.where(jnp.abs(scaled - now) <= self.share_deadband, now, scaled)
             target = target.at[..., :NUM_STAGES, start : start + len(self.share_targets)].set(scaled)
         return jnp.clip(target, low[:, None], high[:, None])
 

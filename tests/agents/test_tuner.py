@@ -227,6 +227,27 @@ def test_share_target_choices_set_a_stages_workers_to_a_multiple_of_its_share(ob
         assert action[stage] + 1 == np.clip(expected, 1, 32)
 
 
+@settings(max_examples=60, deadline=None)
+@given(observations, st.integers(0, 3))
+def test_a_share_target_within_the_deadband_keeps_the_current_workers(obs, deadband):
+    params = make_params("random", "absolute")
+    config = TunerConfig(action_mode="absolute", share_targets=SHARE_TARGETS, share_deadband=deadband)
+    heads = ActionHeads.from_config(config, params)
+    plain = ActionHeads.from_config(dataclasses.replace(config, share_deadband=0), params)
+    moves = len(config.core_moves)
+    banded = np.asarray(heads.observation_targets(jnp.asarray(obs), params))[:6, moves:]
+    exact = np.asarray(plain.observation_targets(jnp.asarray(obs), params))[:6, moves:]
+    # The band is measured from the rounded share target before it is clipped to the bounds.
+    unclipped = np.round(np.asarray(tuner.proportional_shares(jnp.asarray(obs)))[:, None] * np.asarray(SHARE_TARGETS,
+                                                                                                         np.float32))
+    current = np.round(obs[dynamics.OBS_CORES]).astype(int)[:, None]
+    near = np.abs(unclipped - current) <= deadband
+    np.testing.assert_array_equal(banded, np.where(near, current, exact))
+    # The moves are untouched.
+    np.testing.assert_array_equal(np.asarray(heads.observation_targets(jnp.asarray(obs), params))[:, :moves],
+                                  np.asarray(plain.observation_targets(jnp.asarray(obs), params))[:, :moves])
+
+
 def test_share_targets_need_the_shares_absolute_mode_and_positive_distinct_multiples():
     params = make_params("random", "absolute")
     heads = ActionHeads.from_config(TunerConfig(action_mode="absolute", share_targets=(1.0,)), params)
@@ -238,7 +259,10 @@ def test_share_targets_need_the_shares_absolute_mode_and_positive_distinct_multi
     for bad in [(0.0,), (1.0, 1.0), (-1.0,), (float("nan"),)]:
         with pytest.raises(ValueError, match="share_targets must be distinct finite numbers > 0"):
             TunerConfig(action_mode="absolute", share_targets=bad)
-    assert TunerConfig().share_targets == ()
+    assert TunerConfig().share_targets == () and TunerConfig().share_deadband == 0
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="share_deadband must be an integer >= 0"):
+            TunerConfig(action_mode="absolute", share_targets=(1.0,), share_deadband=bad)
     config, _ = parse_config(TunerConfig, ["--action-mode", "absolute", "--share-targets", "0.85", "1", "1.15"])
     assert config.share_targets == (0.85, 1.0, 1.15)
 
