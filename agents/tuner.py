@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_GAMMA",
     "FEATURE_SIZE",
     "HEAD_ADVANTAGES",
+    "TRAINING_REWARDS",
     "MEAN_DECODED_KNOBS",
     "ActionHeads",
     "EQUATIONS_KEPT",
@@ -104,6 +105,10 @@ __all__ = [
 
 HEAD_ADVANTAGES: tuple[str, ...] = ("joint", "prefix", "chain")
 """The forms of :attr:`TunerConfig.head_advantages` (see :func:`head_advantages`)."""
+
+TRAINING_REWARDS: tuple[str, ...] = ("measured", "true")
+"""The choices of :attr:`TunerConfig.training_reward`: the monitor's measured throughput or the
+simulator's noise-free one."""
 
 DEFAULT_GAMMA: dict[str, float] = {"increment": 0.98, "absolute": 0.5}
 """The discount of each action mode when :attr:`TunerConfig.gamma` is None. In absolute mode a step
@@ -146,6 +151,11 @@ class TunerConfig(RunConfig):
         value_coef: Weight of the value loss in the loss.
         oom_penalty: Reward on the step that runs the trainer out of memory, in units of the
             episode's throughput scale (the episode also ends: every later reward is lost).
+        training_reward: The throughput the training loop is rewarded with: "measured" (the
+            monitor's noisy reading, the one a live pipeline reports; the default) or "true" (the
+            simulator's noise-free throughput: a simulation-only training signal that removes the
+            measurement noise from the advantages; the policy still reads only the observation,
+            and evaluation is unchanged).
         memory_shield: Mask the moves whose memory, estimated from the measured memory in use,
             would exceed the cap (in training and when acting; in absolute mode knob by knob).
         shield_probe_fraction: The shield's assumed memory cost of a move not yet measured in the
@@ -225,6 +235,7 @@ class TunerConfig(RunConfig):
     anneal_entropy: bool = False
     value_coef: float = 0.5
     oom_penalty: float = 10.0
+    training_reward: str = "measured"
     memory_shield: bool = True
     shield_probe_fraction: float = 0.05
     shield_headroom: float = 0.0
@@ -271,6 +282,8 @@ class TunerConfig(RunConfig):
         for name in ("shield_probe_fraction", "shield_headroom"):
             require(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v < 1.0, name,
                     getattr(self, name), "in [0, 1)")
+        require(lambda v: v in TRAINING_REWARDS, "training_reward", self.training_reward,
+                f"one of {TRAINING_REWARDS}")
         require(lambda v: v in OPTIMIZERS, "optimizer", self.optimizer, f"one of {OPTIMIZERS}")
         require(lambda v: v in HEAD_ADVANTAGES, "head_advantages", self.head_advantages, f"one of {HEAD_ADVANTAGES}")
         if self.head_advantages != "joint" and self.action_mode != "absolute":
@@ -1581,7 +1594,10 @@ class TunerTraining:
             observation, env, env_reward, terminated, truncated, info = jax.vmap(
                 self.core.step_autoreset, in_axes=(0, 0, None))(p.env, action, env_params)
             done = terminated | truncated
-            measured = info["final_obs"][:, dynamics.OBS_THROUGHPUT]
+            if c.training_reward == "true":  # the simulator's noise-free throughput, in the observation's unit
+                measured = info["throughput"] * dynamics.RATE_UNIT
+            else:
+                measured = info["final_obs"][:, dynamics.OBS_THROUGHPUT]
             reward = jnp.where(terminated, -c.oom_penalty, measured / p.throughput_scale)
             episode_return = p.episode_return + reward
             rollout = Rollout(

@@ -300,6 +300,7 @@ def test_increment_heads_are_the_env_actions():
     ("core_moves", (1, 2), "core_moves must be distinct integers including 0"),
     ("num_minibatches", 3, "num_minibatches must be a divisor of the per-device batch"),
     ("total_steps", 10, "total_steps must be >= num_envs \\* rollout_steps"),
+    ("training_reward", "noisy", "training_reward must be one of \\('measured', 'true'\\)"),
 ])
 def test_bad_config_values_are_rejected_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -330,6 +331,25 @@ def test_the_update_uses_the_resolved_discount():
     for a, b in zip(default[1], explicit[1], strict=True):
         np.testing.assert_array_equal(a, b)
     assert default[0] != other[0]
+
+
+def test_the_true_training_reward_is_the_measured_one_without_measurement_noise():
+    # Without measurement noise the monitor reads the true throughput, so the two rewards, and
+    # with them the whole training, agree; with the default noise they do not.
+    def trained(noise, reward):
+        config = tiny_config(action_mode="absolute", total_steps=16 * 4 * 2, training_reward=reward)
+        env_params = make_params("random", "absolute", measurement_noise=noise)
+        state, metrics = jax.jit(make_train(config, env_params))(jax.random.key(5))
+        return leaves(state.learner.params), np.asarray(metrics["charts/reward_per_step"])
+
+    for noise, same in ((0.0, True), (0.05, False)):
+        (measured, measured_reward), (true, true_reward) = trained(noise, "measured"), trained(noise, "true")
+        if same:
+            np.testing.assert_allclose(true_reward, measured_reward, rtol=1e-6)
+            for a, b in zip(measured, true, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            assert not np.allclose(true_reward, measured_reward, rtol=1e-6)
 
 
 def test_config_and_env_must_agree_on_the_action_mode():
