@@ -290,7 +290,11 @@ def knob_breakdown(record: dict[str, np.ndarray]) -> dict[str, Any]:
         over those steps, the fixes as counterfactuals of :func:`run_episodes`), and per knob the
         mean signed difference from the optimum's value, the mean absolute one and the share of
         steps at the optimum's value (``knobs``), plus the mean memory in use as a fraction of the
-        cap (``memory_fraction``; ``opt_memory_fraction`` for the optimum).
+        cap (``memory_fraction``; ``opt_memory_fraction`` for the optimum), and ``neighbour``: for
+        the steps with the noisy neighbour off and on, their count, mean efficiency, the optimum's
+        mean total workers and the allocation's mean signed difference from it (None where there
+        are no such steps) — a tuner that hedges between the neighbour's states allocates too many
+        workers while it is on and too few while it is off.
     """
     mask = steady_steps(record)
     result: dict[str, Any] = {"steps": int(mask.sum())}
@@ -305,6 +309,14 @@ def knob_breakdown(record: dict[str, np.ndarray]) -> dict[str, Any]:
     knobs["prefetch depth"] = record["prefetch"][mask] - record["opt_prefetch"][mask]
     result["knobs"] = {name: {"mean difference": float(d.mean()), "mean |difference|": float(np.abs(d).mean()),
                               "share at the optimum's value": float(np.mean(d == 0))} for name, d in knobs.items()}
+    total, opt_total = record["cores"].sum(-1), record["opt_cores"].sum(-1)
+    result["neighbour"] = {}
+    for state, on in (("off", False), ("on", True)):
+        steps = mask & (record["neighbour_on"] == on)
+        result["neighbour"][state] = None if not steps.any() else {
+            "steps": int(steps.sum()), "efficiency": float(record["efficiency"][steps].mean()),
+            "optimum total workers": float(opt_total[steps].mean()),
+            "total workers - optimum": float((total[steps] - opt_total[steps]).mean())}
     return result
 
 
@@ -362,6 +374,13 @@ def markdown(results: dict[str, Any]) -> str:
             k = results[s]["knobs"]["knobs"][knob]
             cells.append(f"{k['mean difference']:+.2f} ({k['mean |difference|']:.2f}, {k['share at the optimum' + chr(39) + 's value']:.0%})")
         lines.append(f"| {knob} - optimum | " + " | ".join(cells) + " |")
+    for state in ("off", "on"):
+        cells = []
+        for s in scenarios:
+            k = results[s]["knobs"]["neighbour"][state]
+            cells.append("-" if k is None else f"{k['total workers - optimum']:+.2f} (of {k['optimum total workers']:.1f}; "
+                         f"{k['efficiency']:.3f}, {k['steps']} steps)")
+        lines.append(f"| total workers - optimum, neighbour {state} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -63,6 +63,24 @@ def test_the_oracle_holds_the_optimum_in_the_steady_state_and_static_even_does_n
     # The optimum's workers (with the deepest prefetch that fits) close most of static-even's gap.
     assert even["fix_workers"] > even["efficiency"] + 0.3
     assert np.isfinite(even["knobs"]["total workers"]["mean difference"])
+    # steady has no neighbour: every steady-state step is an "off" one.
+    assert knobs["neighbour"]["on"] is None and knobs["neighbour"]["off"]["steps"] == knobs["steps"]
+    assert knobs["neighbour"]["off"]["total workers - optimum"] == 0
+
+
+def test_the_neighbour_split_partitions_the_steady_state_steps():
+    record = run_episodes(static_even, "noisy-neighbours", "absolute", [500_000, 500_001, 500_002])
+    knobs = knob_breakdown(record)
+    off, on = knobs["neighbour"]["off"], knobs["neighbour"]["on"]
+    assert off["steps"] + on["steps"] == knobs["steps"]
+    # Weighted by their steps, the two halves give back the whole's figures.
+    whole = knobs["knobs"]["total workers"]["mean difference"]
+    halves = (off["steps"] * off["total workers - optimum"] + on["steps"] * on["total workers - optimum"]) / knobs["steps"]
+    assert halves == pytest.approx(whole)
+    assert (off["steps"] * off["efficiency"] + on["steps"] * on["efficiency"]) / knobs["steps"] == pytest.approx(
+        knobs["efficiency"])
+    # static-even ignores the neighbour, and the optimum uses fewer workers while it holds cores.
+    assert on["optimum total workers"] < off["optimum total workers"]
 
 
 def test_the_diagnosis_refuses_the_held_out_seeds():
