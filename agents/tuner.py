@@ -95,6 +95,7 @@ __all__ = [
     "main",
     "make_train",
     "observation_features",
+    "parallel_efficiency",
     "proportional_shares",
     "refine_with_equations",
     "select_checkpoint",
@@ -184,6 +185,11 @@ class TunerConfig(RunConfig):
             proportional share of the available cores (split by its measured CPU-seconds per
             sample) against its workers, and the balanced throughput against the measured one
             (see observation_features). Runs saved before the option existed read False.
+        scaling_features: Also give the networks each stage's measured parallel efficiency: its
+            rate now over its workers times its one-worker rate in the episode's first observation
+            (every episode starts at one worker per stage), from which its Amdahl fraction — how
+            much one more worker adds — can be read; a single measurement does not show it (see
+            observation_features). Runs saved before the option existed read False.
         hidden_width: Width of the stage encoders and torsos of the actor and of the critic.
         activation: Hidden-layer activation: "tanh" or "relu".
         core_moves: Absolute mode: the moves a stage's worker count may make in one step.
@@ -211,7 +217,8 @@ class TunerConfig(RunConfig):
 
     #: What a saved config without these fields meant (:func:`agents.config.config_from_dict`):
     #: a run saved before the proportional-share features existed was trained without them.
-    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False, "shield_refine": False,
+    SAVED_DEFAULTS: ClassVar[dict[str, Any]] = {"share_features": False, "scaling_features": False,
+                                                "shield_refine": False,
                                                 "shield_measure_batch": False, "shield_shrink_credit": False,
                                                 "shield_batch_probe": False}
 
@@ -244,6 +251,7 @@ class TunerConfig(RunConfig):
     shield_shrink_credit: bool = False
     shield_batch_probe: bool = False
     share_features: bool = True
+    scaling_features: bool = False
     hidden_width: int = 64
     activation: str = "tanh"
     core_moves: tuple[int, ...] = (-8, -4, -2, -1, 0, 1, 2, 4, 8)
@@ -273,7 +281,8 @@ class TunerConfig(RunConfig):
         for name in ("entropy_coef", "value_coef", "oom_penalty"):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
         options = tuple(f"shield_{name}" for name in SHIELD_OPTIONS)
-        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "shield_refine", *options):
+        for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "scaling_features",
+                     "shield_refine", *options):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
         for name in options:
             if getattr(self, name) and not self.shield_refine:
@@ -413,15 +422,41 @@ FEATURE_SIZE = NUM_STAGES * STAGE_FEATURES + GLOBAL_FEATURES
 per-stage block (stage-major), then the global one."""
 
 
-def feature_sizes(share_features: bool = True) -> tuple[int, int]:
+def feature_sizes(share_features: bool = True, scaling_features: bool = False) -> tuple[int, int]:
     """``(per-stage, global)`` feature counts of :func:`observation_features`."""
+    scaling = int(scaling_features)
     if share_features:
-        return STAGE_FEATURES, GLOBAL_FEATURES
-    return STAGE_FEATURES - 2, GLOBAL_FEATURES - 2
+        return STAGE_FEATURES + scaling, GLOBAL_FEATURES
+    return STAGE_FEATURES - 2 + scaling, GLOBAL_FEATURES - 2
+
+
+def parallel_efficiency(observation: jax.Array, first_observation: jax.Array) -> jax.Array:
+    """Each stage's measured rate over its workers times its one-worker rate in the episode's first
+    observation.
+
+    Every episode starts at one worker per stage, so the first observation measures each stage's
+    one-worker rate. With ``c`` workers an Amdahl stage of serial fraction ``f`` runs
+    ``c / (1 + f (c - 1))`` times faster, so the ratio is ``1 / (1 + f (c - 1))`` — 1 for a stage
+    that scales perfectly, lower the more its serial part holds it back — times what slows every
+    stage alike (oversubscribed cores) and any change of the stage's cost since the episode
+    started. A single measurement cannot tell these stages apart: it shows a stage's rate, not
+    what one more worker would add. Reads only the two observations.
+
+    Args:
+        observation: ``(..., 26)`` the latest observation.
+        first_observation: ``(..., 26)`` the episode's first observation.
+
+    Returns:
+        ``(..., 6)`` float32, positive.
+    """
+    def per_worker(obs):
+        return jnp.maximum(obs[..., dynamics.OBS_RATES], 1e-6) / jnp.maximum(obs[..., dynamics.OBS_CORES], 1.0)
+
+    return per_worker(observation) / per_worker(first_observation)
 
 
 def observation_features(observation: jax.Array, previous_observation: jax.Array,
-                         share_features: bool = True) -> jax.Array:
+                         share_features: bool = True, first_observation: jax.Array | None = None) -> jax.Array:
     """What the tuner's networks read: scale-free features of the last two measurements.
 
     Rates span orders of magnitude across pipelines, so they enter as logs relative to the
@@ -431,15 +466,20 @@ def observation_features(observation: jax.Array, previous_observation: jax.Array
     memory the workers it added cost, which no single measurement shows. With
     ``share_features`` (:attr:`TunerConfig.share_features`) each observation also gives each
     stage's proportional share of the available cores (split by its measured CPU-seconds per
-    sample) against its workers, and the balanced throughput against the measured one.
+    sample) against its workers, and the balanced throughput against the measured one. Given the
+    episode's ``first_observation`` (:attr:`TunerConfig.scaling_features`), each stage also gets the
+    log of its :func:`parallel_efficiency`.
 
     Args:
         observation: ``(..., 26)`` the latest observation.
         previous_observation: ``(..., 26)`` the one before it.
         share_features: Include the proportional-share features.
+        first_observation: ``(..., 26)`` the episode's first observation, or None (no
+            parallel-efficiency feature).
 
     Returns:
-        ``(..., NUM_STAGES * s + g)`` float32 with ``(s, g) = feature_sizes(share_features)``
+        ``(..., NUM_STAGES * s + g)`` float32 with ``(s, g) = feature_sizes(share_features,
+        first_observation is not None)``
         (:data:`FEATURE_SIZE` with the shares): ``NUM_STAGES`` blocks of ``s`` (one per stage, in
         pipeline order), then ``g`` global ones (see :func:`split_features`).
     """
@@ -448,7 +488,11 @@ def observation_features(observation: jax.Array, previous_observation: jax.Array
     cap = jnp.maximum(observation[..., dynamics.OBS_MEMORY_CAP, None], 1e-3)
     core_change = observation[..., dynamics.OBS_CORES] - previous_observation[..., dynamics.OBS_CORES]
     identity = jnp.broadcast_to(jnp.eye(NUM_STAGES), (*observation.shape[:-1], NUM_STAGES, NUM_STAGES))
-    stage = jnp.concatenate([stage_now, stage_before, core_change[..., None] / 4.0, identity], axis=-1)
+    stage = [stage_now, stage_before, core_change[..., None] / 4.0, identity]
+    if first_observation is not None:
+        efficiency = parallel_efficiency(observation, first_observation)
+        stage.append(jnp.clip(jnp.log(efficiency), -4.0, 1.0)[..., None])
+    stage = jnp.concatenate(stage, axis=-1)
     overall = jnp.concatenate([
         global_now, global_before,
         (observation[..., dynamics.OBS_MEMORY, None] - previous_observation[..., dynamics.OBS_MEMORY, None]) / cap,
@@ -459,9 +503,11 @@ def observation_features(observation: jax.Array, previous_observation: jax.Array
     return jnp.concatenate([flat_stage, overall], axis=-1).astype(jnp.float32)
 
 
-def split_features(features: jax.Array, share_features: bool = True) -> tuple[jax.Array, jax.Array]:
-    """``(..., NUM_STAGES * s + g)`` -> ``(per-stage (..., 6, s), global (..., g))``, ``(s, g) = feature_sizes(share_features)``."""
-    per_stage, _ = feature_sizes(share_features)
+def split_features(features: jax.Array, share_features: bool = True,
+                   scaling_features: bool = False) -> tuple[jax.Array, jax.Array]:
+    """``(..., NUM_STAGES * s + g)`` -> ``(per-stage (..., 6, s), global (..., g))``, ``(s, g) =
+    feature_sizes(share_features, scaling_features)``."""
+    per_stage, _ = feature_sizes(share_features, scaling_features)
     stage = features[..., : NUM_STAGES * per_stage]
     return stage.reshape(*stage.shape[:-1], NUM_STAGES, per_stage), features[..., NUM_STAGES * per_stage:]
 
@@ -1321,16 +1367,18 @@ class _StageTower(nnx.Module):
     """One tower of :class:`TunerNetwork`: a stage encoder shared by the six stages, pooled over
     them, and a torso over the pool and the global features."""
 
-    def __init__(self, width: int, activation: str, share_features: bool, rngs: nnx.Rngs):
-        per_stage, overall = feature_sizes(share_features)
+    def __init__(self, width: int, activation: str, share_features: bool, rngs: nnx.Rngs,
+                 scaling_features: bool = False):
+        per_stage, overall = feature_sizes(share_features, scaling_features)
         self.encoder = MLP(per_stage + overall, (width,), width, activation=activation, rngs=rngs)
         self.torso = MLP(2 * width + overall, (width,), width, activation=activation, rngs=rngs)
         self.act = ACTIVATIONS[activation]
         self.share_features = share_features
+        self.scaling_features = scaling_features
 
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(per-stage embeddings (..., 6, width), context (..., width))``."""
-        stage, overall = split_features(features, self.share_features)
+        stage, overall = split_features(features, self.share_features, self.scaling_features)
         context = jnp.broadcast_to(overall[..., None, :], (*stage.shape[:-1], overall.shape[-1]))
         embedded = self.act(self.encoder(jnp.concatenate([stage, context], axis=-1)))
         pooled = jnp.concatenate([embedded.mean(axis=-2), embedded.max(axis=-2), overall], axis=-1)
@@ -1354,19 +1402,21 @@ class TunerNetwork(nnx.Module):
         head_critic: Also build the action-prefix critic (:meth:`prefix_values`).
         share_features: Whether its input has the proportional-share features
             (:func:`observation_features`).
+        scaling_features: Whether its input has the parallel-efficiency features.
         rngs: Parameter initialisation keys.
     """
 
     def __init__(self, heads: ActionHeads, width: int = 64, *, activation: str = "tanh", head_critic: bool = False,
-                 share_features: bool = True, rngs: nnx.Rngs):
+                 share_features: bool = True, scaling_features: bool = False, rngs: nnx.Rngs):
         self.per_stage = heads.per_stage_logits
         self.share_features = share_features
+        self.scaling_features = scaling_features
         init = nnx.initializers.orthogonal(0.01)
-        self.actor = _StageTower(width, activation, share_features, rngs)
+        self.actor = _StageTower(width, activation, share_features, rngs, scaling_features)
         self.stage_logits = nnx.Linear(2 * width, self.per_stage, kernel_init=init, rngs=rngs)
         self.global_logits = nnx.Linear(width, heads.num_logits - NUM_STAGES * self.per_stage, kernel_init=init,
                                         rngs=rngs)
-        self.critic = _StageTower(width, activation, share_features, rngs)
+        self.critic = _StageTower(width, activation, share_features, rngs, scaling_features)
         self.value_head = nnx.Linear(width, 1, kernel_init=nnx.initializers.orthogonal(1.0), rngs=rngs)
         self.heads = heads
         # b(s, a_<i): the critic's context and the earlier heads' one-hot choices (later ones zero)
@@ -1440,6 +1490,8 @@ class PipelinesState:
         episode_return: ``(n,)`` scaled reward summed so far this episode.
         episode_length: ``(n,)`` int32 steps so far this episode.
         memory_estimate: The memory shield's :class:`MemoryEstimate` of each pipeline's episode.
+        first_observation: ``(n, 26)`` each episode's first observation (with
+            :attr:`TunerConfig.scaling_features`; None without).
     """
 
     env: EnvCarry
@@ -1449,6 +1501,7 @@ class PipelinesState:
     episode_return: jax.Array
     episode_length: jax.Array
     memory_estimate: MemoryEstimate
+    first_observation: jax.Array | None = None
 
 
 @struct.dataclass
@@ -1545,7 +1598,7 @@ class TunerTraining:
         c = self.config
         return TunerNetwork(self.heads, c.hidden_width, activation=c.activation,
                             head_critic=c.head_advantages != "joint", share_features=c.share_features,
-                            rngs=nnx.Rngs(params=key))
+                            scaling_features=c.scaling_features, rngs=nnx.Rngs(params=key))
 
     def model(self, params: Any) -> TunerNetwork:
         """The network with ``params``."""
@@ -1568,7 +1621,8 @@ class TunerTraining:
             env=env, observation=observation, previous_observation=observation,
             throughput_scale=episode_throughput_scale(observation),
             episode_return=jnp.zeros((n,), jnp.float32), episode_length=jnp.zeros((n,), jnp.int32),
-            memory_estimate=self._fresh_estimate((n,)))
+            memory_estimate=self._fresh_estimate((n,)),
+            first_observation=observation if self.config.scaling_features else None)
         learner = LearnerState(params=params, opt_state=self.optimizer.init(params), key=learner_key,
                                update=jnp.zeros((), jnp.int32))
         return TunerState(learner=learner, pipelines=pipelines)
@@ -1584,7 +1638,8 @@ class TunerTraining:
         def env_step(p: PipelinesState, t: jax.Array):
             step_key = jax.random.fold_in(rollout_key, t)
             env_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, env_ids)
-            features = observation_features(p.observation, p.previous_observation, c.share_features)
+            features = observation_features(p.observation, p.previous_observation, c.share_features,
+                                            p.first_observation)
             logits, value = model(features)
             choices, allowed = choose_actions(self.shield, self.heads, logits, p.memory_estimate, p.observation,
                                               env_params, env_keys)
@@ -1604,7 +1659,8 @@ class TunerTraining:
                 features=features, choices=choices, allowed=allowed, log_prob=log_prob,
                 head_log_prob=jnp.stack(per_head, axis=-1), value=value, reward=reward,
                 terminated=terminated, truncated=truncated,
-                next_features=observation_features(info["final_obs"], p.observation, c.share_features),
+                next_features=observation_features(info["final_obs"], p.observation, c.share_features,
+                                                   p.first_observation),
                 finished_return=jnp.where(done, episode_return, 0.0), crashed=terminated)
             next_p = PipelinesState(
                 env=env, observation=observation,
@@ -1615,7 +1671,9 @@ class TunerTraining:
                 memory_estimate=jax.tree_util.tree_map(
                     lambda fresh, learnt: jnp.where(done.reshape(-1, *[1] * (fresh.ndim - 1)), fresh, learnt),
                     self._fresh_estimate((n_local,)),
-                    update_memory_estimate(p.memory_estimate, p.observation, info["final_obs"])))
+                    update_memory_estimate(p.memory_estimate, p.observation, info["final_obs"])),
+                first_observation=None if p.first_observation is None
+                else jnp.where(done[:, None], observation, p.first_observation))
             return next_p, rollout
 
         return jax.lax.scan(env_step, pipelines, jnp.arange(c.rollout_steps))
@@ -1755,7 +1813,7 @@ class TunerTraining:
 
     def checkpoint_metadata(self) -> dict[str, Any]:
         """What :meth:`TunerPolicy.from_checkpoint` needs to rebuild the network."""
-        stage, global_ = feature_sizes(self.config.share_features)
+        stage, global_ = feature_sizes(self.config.share_features, self.config.scaling_features)
         return {"algorithm": "ppo-tuner", "config": config_to_dict(self.config),
                 "feature_size": NUM_STAGES * stage + global_}
 
@@ -1838,6 +1896,7 @@ class TunerPolicy(Policy):
         if name is not None:
             self.name = name
         self.previous = None
+        self.first: np.ndarray | None = None
         self.estimate: MemoryEstimate | None = None
         #: The last :meth:`act_batch` call's decision, as NumPy arrays: ``logits`` ``(num_envs,
         #: heads.num_logits)`` the network's logits before the shield, ``allowed`` (same shape) the
@@ -1883,6 +1942,7 @@ class TunerPolicy(Policy):
             abstract = nnx.eval_shape(lambda: TunerNetwork(heads, config.hidden_width, activation=config.activation,
                                                            head_critic=config.head_advantages != "joint",
                                                            share_features=config.share_features,
+                                                           scaling_features=config.scaling_features,
                                                            rngs=nnx.Rngs(0)))
             graphdef, state = nnx.split(abstract)
             restored = checkpoints.restore({"policy": {"params": state}}, step)["policy"]["params"]
@@ -1892,15 +1952,18 @@ class TunerPolicy(Policy):
     def reset(self, num_envs: int = 1, seed: int | None = None) -> None:
         """See :meth:`recgym.policies.Policy.reset`; the seed also seeds the policy's sampling."""
         self.previous = None
+        self.first = None
         self.estimate = None
         self.last_decision = None
         super().reset(num_envs, seed)
 
     def begin_episode(self, env_mask: np.ndarray) -> None:
-        """Forget the previous observation of the envs starting a new episode."""
+        """Forget the previous (and first) observation of the envs starting a new episode."""
         mask = np.asarray(env_mask, dtype=bool)
         if self.previous is not None:
             self.previous[mask] = np.nan
+        if self.first is not None:
+            self.first[mask] = np.nan
         if self.estimate is not None:
             self.estimate = jax.tree_util.tree_map(lambda x: np.where(mask.reshape(-1, *[1] * (x.ndim - 1)), 0, x),
                                                    self.estimate)
@@ -1918,10 +1981,13 @@ class TunerPolicy(Policy):
         if self.estimate is None:
             self.estimate = jax.tree_util.tree_map(np.asarray, fresh_estimate(self.shield, (self.num_envs,)))
         previous = np.where(np.isnan(self.previous), observations, self.previous)
+        # The episode's first observation (what the parallel-efficiency features divide by).
+        self.first = observations.copy() if self.first is None else np.where(np.isnan(self.first), observations,
+                                                                              self.first)
         # Sampling keys come from the policy's seeded generator (Policy.rng, set by reset(seed=)).
         key = jax.random.key(int(self.rng.integers(2**31)))
-        actions, estimate, decision = self._act(self.params, self.env_params, observations, previous, self.estimate,
-                                                key)
+        actions, estimate, decision = self._act(self.params, self.env_params, observations, previous, self.first,
+                                                self.estimate, key)
         self.estimate = jax.tree_util.tree_map(np.array, estimate)
         self.last_decision = {name: np.asarray(value) for name, value in decision.items()}
         self.previous = observations.copy()
@@ -1944,12 +2010,13 @@ def _compiled_policy_act(graphdef: Any, heads: ActionHeads, shield: MemoryShield
 
 
 def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deterministic: bool, decoding: str,
-                params, env_params, observations, previous, estimate, key):
+                params, env_params, observations, previous, first, estimate, key):
     # The estimate learns what the last move cost (a fresh episode's previous observation is the
     # current one: nothing moved), then the shield masks what no longer fits.
     estimate = update_memory_estimate(estimate, previous, observations)
     model = nnx.merge(graphdef, params)
-    logits, _ = model(observation_features(observations, previous, model.share_features))
+    first = first if getattr(model, "scaling_features", False) else None
+    logits, _ = model(observation_features(observations, previous, model.share_features, first))
     keys = None if deterministic else jax.random.split(key, observations.shape[0])
     choices, allowed = choose_actions(shield, heads, logits, estimate, observations, env_params, keys, decoding)
     decision = {"logits": logits, "allowed": allowed, "choices": choices}

@@ -28,6 +28,7 @@ from agents.tuner import (
     evaluate_policy,
     make_train,
     observation_features,
+    parallel_efficiency,
     train_run,
 )
 from recgym.envs.pipeline import dynamics, make_params
@@ -152,6 +153,65 @@ def test_a_run_saved_before_share_features_loads_and_acts_without_them(tmp_path)
     policy.reset(num_envs=2, seed=0)
     actions = policy.act_batch(np.stack([observation(), observation()]), {})
     assert actions.shape == (2,)
+
+
+def test_parallel_efficiency_reads_each_stages_amdahl_fraction():
+    # Without measurement noise, oversubscription or a change, a stage's rate with c workers over
+    # c times its one-worker rate (every episode starts at one worker per stage) is Amdahl's
+    # 1 / (1 + f (c - 1)), computed here from the world's own serial fractions.
+    env = gym.make("RecGym-Pipeline-v0", scenario="steady", action_mode="absolute", measurement_noise=0.0)
+    first, _ = env.reset(seed=3)
+    state = env.unwrapped.state
+    np.testing.assert_array_equal(first[dynamics.OBS_CORES], np.ones(6))
+    cores = np.array([1, 3, 5, 2, 1, 2])  # 14 workers on the 16 cores: no oversubscription
+    allocation = np.concatenate([cores, np.asarray(state.allocation)[6:]])
+    low = np.asarray(dynamics._allocation_bounds(env.unwrapped.params).low)
+    now, *_ = env.step((allocation - low).astype(np.int64))
+    assert now[dynamics.OBS_AVAILABLE] >= cores.sum()
+    serial = np.asarray(env.unwrapped.state.world.serial_fraction, np.float64)
+    expected = 1.0 / (1.0 + serial * (cores - 1))
+    got = np.asarray(parallel_efficiency(jnp.asarray(now), jnp.asarray(first)))
+    # The read stage may sit at its storage ceiling instead; the other five are CPU-bound.
+    np.testing.assert_allclose(got[1:], expected[1:], rtol=1e-5)
+    assert np.all(got[cores > 1] < 1.0) and got[4] == pytest.approx(1.0)  # one worker: nothing to lose
+
+
+@settings(max_examples=40, deadline=None)
+@given(observations, observations, observations)
+def test_scaling_features_append_the_log_parallel_efficiency_per_stage(now, before, first):
+    plain = np.asarray(observation_features(jnp.asarray(now), jnp.asarray(before)))
+    scaled = np.asarray(observation_features(jnp.asarray(now), jnp.asarray(before), True, jnp.asarray(first)))
+    per_stage, overall = tuner.feature_sizes(True, True)
+    assert scaled.shape == (6 * per_stage + overall,) == (plain.shape[0] + 6,)
+    assert np.all(np.isfinite(scaled))
+    stages, rest = scaled[:6 * per_stage].reshape(6, per_stage), scaled[6 * per_stage:]
+    plain_stages = plain[:6 * (per_stage - 1)].reshape(6, per_stage - 1)
+    np.testing.assert_array_equal(stages[:, :-1], plain_stages)
+    np.testing.assert_array_equal(rest, plain[6 * (per_stage - 1):])
+    expected = np.clip(np.log(np.asarray(parallel_efficiency(jnp.asarray(now), jnp.asarray(first)), np.float64)), -4, 1)
+    np.testing.assert_allclose(stages[:, -1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_trained_with_scaling_features_acts_with_them_and_remembers_the_first_observation(tmp_path):
+    config = tiny_config(action_mode="absolute", scaling_features=True, out=str(tmp_path / "run"))
+    _, state = train_run(config)
+    assert state.pipelines.first_observation.shape == (config.num_envs, dynamics.OBS_DIM)
+    env = gym.make("RecGym-Pipeline-v0", scenario="steady", action_mode="absolute")
+    policy = TunerPolicy.from_checkpoint(tmp_path / "run", env.unwrapped.params)
+    assert policy.graphdef is not None and config_from_saved({}).scaling_features is False
+    policy.reset(seed=0)
+    first, info = env.reset(seed=3)
+    obs = first
+    for _ in range(5):
+        action = policy.act(obs, info)
+        assert env.action_space.contains(np.asarray(action, np.int64))
+        np.testing.assert_array_equal(policy.first[0], first)  # kept through the episode
+        obs, _, terminated, truncated, info = env.step(action)
+        assert not (terminated or truncated)
+    policy.begin_episode(np.array([True]))
+    assert np.isnan(policy.first[0]).all()
+    policy.act(obs, info)
+    np.testing.assert_array_equal(policy.first[0], obs)  # the next episode's first observation
 
 
 def test_throughput_scale_is_the_budget_over_the_per_sample_cpu_seconds():
