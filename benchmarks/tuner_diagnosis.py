@@ -45,8 +45,19 @@ PHASES: dict[str, tuple[int, int]] = {"ramp (steps 1-10)": (0, 10), "steady befo
 STEADY_PHASES: tuple[str, ...] = ("steady before change (11-50)", "steady after change (61-100)")
 
 
+def serial_fraction_overrides(scenario: str, action_mode: str, serial_fraction: float) -> dict[str, Any]:
+    """Env overrides that give every stage of ``scenario``'s worlds the Amdahl serial fraction
+    ``serial_fraction``: the named scenarios' profile, and ``random``'s range collapsed to it."""
+    from recgym.envs.pipeline import make_params
+
+    base = make_params(scenario, action_mode)
+    f = float(serial_fraction)
+    return {"profile": dataclasses.replace(base.profile, serial_fraction=(f,) * 6),
+            "random_ranges": dataclasses.replace(base.random_ranges, serial_fraction=(f, f))}
+
+
 def run_episodes(policy_factory: Callable[[Any], Any], scenario: str, action_mode: str, seeds: Sequence[int],
-                 deterministic_seed: int = 0) -> dict[str, np.ndarray]:
+                 deterministic_seed: int = 0, serial_fraction: float | None = None) -> dict[str, np.ndarray]:
     """Run ``policy_factory(params)`` on one episode per seed and record every step.
 
     Args:
@@ -55,6 +66,9 @@ def run_episodes(policy_factory: Callable[[Any], Any], scenario: str, action_mod
         action_mode: Action mode.
         seeds: Scenario seeds (episode ``i`` is the env seeded ``seeds[i]``, as in the harness).
         deterministic_seed: Seed of the policy's own randomness (sampled policies).
+        serial_fraction: If given, every stage's Amdahl serial fraction is this value (an
+            evaluation-only change of the world: the named scenarios' profile, and ``random``'s
+            range collapsed to it), to see how the policy responds to how well the stages scale.
 
     Returns:
         Arrays over ``(episodes, steps)``: ``efficiency`` (0 after a crash), ``alive`` (the episode
@@ -77,8 +91,9 @@ def run_episodes(policy_factory: Callable[[Any], Any], scenario: str, action_mod
     from recgym.envs.pipeline import dynamics, model
 
     n = len(seeds)
+    overrides = {} if serial_fraction is None else serial_fraction_overrides(scenario, action_mode, serial_fraction)
     env = gym.make_vec("RecGym-Pipeline-v0", num_envs=n, vectorization_mode="vector_entry_point",
-                       scenario=scenario, action_mode=action_mode, track_optimum=True)
+                       scenario=scenario, action_mode=action_mode, track_optimum=True, **overrides)
     base = env.unwrapped
     params = base.params
     horizon = params.max_episode_steps
@@ -321,7 +336,8 @@ def knob_breakdown(record: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def diagnose(policy_factory: Callable[[Any], Any], action_mode: str, *, random_pipelines: int = 100,
-             scenario_seeds: int = 20, seed: int | None = None) -> dict[str, Any]:
+             scenario_seeds: int = 20, seed: int | None = None,
+             serial_fraction: float | None = None) -> dict[str, Any]:
     """:func:`phase_breakdown` and :func:`knob_breakdown` of a policy on every scenario's validation seeds.
 
     Args:
@@ -330,6 +346,7 @@ def diagnose(policy_factory: Callable[[Any], Any], action_mode: str, *, random_p
         random_pipelines: Validation ``random`` pipelines.
         scenario_seeds: Validation seeds per named scenario.
         seed: First validation seed (default :data:`agents.tuner.VALIDATION_SEED_START`).
+        serial_fraction: Every stage's serial fraction, if given (see :func:`run_episodes`).
 
     Returns:
         ``{scenario: {"efficiency", "phases", "knobs"}}`` plus ``"all"`` pooled over scenarios
@@ -346,7 +363,8 @@ def diagnose(policy_factory: Callable[[Any], Any], action_mode: str, *, random_p
         n = random_pipelines if scenario == "random" else scenario_seeds
         if n == 0:
             continue
-        record = run_episodes(policy_factory, scenario, action_mode, [seed + i for i in range(n)])
+        record = run_episodes(policy_factory, scenario, action_mode, [seed + i for i in range(n)],
+                              serial_fraction=serial_fraction)
         records.append(record)
         results[scenario] = {"efficiency": float(record["efficiency"].mean()), "phases": phase_breakdown(record),
                              "knobs": knob_breakdown(record)}
@@ -405,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenario-seeds", type=int, default=20)
     parser.add_argument("--episodes", default="", metavar="SCENARIO",
                         help="instead of the tables, one row per validation episode of SCENARIO (episode_rows)")
+    parser.add_argument("--serial-fraction", type=float, default=None, metavar="F",
+                        help="evaluate in worlds whose every stage has Amdahl serial fraction F (the named "
+                             "scenarios' profile, and random's range collapsed to F): how the policy responds "
+                             "to how well the stages scale")
     parser.add_argument("--out", default="", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.oracle:
@@ -437,11 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if n < 1 or VALIDATION_SEED_START + n > HELD_OUT_SEED_START:
             parser.error(f"{n} validation episodes: need at least 1, below the held-out seeds")
         seeds = [VALIDATION_SEED_START + i for i in range(n)]
-        results = episode_rows(run_episodes(factory, args.episodes, mode, seeds), seeds)
+        results = episode_rows(run_episodes(factory, args.episodes, mode, seeds,
+                                            serial_fraction=args.serial_fraction), seeds)
         print(episodes_markdown(results))
     else:
         results = diagnose(factory, mode, random_pipelines=args.random_pipelines,
-                           scenario_seeds=args.scenario_seeds)
+                           scenario_seeds=args.scenario_seeds, serial_fraction=args.serial_fraction)
         print(markdown(results))
     if args.out:
         with open(args.out, "w") as f:

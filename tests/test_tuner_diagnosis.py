@@ -28,6 +28,7 @@ from benchmarks.tuner_diagnosis import (
     main,
     phase_breakdown,
     run_episodes,
+    serial_fraction_overrides,
 )
 from recgym.envs.pipeline import dynamics, make_params
 from recgym.envs.pipeline.baselines import make_baseline
@@ -190,3 +191,17 @@ def test_the_episodes_command_prints_one_row_per_episode(capsys):
     assert len(table) == 2 + 2 and table[2].startswith("| 500000 |")
     with pytest.raises(SystemExit):
         main(["--oracle", "--episodes", "no-such-scenario"])
+
+
+def test_the_serial_fraction_override_sets_every_stages_amdahl_fraction():
+    # With perfectly scaling stages the optimum uses more workers than with the profile's
+    # fractions, and the oracle still holds it; the override reaches random's draws too.
+    profile = knob_breakdown(run_episodes(oracle, "steady", "absolute", [500_000]))
+    perfect = knob_breakdown(run_episodes(oracle, "steady", "absolute", [500_000], serial_fraction=0.0))
+    assert perfect["efficiency"] == pytest.approx(1.0, abs=1e-4)
+    assert perfect["neighbour"]["off"]["optimum total workers"] > profile["neighbour"]["off"]["optimum total workers"]
+    for scenario in ("steady", "random"):
+        env = gym.make("RecGym-Pipeline-v0", scenario=scenario, action_mode="absolute",
+                       **serial_fraction_overrides(scenario, "absolute", 0.05))
+        env.reset(seed=500_000)
+        np.testing.assert_allclose(np.asarray(env.unwrapped.state.world.serial_fraction, np.float64), 0.05, rtol=1e-6)
