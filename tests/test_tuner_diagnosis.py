@@ -205,3 +205,6 @@ def test_the_serial_fraction_override_sets_every_stages_amdahl_fraction():
                        **serial_fraction_overrides(scenario, "absolute", 0.05))
         env.reset(seed=500_000)
         np.testing.assert_allclose(np.asarray(env.unwrapped.state.world.serial_fraction, np.float64), 0.05, rtol=1e-6)
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match="serial_fraction.* must be in \\[0.0, 0.999\\]"):
+            serial_fraction_overrides("steady", "absolute", bad)

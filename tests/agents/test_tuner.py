@@ -361,6 +361,7 @@ def test_increment_heads_are_the_env_actions():
     ("num_minibatches", 3, "num_minibatches must be a divisor of the per-device batch"),
     ("total_steps", 10, "total_steps must be >= num_envs \\* rollout_steps"),
     ("training_reward", "noisy", "training_reward must be one of \\('measured', 'true'\\)"),
+    ("scaling_features", 1, "scaling_features must be a bool, got 1"),
 ])
 def test_bad_config_values_are_rejected_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
