@@ -30,7 +30,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_GAMMA",
     "FEATURE_SIZE",
     "HEAD_ADVANTAGES",
+    "HEAD_INPUTS",
     "TRAINING_REWARDS",
     "MEAN_DECODED_KNOBS",
     "ActionHeads",
@@ -91,10 +92,12 @@ __all__ = [
     "feature_sizes",
     "fresh_estimate",
     "head_advantages",
+    "head_inputs",
     "knob_values",
     "main",
     "make_train",
     "observation_features",
+    "observation_head_inputs",
     "parallel_efficiency",
     "proportional_shares",
     "refine_with_equations",
@@ -210,6 +213,13 @@ class TunerConfig(RunConfig):
             a_<i (unbiased). "chain": the gain of head i's choice along the chain of those
             baselines, b(s, a_<=i) - b(s, a_<i), the return for the last head (lower variance;
             biased where the baselines are wrong). Both clip each head's probability ratio.
+        autoregressive: Absolute mode: each head's distribution is conditioned on the choices of
+            the heads before it in the same step (each stage's workers, then the batch size, then
+            the prefetch depth): a small network corrects the head's logits from what the earlier
+            heads moved and the stages' total workers after those moves against the available
+            cores (see head_inputs), so that heads sampled one after the other can coordinate —
+            one stage's large move need not coincide with another's. Off: the heads are
+            independent given the state (factorised).
         eval_random_pipelines: Held-out random pipelines the trained tuner is evaluated on at the
             end (0: no evaluation).
         eval_scenario_seeds: Held-out seeds of each named scenario in the final evaluation.
@@ -261,6 +271,7 @@ class TunerConfig(RunConfig):
     share_targets: tuple[float, ...] = ()
     share_deadband: int = 0
     head_advantages: str = "joint"
+    autoregressive: bool = False
     eval_random_pipelines: int = 200
     eval_scenario_seeds: int = 20
 
@@ -282,7 +293,7 @@ class TunerConfig(RunConfig):
             require(lambda v: math.isfinite(v) and v >= 0, name, getattr(self, name), "finite and >= 0")
         options = tuple(f"shield_{name}" for name in SHIELD_OPTIONS)
         for name in ("memory_shield", "batch_values", "anneal_entropy", "share_features", "scaling_features",
-                     "shield_refine", *options):
+                     "shield_refine", "autoregressive", *options):
             require(lambda v: isinstance(v, bool), name, getattr(self, name), "a bool")
         for name in options:
             if getattr(self, name) and not self.shield_refine:
@@ -306,6 +317,9 @@ class TunerConfig(RunConfig):
                               for m in v) and len(set(v)) == len(v),
                 "share_targets", self.share_targets, "distinct finite numbers > 0")
         require(lambda v: is_int(v) and v >= 0, "share_deadband", self.share_deadband, "an integer >= 0")
+        if self.autoregressive and self.action_mode != "absolute":
+            raise ValueError(f"autoregressive=True needs action_mode='absolute' (increment mode has one head), "
+                             f"got {self.action_mode!r}")
         if self.share_targets and self.action_mode != "absolute":
             raise ValueError(f"share_targets needs action_mode='absolute' (increment mode moves one knob by one "
                              f"step), got {self.action_mode!r}")
@@ -668,6 +682,47 @@ def knob_values(observation: jax.Array, params: PipelineParams) -> tuple[jax.Arr
     high = jnp.asarray([params.max_cores_per_stage] * NUM_STAGES + [params.max_batch_log2, params.max_prefetch],
                        jnp.int32)
     return jnp.round(current).astype(jnp.int32), low, high
+
+
+HEAD_INPUTS = 2 * (NUM_STAGES + 2) + 1
+"""Size of what each absolute-mode head is conditioned on in an autoregressive policy (:func:`head_inputs`)."""
+
+
+def head_inputs(targets: jax.Array, current: jax.Array, choices: jax.Array, available: jax.Array) -> jax.Array:
+    """What each absolute-mode head of an autoregressive policy is conditioned on: the earlier heads' choices.
+
+    For head ``i`` (knob order: each stage's workers, the batch size, the prefetch depth), the
+    moves the heads ``j < i`` chose, each as ``sign(d) log2(1 + |d|) / 3`` of its knob's change
+    ``d`` (0 for the heads not yet decided), which heads are decided, and the log of the stages'
+    total workers after the decided moves (the undecided stages at their current count) over
+    the available cores. Only what the observation reports and the choices enter.
+
+    Args:
+        targets: ``(..., H, W)`` the knob value each head's choice leads to (:meth:`ActionHeads.targets`).
+        current: ``(..., H)`` the knobs' current values (:func:`knob_values`).
+        choices: ``(..., H)`` int32 head choices (only those of the heads before each head are read).
+        available: ``(...)`` the available cores (from the observation).
+
+    Returns:
+        ``(..., H, HEAD_INPUTS)`` float32.
+    """
+    num_heads = current.shape[-1]
+    chosen = jnp.take_along_axis(targets, choices[..., None], axis=-1)[..., 0]
+    delta = (chosen - current).astype(jnp.float32)
+    moved = jnp.sign(delta) * jnp.log2(1.0 + jnp.abs(delta)) / 3.0
+    decided = jnp.asarray(np.tril(np.ones((num_heads, num_heads), np.float32), -1))  # row i: the heads j < i
+    workers = jnp.where(decided[:, :NUM_STAGES] > 0, chosen[..., None, :NUM_STAGES],
+                        current[..., None, :NUM_STAGES]).sum(axis=-1).astype(jnp.float32)
+    load = jnp.log(workers / jnp.maximum(available, 1.0)[..., None])
+    return jnp.concatenate([moved[..., None, :] * decided, jnp.broadcast_to(decided, (*delta.shape[:-1], *decided.shape)),
+                            load[..., None]], axis=-1)
+
+
+def observation_head_inputs(heads: ActionHeads, observation: jax.Array, params: PipelineParams,
+                            choices: jax.Array) -> jax.Array:
+    """:func:`head_inputs` of the knobs the observation reports."""
+    return head_inputs(heads.observation_targets(observation, params), knob_values(observation, params)[0], choices,
+                       observation[..., dynamics.OBS_AVAILABLE])
 
 
 def _head_log_probs(heads: ActionHeads, logits: jax.Array, choices: jax.Array) -> tuple[list[jax.Array], jax.Array]:
@@ -1247,9 +1302,43 @@ def _batch_probe_wanted(heads: ActionHeads, batch_logits: jax.Array, estimate: M
     return ~exact & (doubling > budget) & (grow_mass >= 0.5) & can
 
 
+HeadCondition = Callable[[int, jax.Array, jax.Array], jax.Array]
+"""``condition(i, head_logits, inputs) -> head_logits``: head ``i``'s logits given the earlier heads'
+choices (:meth:`TunerNetwork.condition_head`, of an autoregressive network)."""
+
+
+def _conditioned_head(condition: HeadCondition | None, index: int, head: jax.Array, targets: jax.Array,
+                      current: jax.Array, chosen: list[jax.Array], observation: jax.Array) -> jax.Array:
+    """Head ``index``'s logits given the choices ``chosen`` of the heads before it (one env)."""
+    if condition is None:
+        return head
+    so_far = jnp.stack([*chosen, *[jnp.zeros((), jnp.int32)] * (len(current) - len(chosen))]).astype(jnp.int32)
+    inputs = head_inputs(targets, current, so_far, observation[dynamics.OBS_AVAILABLE])[index]
+    return condition(index, head, inputs)
+
+
+def _absolute_sequential_choice(heads: ActionHeads, params: PipelineParams, decoding: str,
+                                condition: HeadCondition, logits: jax.Array, observation: jax.Array,
+                                key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """One env's absolute-mode choices without a shield, knob by knob, each head conditioned on the earlier ones."""
+    current = knob_values(observation, params)[0]
+    targets = heads.observation_targets(observation, params)
+    keys = None if key is None else jax.random.split(key, len(heads.sizes))
+    choices = []
+    for i, head in enumerate(heads.split(logits)):
+        head = _conditioned_head(condition, i, head, targets, current, choices, observation)
+        ok = jnp.ones(heads.sizes[i], bool)
+        if keys is None:
+            choice = decoded_choice(head, targets[i, : heads.sizes[i]], ok, decoding == "mean" and MEAN_DECODED_KNOBS[i])
+        else:
+            choice = jax.random.categorical(keys[i], head)
+        choices.append(choice.astype(jnp.int32))
+    return jnp.stack(choices), jnp.ones(heads.num_logits, bool)
+
+
 def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: PipelineParams, decoding: str,
-                              logits: jax.Array, estimate: MemoryEstimate, observation: jax.Array,
-                              key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+                              condition: HeadCondition | None, logits: jax.Array, estimate: MemoryEstimate,
+                              observation: jax.Array, key: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """One env's absolute-mode choices under the shield, knob by knob (see :func:`choose_actions`)."""
     growth, unit_cost, proportional = absolute_move_costs(estimate, observation, params, heads, shield.probe_fraction)
     budget = (1.0 - shield.headroom) * observation[dynamics.OBS_MEMORY_CAP] - observation[dynamics.OBS_MEMORY]
@@ -1267,6 +1356,7 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
         probe = _batch_probe_wanted(heads, split[NUM_STAGES], estimate, targets, current, proportional, budget)
     choices, allowed = [], []
     for i, head in enumerate(split):
+        head = _conditioned_head(condition, i, head, targets, current, choices, observation)
         grows = growth[i, : heads.sizes[i]].astype(jnp.float32)
         if i < NUM_STAGES:
             extra = grows * unit_cost[i]
@@ -1304,14 +1394,15 @@ def _absolute_shielded_choice(shield: MemoryShield, heads: ActionHeads, params: 
                 # head then prices its batches at the smaller batch size.
                 budget = budget + (1.0 - 2.0**-shrunk) * release_low
                 batch_factor = batch_factor * 2.0**-shrunk
-        choices.append(choice)
+        choices.append(choice.astype(jnp.int32))
         allowed.append(ok)
-    return jnp.stack(choices).astype(jnp.int32), jnp.concatenate(allowed)
+    return jnp.stack(choices), jnp.concatenate(allowed)
 
 
 def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.Array, estimate: MemoryEstimate,
                    observation: jax.Array, params: PipelineParams,
-                   keys: jax.Array | None = None, decoding: str = "mode") -> tuple[jax.Array, jax.Array]:
+                   keys: jax.Array | None = None, decoding: str = "mode",
+                   condition: HeadCondition | None = None) -> tuple[jax.Array, jax.Array]:
     """The policy's head choices under the memory shield, sampled or deterministic.
 
     Increment mode: the moves :func:`shield_allowed_actions` rejects are masked before the single
@@ -1322,7 +1413,9 @@ def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.
     head's masked softmax is a normalised conditional distribution and the sum of the chosen
     moves' log-probabilities under the stored masks is the joint action's exact log-probability.
     Shrinks and the no-op are never masked, so every head always has a choice. Without a shield
-    nothing is masked.
+    nothing is masked. With ``condition`` (an autoregressive policy, absolute mode) each head's
+    logits are first conditioned on the choices the heads before it made (:func:`head_inputs`);
+    ``logits`` are then the unconditioned ones, which the batch probe's trigger reads.
 
     Args:
         shield: The :class:`MemoryShield`, or ``None``.
@@ -1335,6 +1428,7 @@ def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.
         decoding: Deterministic choices (``keys`` None): ``"mode"`` each head's most likely
             choice; ``"mean"`` (absolute mode) the heads of :data:`MEAN_DECODED_KNOBS` take the
             allowed choice nearest their expected knob value (:func:`decoded_choice`).
+        condition: An autoregressive network's :meth:`TunerNetwork.condition_head` (absolute mode), or None.
 
     Returns:
         ``(choices (n, num_heads) int32, allowed (n, num_logits) bool)``: ``allowed`` is the mask
@@ -1344,8 +1438,15 @@ def choose_actions(shield: MemoryShield | None, heads: ActionHeads, logits: jax.
         raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     if decoding == "mean" and heads.mode != "absolute":
         raise ValueError("decoding='mean' needs absolute-mode heads (increment mode's one head is not ordered)")
+    if condition is not None and heads.mode != "absolute":
+        raise ValueError("condition (an autoregressive policy) needs absolute-mode heads")
+    if shield is None and condition is not None:
+        choose = functools.partial(_absolute_sequential_choice, heads, params, decoding, condition)
+        if keys is None:
+            return jax.vmap(lambda lg, obs: choose(lg, obs, None))(logits, observation)
+        return jax.vmap(choose)(logits, observation, keys)
     if shield is not None and heads.mode == "absolute":
-        choose = functools.partial(_absolute_shielded_choice, shield, heads, params, decoding)
+        choose = functools.partial(_absolute_shielded_choice, shield, heads, params, decoding, condition)
         if keys is None:
             return jax.vmap(lambda lg, est, obs: choose(lg, est, obs, None))(logits, estimate, observation)
         return jax.vmap(choose)(logits, estimate, observation, keys)
@@ -1400,6 +1501,8 @@ class TunerNetwork(nnx.Module):
         width: Hidden width of the encoders and torsos.
         activation: ``"tanh"`` or ``"relu"``.
         head_critic: Also build the action-prefix critic (:meth:`prefix_values`).
+        autoregressive: Also build the head conditioner (:meth:`conditioned_logits`): each head's
+            logits corrected from the earlier heads' choices (absolute mode).
         share_features: Whether its input has the proportional-share features
             (:func:`observation_features`).
         scaling_features: Whether its input has the parallel-efficiency features.
@@ -1407,7 +1510,8 @@ class TunerNetwork(nnx.Module):
     """
 
     def __init__(self, heads: ActionHeads, width: int = 64, *, activation: str = "tanh", head_critic: bool = False,
-                 share_features: bool = True, scaling_features: bool = False, rngs: nnx.Rngs):
+                 share_features: bool = True, scaling_features: bool = False, autoregressive: bool = False,
+                 rngs: nnx.Rngs):
         self.per_stage = heads.per_stage_logits
         self.share_features = share_features
         self.scaling_features = scaling_features
@@ -1422,6 +1526,12 @@ class TunerNetwork(nnx.Module):
         # b(s, a_<i): the critic's context and the earlier heads' one-hot choices (later ones zero)
         self.prefix_critic = (MLP(width + heads.num_logits, (width,), 1, activation=activation, rngs=rngs)
                               if head_critic else None)
+        if autoregressive and heads.mode != "absolute":
+            raise ValueError("autoregressive needs absolute-mode heads (increment mode has one head)")
+        # Corrections of a head's logits from its own logits and the earlier heads' choices; a small
+        # output gain, so that training starts from the factorised policy.
+        self.head_conditioner = (MLP(HEAD_INPUTS + max(heads.sizes), (width,), max(heads.sizes), activation=activation,
+                                     out_scale=0.01, rngs=rngs) if autoregressive else None)
 
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(..., FEATURE_SIZE)`` -> ``(logits (..., num_logits), value (...))``."""
@@ -1433,6 +1543,40 @@ class TunerNetwork(nnx.Module):
         both = jnp.concatenate([embedded, jnp.broadcast_to(context[..., None, :], embedded.shape)], axis=-1)
         stage = self.stage_logits(both)
         return jnp.concatenate([stage.reshape(*stage.shape[:-2], -1), self.global_logits(context)], axis=-1)
+
+    @property
+    def autoregressive(self) -> bool:
+        """Whether the heads are conditioned on the earlier heads' choices (:meth:`conditioned_logits`)."""
+        return self.head_conditioner is not None
+
+    def _head_correction(self, head_logits: jax.Array, inputs: jax.Array) -> jax.Array:
+        width = max(self.heads.sizes)
+        pad = [(0, 0)] * (head_logits.ndim - 1) + [(0, width - head_logits.shape[-1])]
+        correction = self.head_conditioner(jnp.concatenate([inputs, jnp.pad(head_logits, pad)], axis=-1))
+        return correction[..., : head_logits.shape[-1]]
+
+    def conditioned_logits(self, logits: jax.Array, inputs: jax.Array) -> jax.Array:
+        """Every head's logits given the earlier heads' choices (``autoregressive``; else ``logits``).
+
+        Args:
+            logits: ``(..., num_logits)`` the network's logits (:meth:`__call__`).
+            inputs: ``(..., H, HEAD_INPUTS)`` each head's :func:`head_inputs` (from the choices made).
+
+        Returns:
+            ``(..., num_logits)``: head ``i``'s part is :meth:`condition_head` of its logits and ``inputs[..., i, :]``.
+        """
+        if self.head_conditioner is None:
+            return logits
+        return jnp.concatenate([head + self._head_correction(head, inputs[..., i, :])
+                                for i, head in enumerate(self.heads.split(logits))], axis=-1)
+
+    def condition_head(self, index: int, head_logits: jax.Array, inputs: jax.Array) -> jax.Array:
+        """One head's logits given the earlier heads' choices: ``head_logits`` (``(..., size)``, head
+        ``index``'s part of the network's logits) plus the conditioner's correction from them and
+        ``inputs`` (``(..., HEAD_INPUTS)``, that head's :func:`head_inputs`)."""
+        if self.head_conditioner is None:
+            return head_logits
+        return head_logits + self._head_correction(head_logits, inputs)
 
     def prefix_values(self, features: jax.Array, choices: jax.Array) -> jax.Array:
         """The action-prefix baselines ``b(s, a_<i)`` for ``i = 1 ... H-1`` (``head_critic`` only).
@@ -1534,6 +1678,8 @@ class Rollout:
         next_features: ``(n, FEATURE_SIZE)`` features of the observation reached, before any reset.
         finished_return: ``(n,)`` return of the episode that ended at this step (0 otherwise).
         crashed: ``(n,)`` bool, an episode ended in an OOM crash here.
+        head_inputs: ``(n, heads, HEAD_INPUTS)`` what each head was conditioned on
+            (:func:`head_inputs`; an autoregressive policy only, else None).
     """
 
     features: jax.Array
@@ -1548,6 +1694,7 @@ class Rollout:
     next_features: jax.Array
     finished_return: jax.Array
     crashed: jax.Array
+    head_inputs: jax.Array | None = None
 
 
 # ------------------------------------------------------------------------------------ training
@@ -1598,7 +1745,8 @@ class TunerTraining:
         c = self.config
         return TunerNetwork(self.heads, c.hidden_width, activation=c.activation,
                             head_critic=c.head_advantages != "joint", share_features=c.share_features,
-                            scaling_features=c.scaling_features, rngs=nnx.Rngs(params=key))
+                            scaling_features=c.scaling_features, autoregressive=c.autoregressive,
+                            rngs=nnx.Rngs(params=key))
 
     def model(self, params: Any) -> TunerNetwork:
         """The network with ``params``."""
@@ -1642,7 +1790,12 @@ class TunerTraining:
                                             p.first_observation)
             logits, value = model(features)
             choices, allowed = choose_actions(self.shield, self.heads, logits, p.memory_estimate, p.observation,
-                                              env_params, env_keys)
+                                              env_params, env_keys,
+                                              condition=model.condition_head if c.autoregressive else None)
+            inputs = None
+            if c.autoregressive:  # the heads' logits as they were sampled, given the earlier heads' choices
+                inputs = observation_head_inputs(self.heads, p.observation, env_params, choices)
+                logits = model.conditioned_logits(logits, inputs)
             per_head, _ = _head_log_probs(self.heads, mask_logits(logits, allowed), choices)
             log_prob = _joint_log_prob(per_head)
             action = self.heads.to_env_action(choices, p.observation, env_params)
@@ -1661,7 +1814,7 @@ class TunerTraining:
                 terminated=terminated, truncated=truncated,
                 next_features=observation_features(info["final_obs"], p.observation, c.share_features,
                                                    p.first_observation),
-                finished_return=jnp.where(done, episode_return, 0.0), crashed=terminated)
+                finished_return=jnp.where(done, episode_return, 0.0), crashed=terminated, head_inputs=inputs)
             next_p = PipelinesState(
                 env=env, observation=observation,
                 previous_observation=jnp.where(done[:, None], observation, p.observation),
@@ -1697,6 +1850,8 @@ class TunerTraining:
             logits, values = model(batch.features)
         else:
             logits, values, prefix = model.with_prefix_values(batch.features, batch.choices)
+        if batch.head_inputs is not None:
+            logits = model.conditioned_logits(logits, batch.head_inputs)
         logits = mask_logits(logits, batch.allowed)
         if c.head_advantages == "joint":
             log_prob, entropy = _log_probs(self.heads, logits, batch.choices)
@@ -1850,7 +2005,8 @@ class TunerPolicy(Policy):
 
     It reads only the observation and remembers the previous one per env (reset by
     ``begin_episode``); ``info`` is ignored. After each :meth:`act_batch`, :attr:`last_decision`
-    holds what the decision was made from (for diagnosis). Deterministic by default, as evaluated: in absolute
+    holds what the decision was made from (for diagnosis: the logits, each head's conditioned on the
+    earlier heads' choices for an autoregressive network, the shield's masks and the choices). Deterministic by default, as evaluated: in absolute
     mode the worker and batch-size heads take the allowed choice nearest their expected knob value
     and the prefetch head its most likely one (``decoding="mean"``); in increment mode the one
     head's most likely choice.
@@ -1943,6 +2099,7 @@ class TunerPolicy(Policy):
                                                            head_critic=config.head_advantages != "joint",
                                                            share_features=config.share_features,
                                                            scaling_features=config.scaling_features,
+                                                           autoregressive=config.autoregressive,
                                                            rngs=nnx.Rngs(0)))
             graphdef, state = nnx.split(abstract)
             restored = checkpoints.restore({"policy": {"params": state}}, step)["policy"]["params"]
@@ -2018,7 +2175,11 @@ def _policy_act(graphdef, heads: ActionHeads, shield: MemoryShield | None, deter
     first = first if getattr(model, "scaling_features", False) else None
     logits, _ = model(observation_features(observations, previous, model.share_features, first))
     keys = None if deterministic else jax.random.split(key, observations.shape[0])
-    choices, allowed = choose_actions(shield, heads, logits, estimate, observations, env_params, keys, decoding)
+    autoregressive = getattr(model, "head_conditioner", None) is not None
+    choices, allowed = choose_actions(shield, heads, logits, estimate, observations, env_params, keys, decoding,
+                                      condition=model.condition_head if autoregressive else None)
+    if autoregressive:  # each head's logits as it chose, given the earlier heads' choices
+        logits = model.conditioned_logits(logits, observation_head_inputs(heads, observations, env_params, choices))
     decision = {"logits": logits, "allowed": allowed, "choices": choices}
     return heads.to_env_action(choices, observations, env_params), estimate, decision
 

@@ -22,12 +22,16 @@ from agents.tuner import TunerConfig, make_train
 UPDATES_PER_CALL = 5
 
 
-@pytest.mark.parametrize("action_mode", ["increment", "absolute"])
-def test_tuner_training_env_steps_per_second(benchmark, action_mode):
-    """Default network and batch, one compiled block of updates per round."""
+@pytest.mark.parametrize("action_mode, autoregressive", [("increment", False), ("absolute", False),
+                                                         ("absolute", True)],
+                         ids=["increment", "absolute", "absolute-autoregressive"])
+def test_tuner_training_env_steps_per_second(benchmark, action_mode, autoregressive):
+    """Default network and batch, one compiled block of updates per round (and absolute mode's
+    autoregressive heads, ``--autoregressive``)."""
     small = benchmark.disabled  # a smoke run in CI
-    config = TunerConfig(action_mode=action_mode, num_envs=32 if small else 512, rollout_steps=4 if small else 32,
-                         num_minibatches=4, total_steps=10**9, progress=False, tensorboard=False)
+    config = TunerConfig(action_mode=action_mode, autoregressive=autoregressive, num_envs=32 if small else 512,
+                         rollout_steps=4 if small else 32, num_minibatches=4, total_steps=10**9, progress=False,
+                         tensorboard=False)
     updates = 1 if small else UPDATES_PER_CALL
     training = make_train(config)
     state = training.init(jax.random.key(0))
@@ -49,5 +53,6 @@ def test_tuner_training_env_steps_per_second(benchmark, action_mode):
     cpu = steps / sorted(holder["cpu"])[len(holder["cpu"]) // 2]
     benchmark.extra_info["env_steps_per_s"] = wall
     benchmark.extra_info["env_steps_per_cpu_s"] = cpu
-    print(f"\n[tuner PPO training, {action_mode}, {config.num_envs} pipelines x {config.rollout_steps} steps, "
+    mode = action_mode + (", autoregressive" if autoregressive else "")
+    print(f"\n[tuner PPO training, {mode}, {config.num_envs} pipelines x {config.rollout_steps} steps, "
           f"{jax.device_count()} device(s)] {wall:,.0f} env-steps/s wall, {cpu:,.0f} per CPU-second")

@@ -19,6 +19,34 @@ def tiny_config(**overrides) -> A2CConfig:
     return A2CConfig(**(values | overrides))
 
 
+def leaves(tree) -> list[np.ndarray]:
+    """Every leaf as a NumPy array (typed PRNG keys as their key data)."""
+    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+            for x in jax.tree_util.tree_leaves(tree)]
+
+
+def assert_tuner_trains_deterministically(config: TunerConfig, learning: str, seed: int = 2) -> None:
+    """Train ``config`` for two blocks of two updates twice from ``seed`` through one compiled block and
+    assert: finite metrics, one trace, bit-identical parameters, and that the parameters under
+    ``learning`` (a top-level name of the network's state) moved from their initial values."""
+    from agents.tuner import make_train
+
+    train = make_train(config)
+    state = train.init(jax.random.key(seed))
+    for _ in range(2):
+        state, metrics = train.run(state, 2)
+        for name, values in metrics.items():
+            assert np.all(np.isfinite(np.asarray(values))), name
+    again = train.init(jax.random.key(seed))
+    for _ in range(2):
+        again, _ = train.run(again, 2)
+    assert train.traces == 1
+    for a, b in zip(leaves(state.learner.params), leaves(again.learner.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        leaves(state.learner.params[learning]), leaves(train.init(jax.random.key(seed)).learner.params[learning])))
+
+
 def assert_acts_alike(loaded, direct, training, *, obs_seed: int, policy_seed: int, num_envs: int = 5) -> None:
     """Assert two ``AgentPolicy`` objects choose the same actions on fresh starts of ``training``'s world."""
     observations = np.asarray(jax.vmap(training.core.start, in_axes=(0, None))(

@@ -22,16 +22,11 @@ from agents.tuner import (
     train_run,
 )
 from recgym.envs.pipeline import make_params
-from tests.agents.conftest import tiny_tuner_config
+from tests.agents.conftest import assert_tuner_trains_deterministically, leaves, tiny_tuner_config
 
 
 def config(**overrides):
     return tiny_tuner_config(**({"action_mode": "absolute", "head_advantages": "prefix"} | overrides))
-
-
-def leaves(tree):
-    return [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
-            for x in jax.tree_util.tree_leaves(tree)]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -134,22 +129,7 @@ def test_per_head_loss_with_equal_advantages_has_the_joint_losss_policy_gradient
 # ------------------------------------------------------------------------------------ training
 @pytest.mark.parametrize("form", ["prefix", "chain"])
 def test_training_with_head_advantages_is_finite_deterministic_and_traces_once(form):
-    train = make_train(config(head_advantages=form, total_steps=16 * 4 * 4))
-    state = train.init(jax.random.key(2))
-    for _ in range(2):
-        state, metrics = train.run(state, 2)
-        for name, values in metrics.items():
-            assert np.all(np.isfinite(np.asarray(values))), name
-    # Same seed again, through the same compiled block (one compile per test): the same parameters.
-    again = train.init(jax.random.key(2))
-    for _ in range(2):
-        again, _ = train.run(again, 2)
-    assert train.traces == 1
-    for a, b in zip(leaves(state.learner.params), leaves(again.learner.params), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, b) for a, b in zip(
-        leaves(state.learner.params["prefix_critic"]),
-        leaves(train.init(jax.random.key(2)).learner.params["prefix_critic"])))  # the baselines learn
+    assert_tuner_trains_deterministically(config(head_advantages=form, total_steps=16 * 4 * 4), "prefix_critic")
 
 
 def test_a_head_advantage_checkpoint_loads_and_acts_like_the_trained_policy(tmp_path):
